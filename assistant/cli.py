@@ -1,0 +1,389 @@
+"""The ``assistant`` command: run the system, manage the database, tenants, keys, operators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from assistant.config import LOG_FORMATS, LOG_LEVELS, Settings
+from assistant.db.models import KeyKind
+from assistant.errors import UserError
+from assistant.log import configure_logging
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _logging_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("logging")
+    group.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="default: auto ($ASSISTANT_LOG_FORMAT)"
+    )
+    group.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="default: info ($ASSISTANT_LOG_LEVEL)"
+    )
+    return parser
+
+
+def _database_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False, parents=[_logging_options()])
+    group = parser.add_argument_group("storage")
+    group.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db "
+        "(default: a SQLite file in the data directory; $ASSISTANT_DATABASE_URL)",
+    )
+    group.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="local state directory (default: ./data; $ASSISTANT_DATA_DIR)",
+    )
+    return parser
+
+
+def _runtime_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False, parents=[_database_options()])
+    group = parser.add_argument_group("services")
+    group.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis URL, e.g. redis://host:6379/0 (default: start an embedded redis-server; "
+        "$ASSISTANT_REDIS_URL)",
+    )
+    group.add_argument(
+        "--model-path",
+        metavar="DIR",
+        help="checkpoint directory (default: the bundled model; $ASSISTANT_MODEL_PATH)",
+    )
+    group.add_argument(
+        "--device",
+        help="torch device: auto, cpu, cuda, cuda:1 ... (default: auto; $ASSISTANT_DEVICE)",
+    )
+    group.add_argument("--host", help="address to listen on (default: 127.0.0.1; $ASSISTANT_HOST)")
+    group.add_argument("--port", type=int, help="gateway port (default: 8765; $ASSISTANT_PORT)")
+    return parser
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coro)
+
+
+# Handlers ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.serve import serve
+
+    return serve(settings, gateways=args.gateways, workers=args.workers)
+
+
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from web.gateway import run_gateway
+
+    _require_redis(settings)
+    asyncio.run(run_gateway(settings))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.main import run_worker
+
+    _require_redis(settings)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def _require_redis(settings: Settings) -> None:
+    if not settings.redis_url:
+        raise UserError(
+            "this process needs a Redis URL: set ASSISTANT_REDIS_URL or --redis-url "
+            "(or use 'assistant serve', which starts an embedded Redis)"
+        )
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.db import migrate
+
+    migrate.upgrade(settings.effective_database_url, args.revision)
+    revision = migrate.current_revision(settings.effective_database_url)
+    print(f"database at revision {revision or 'base (empty)'}")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.db import migrate
+
+    migrate.downgrade(settings.effective_database_url, args.revision)
+    revision = migrate.current_revision(settings.effective_database_url)
+    print(f"database at revision {revision or 'base (empty)'}")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.db import migrate
+
+    print(migrate.current_revision(settings.effective_database_url) or "empty (no migrations)")
+    return 0
+
+
+async def _with_store(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    from assistant.db import migrate
+    from assistant.db.engine import check_connection, create_engine
+    from assistant.db.repository import Store
+
+    engine = create_engine(settings.effective_database_url)
+    store = Store(engine)
+    try:
+        await check_connection(engine)
+        revision = await migrate.current_revision_async(settings.effective_database_url)
+        if revision is None:
+            raise UserError("the database has no schema yet: run 'assistant db upgrade' first")
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def cmd_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: Any) -> int:
+        tenant = await store.create_tenant(args.name, args.origin or [])
+        print(f"created tenant {tenant.name} (id {tenant.id})")
+        return 0
+
+    return _run(_with_store(settings, action))
+
+
+def cmd_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: Any) -> int:
+        for tenant in await store.list_tenants():
+            origins = ", ".join(tenant.allowed_origins) or "-"
+            print(f"{tenant.name}\t{tenant.id}\torigins: {origins}")
+        return 0
+
+    return _run(_with_store(settings, action))
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: Any) -> int:
+        tenant = await store.get_tenant(args.tenant)
+        row, plain = await store.create_key(tenant.id, KeyKind(args.kind), label=args.label)
+        print(plain)
+        sys.stderr.write(
+            f"{row.kind} key {row.prefix} for tenant {tenant.name}: store it now, "
+            "it is not shown again\n"
+        )
+        return 0
+
+    return _run(_with_store(settings, action))
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: Any) -> int:
+        tenant = await store.get_tenant(args.tenant)
+        for row in await store.list_keys(tenant.id):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            print(f"{row.prefix}\t{row.kind}\t{state}\t{row.label}")
+        return 0
+
+    return _run(_with_store(settings, action))
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: Any) -> int:
+        row = await store.revoke_key(args.prefix)
+        print(f"revoked key {row.prefix}")
+        return 0
+
+    return _run(_with_store(settings, action))
+
+
+def cmd_operators_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: Any) -> int:
+        tenant = await store.get_tenant(args.tenant)
+        operator, plain = await store.create_operator(tenant.id, args.name, args.email)
+        print(plain)
+        sys.stderr.write(
+            f"operator {operator.name} <{operator.email}> (id {operator.id}) created; "
+            "the line above is their console key: store it now, it is not shown again\n"
+        )
+        return 0
+
+    return _run(_with_store(settings, action))
+
+
+# Parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assistant",
+        description="An instant chat assistant whose text generator is a diffusion language "
+        "model. Every option can also be set with an ASSISTANT_* environment variable.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    runtime, database = _runtime_options(), _database_options()
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[runtime],
+        help="run the whole system: migrations, Redis, gateways and workers",
+        description="Apply migrations, start an embedded redis-server (unless --redis-url), "
+        "then run gateway and worker processes until Ctrl-C.",
+    )
+    serve.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes (default 1), on consecutive ports from --port",
+    )
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(handler=cmd_serve)
+
+    commands.add_parser(
+        "gateway",
+        parents=[runtime],
+        help="run one gateway process (needs --redis-url)",
+        description="Serve WebSocket clients, the pages, /healthz, /readyz and /metrics.",
+    ).set_defaults(handler=cmd_gateway)
+    commands.add_parser(
+        "worker",
+        parents=[runtime],
+        help="run one worker process (needs --redis-url)",
+        description="Take turns from the Redis stream and generate replies with the model.",
+    ).set_defaults(handler=cmd_worker)
+
+    db = commands.add_parser("db", help="database migrations", description="Alembic migrations.")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade",
+        parents=[database],
+        help="migrate up (default: to the newest revision)",
+        description="Apply migrations up to REVISION (default head).",
+    )
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+    downgrade = db_commands.add_parser(
+        "downgrade",
+        parents=[database],
+        help="migrate down to REVISION ('base' empties it)",
+        description="Revert migrations down to REVISION; 'base' removes the whole schema.",
+    )
+    downgrade.add_argument("revision")
+    downgrade.set_defaults(handler=cmd_db_downgrade)
+    db_commands.add_parser(
+        "current",
+        parents=[database],
+        help="print the database's revision",
+        description="Print the revision the database is at.",
+    ).set_defaults(handler=cmd_db_current)
+
+    tenants = commands.add_parser(
+        "tenants",
+        help="create and list tenants",
+        description="Tenants own conversations, keys and operators.",
+    )
+    tenant_commands = tenants.add_subparsers(
+        dest="tenants_command", metavar="ACTION", required=True
+    )
+    create = tenant_commands.add_parser(
+        "create", parents=[database], help="create a tenant", description="Create a tenant."
+    )
+    create.add_argument("name")
+    create.add_argument(
+        "--origin",
+        action="append",
+        metavar="URL",
+        help="origin allowed to embed the widget, e.g. https://shop.example (repeatable)",
+    )
+    create.set_defaults(handler=cmd_tenants_create)
+    tenant_commands.add_parser(
+        "list", parents=[database], help="list tenants", description="List tenants."
+    ).set_defaults(handler=cmd_tenants_list)
+
+    keys = commands.add_parser(
+        "keys",
+        help="create, list and revoke API keys",
+        description="API keys are shown once and stored hashed.",
+    )
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    key_create = key_commands.add_parser(
+        "create",
+        parents=[database],
+        help="create a key and print it once",
+        description="Create an API key for TENANT and print it once on stdout.",
+    )
+    key_create.add_argument("tenant", help="tenant name or id")
+    key_create.add_argument(
+        "--kind",
+        choices=[KeyKind.PUBLIC.value, KeyKind.SECRET.value],
+        default="public",
+        help="public: embedded in the widget's page; secret: server to server (default public)",
+    )
+    key_create.add_argument("--label", default="", help="a note to recognise the key by")
+    key_create.set_defaults(handler=cmd_keys_create)
+    key_list = key_commands.add_parser(
+        "list",
+        parents=[database],
+        help="list a tenant's keys (prefixes only)",
+        description="List a tenant's keys by prefix; the keys themselves are never stored.",
+    )
+    key_list.add_argument("tenant", help="tenant name or id")
+    key_list.set_defaults(handler=cmd_keys_list)
+    revoke = key_commands.add_parser(
+        "revoke",
+        parents=[database],
+        help="revoke a key by its prefix",
+        description="Revoke the key with PREFIX (as printed by 'keys list', e.g. pk_1a2b3c4d).",
+    )
+    revoke.add_argument("prefix")
+    revoke.set_defaults(handler=cmd_keys_revoke)
+
+    operators = commands.add_parser(
+        "operators",
+        help="create agent-console operators",
+        description="Operators use the agent console.",
+    )
+    operator_commands = operators.add_subparsers(
+        dest="operators_command", metavar="ACTION", required=True
+    )
+    op_create = operator_commands.add_parser(
+        "create",
+        parents=[database],
+        help="create an operator and print their key once",
+        description="Create an operator of TENANT and print their console key once.",
+    )
+    op_create.add_argument("tenant", help="tenant name or id")
+    op_create.add_argument("--name", required=True)
+    op_create.add_argument("--email", required=True)
+    op_create.set_defaults(handler=cmd_operators_create)
+    return parser
+
+
+SETTING_FLAGS = (
+    "redis_url",
+    "database_url",
+    "data_dir",
+    "model_path",
+    "device",
+    "host",
+    "port",
+    "log_format",
+    "log_level",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.load(**{name: getattr(args, name, None) for name in SETTING_FLAGS})
+        configure_logging(settings.log_format, settings.log_level)
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,103 @@
+"""The one settings object, read from ``ASSISTANT_*`` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from assistant.errors import UserError
+
+ENV_PREFIX = "ASSISTANT_"
+LOG_FORMATS = ("auto", "console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process of this system needs to know about its environment.
+
+    Each field is read from ``ASSISTANT_<FIELD>`` (upper case); a CLI flag overrides it.
+    """
+
+    # Redis URL of the bus; empty starts a private embedded redis-server under data_dir.
+    redis_url: str = ""
+    # SQLAlchemy async URL; empty means a SQLite file under data_dir.
+    database_url: str = ""
+    # Where the embedded Redis, the SQLite file and other local state live.
+    data_dir: Path = Path("data")
+    # Model checkpoint directory; empty means the bundled model.
+    model_path: str = ""
+    # Torch device for the model: "auto" picks CUDA when present, else the CPU.
+    device: str = "auto"
+    # Address the gateway listens on.
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # "console" (pretty), "json" (one object per line) or "auto" (console on a terminal).
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from the environment, then apply non-None overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _coerce(field.name, field.type, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = _coerce(name, _field_type(name), value)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"port {self.port} is out of range: use 0-65535 (ASSISTANT_PORT)")
+        if self.log_format not in LOG_FORMATS:
+            raise UserError(
+                f"unknown log format {self.log_format!r}: use one of {', '.join(LOG_FORMATS)}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise UserError(
+                f"unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
+            )
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'assistant.db').resolve()}"
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _field_type(name: str) -> str:
+    for field in fields(Settings):
+        if field.name == name:
+            return str(field.type)
+    raise TypeError(f"unknown setting {name!r}")
+
+
+def _coerce(name: str, type_name: Any, raw: Any) -> Any:
+    type_name = str(type_name)
+    if type_name == "int":
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise UserError(
+                f"setting {name} must be a whole number, got {raw!r} "
+                f"(ASSISTANT_{name.upper()} or --{name.replace('_', '-')})"
+            ) from None
+    if type_name == "Path":
+        return Path(raw)
+    return str(raw)

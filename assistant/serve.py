@@ -1,0 +1,147 @@
+"""``assistant serve``: the whole system on one machine, started and stopped as one.
+
+It applies migrations, starts an embedded redis-server unless a Redis URL is given, then
+runs gateway and worker processes and supervises them. Ctrl-C or SIGTERM stops the workers,
+then the gateways, then Redis; a child that dies unexpectedly stops everything, non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from assistant.config import Settings
+from assistant.db import migrate
+from assistant.embedded_redis import EmbeddedRedis, die_with_parent
+from assistant.errors import UserError
+from assistant.ports import ensure_port_free
+from assistant.redis_conn import check_redis
+
+log = structlog.get_logger(__name__)
+
+
+def check_model_path(settings: Settings) -> None:
+    if settings.model_path and not Path(settings.model_path).is_dir():
+        raise UserError(
+            f"model path {settings.model_path} is not a directory: point ASSISTANT_MODEL_PATH "
+            "or --model-path at a checkpoint directory, or leave it empty for the bundled model"
+        )
+
+
+class Supervisor:
+    """Starts child processes of this package and stops them together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(self, name: str, *args: str) -> None:
+        env = {**os.environ, **self.settings.to_env()}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "assistant", *args],
+            env=env,
+            # Own process group: Ctrl-C reaches only the supervisor, which stops children in
+            # order; die_with_parent still ends them if the supervisor itself is killed.
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        self.children.append((name, process))
+        log.info("started", process=name, pid=process.pid)
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, process in self.children:
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        # Workers first, so that gateways can still relay their last events.
+        for group in ("worker", "gateway"):
+            members = [p for n, p in self.children if n.startswith(group) and p.poll() is None]
+            for process in members:
+                process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            for process in members:
+                try:
+                    process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
+    """Run the system until Ctrl-C / SIGTERM; return the exit status."""
+    if gateways < 1 or workers < 0:
+        raise UserError("serve needs at least one gateway and zero or more workers")
+    check_model_path(settings)
+    ports = [settings.port + i for i in range(gateways)] if settings.port else [0] * gateways
+    for port in ports:
+        ensure_port_free(settings.host, port)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.effective_database_url)
+    settings = settings.with_(database_url=settings.effective_database_url)
+
+    stop_requested = False
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    redis_server: EmbeddedRedis | None = None
+    supervisor: Supervisor | None = None
+    try:
+        if settings.redis_url:
+            asyncio.run(check_redis(settings.redis_url))
+        else:
+            redis_server = EmbeddedRedis(settings.data_dir / "redis")
+            redis_server.start()
+            settings = settings.with_(redis_url=redis_server.url)
+        supervisor = Supervisor(settings)
+        for index, port in enumerate(ports):
+            supervisor.spawn(f"gateway-{index}", "gateway", "--port", str(port))
+        for index in range(workers):
+            supervisor.spawn(f"worker-{index}", "worker")
+        _announce(settings, ports, redis_server)
+        while not stop_requested:
+            exited = supervisor.first_exited()
+            if exited is not None:
+                name, code = exited
+                log.error("child process exited; stopping everything", process=name, code=code)
+                return 1
+            time.sleep(0.2)
+        log.info("stopping")
+        return 0
+    finally:
+        if supervisor is not None:
+            supervisor.stop_all()
+        if redis_server is not None:
+            redis_server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _announce(settings: Settings, ports: list[int], redis_server: EmbeddedRedis | None) -> None:
+    lines = ["", "The assistant is running. Open:"]
+    for port in ports:
+        base = f"http://{settings.host}:{port}"
+        lines += [f"  {base}/            status page", f"  {base}/healthz     health check"]
+        lines += [f"  ws://{settings.host}:{port}/ws  WebSocket endpoint (protocol v1)"]
+    redis_note = f"embedded, {redis_server.url}" if redis_server else settings.redis_url
+    lines += [
+        f"Redis: {redis_note}",
+        f"Database: {settings.database_url}",
+        "Press Ctrl-C to stop everything.",
+        "",
+    ]
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()
