@@ -88,7 +88,7 @@ def _postgres_database() -> Iterator[str]:
     name = f"assistant_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         _pg_unreachable = f"PostgreSQL at {PG_URL} is unreachable: {exc}"
         pytest.skip(_pg_unreachable)
     url = make_url(PG_URL).set(drivername="postgresql+asyncpg", database=name)

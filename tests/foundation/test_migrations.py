@@ -18,7 +18,8 @@ async def _diff_and_tables(url: str) -> tuple[list[object], set[str]]:
 
             def read(sync_conn: object) -> tuple[list[object], set[str]]:
                 context = MigrationContext.configure(
-                    sync_conn, opts={"compare_type": True}  # type: ignore[arg-type]
+                    sync_conn,
+                    opts={"compare_type": True},  # type: ignore[arg-type]
                 )
                 diff = compare_metadata(context, Base.metadata)
                 return list(diff), set(inspect(sync_conn).get_table_names())
