@@ -1,0 +1,61 @@
+"""Settings from environment variables and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assistant.config import Settings
+from assistant.errors import UserError
+
+
+def test_defaults_use_embedded_services() -> None:
+    """With nothing set, Redis is embedded and the database is a SQLite file in data/."""
+    settings = Settings.load(env={})
+    assert settings.redis_url == ""
+    assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.effective_database_url.endswith("/data/assistant.db")
+
+
+def test_environment_is_read_with_prefix() -> None:
+    """ASSISTANT_* variables set the fields, with types."""
+    env = {
+        "ASSISTANT_REDIS_URL": "redis://example:6379/1",
+        "ASSISTANT_PORT": "9000",
+        "ASSISTANT_DATA_DIR": "/srv/assistant",
+        "ASSISTANT_LOG_FORMAT": "json",
+        "REDIS_URL": "ignored",
+    }
+    settings = Settings.load(env=env)
+    assert settings.redis_url == "redis://example:6379/1"
+    assert settings.port == 9000
+    assert settings.data_dir == Path("/srv/assistant")
+    assert settings.log_format == "json"
+
+
+def test_flags_override_environment() -> None:
+    """A flag wins over the environment; None means 'not given'."""
+    settings = Settings.load(env={"ASSISTANT_PORT": "9000"}, port=9100, host=None)
+    assert settings.port == 9100 and settings.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ASSISTANT_PORT": "eighty"}, "whole number"),
+        ({"ASSISTANT_PORT": "70000"}, "out of range"),
+        ({"ASSISTANT_LOG_FORMAT": "xml"}, "unknown log format"),
+        ({"ASSISTANT_LOG_LEVEL": "loud"}, "unknown log level"),
+    ],
+)
+def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
+    """A bad value names the problem."""
+    with pytest.raises(UserError, match=message):
+        Settings.load(env=env)
+
+
+def test_round_trip_through_child_environment() -> None:
+    """to_env reproduces the settings in a child process."""
+    settings = Settings.load(env={}, port=1234, redis_url="redis://h:1/0")
+    assert Settings.load(env=settings.to_env()) == settings
