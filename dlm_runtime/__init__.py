@@ -1,0 +1,56 @@
+"""Standalone runtime for masked diffusion language models (native "dlm" and LLaDA checkpoints)."""
+
+# --- models and checkpoints (modeling.py registers "dlm" with AutoConfig/AutoModel on import) ---
+from dlm_runtime.attention import KV, ForwardOutput
+from dlm_runtime.llada import LLaDAModel
+from dlm_runtime.loading import CheckpointError, load_model, save_model
+from dlm_runtime.modeling import DLMConfig, DLMModel
+
+__all__ = [
+    "KV",
+    "CheckpointError",
+    "DLMConfig",
+    "DLMModel",
+    "ForwardOutput",
+    "LLaDAModel",
+    "load_model",
+    "save_model",
+]
+
+# --- tokenizer and sampler policies (presets stay in dlm_runtime.policies: a package-level
+# `reference` function would shadow the dlm_runtime.reference module) ---
+from dlm_runtime.policies import (
+    PRESETS,
+    BlockState,
+    DecodingPolicy,
+    StepResult,
+    policy_from_dict,
+)
+from dlm_runtime.tokenizer import (
+    DraftText,
+    SpecialTokens,
+    TokenSpan,
+    decode_draft,
+    encode_chat,
+    load_tokenizer,
+    save_tokenizer,
+    special_token_ids,
+    train_tokenizer,
+)
+
+__all__ += [
+    "PRESETS",
+    "BlockState",
+    "DecodingPolicy",
+    "DraftText",
+    "SpecialTokens",
+    "StepResult",
+    "TokenSpan",
+    "decode_draft",
+    "encode_chat",
+    "load_tokenizer",
+    "policy_from_dict",
+    "save_tokenizer",
+    "special_token_ids",
+    "train_tokenizer",
+]

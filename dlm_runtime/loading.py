@@ -1,0 +1,292 @@
+"""Loading and saving checkpoints: ``load_model(path)`` dispatches on config.json's ``model_type``.
+
+* ``"dlm"``: the native :class:`~dlm_runtime.modeling.DLMModel`.
+* ``"llada"``: :class:`~dlm_runtime.llada.LLaDAModel` from LLaDA-layout weights.
+
+Weights come from ``model.safetensors`` or from the shards listed in
+``model.safetensors.index.json`` (how LLaDA-8B is published). The module is built on the meta
+device and the checked tensors are assigned to it, so nothing is randomly initialised and an
+8B checkpoint loads without a second copy in memory.
+
+Every problem with the directory raises :class:`CheckpointError` naming the file or key at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dlm_runtime.attention import KV, ForwardOutput
+from dlm_runtime.llada import LLaDAConfigView, LLaDAModel, UnsupportedLLaDAConfig
+from dlm_runtime.modeling import DLMConfig, DLMModel
+
+__all__ = [
+    "DLM_REQUIRED_KEYS",
+    "CheckpointError",
+    "RemoteCodeModel",
+    "load_model",
+    "read_config",
+    "read_weights",
+    "save_model",
+]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+DLM_REQUIRED_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "mask_token_id",
+)
+
+LoadedModel = DLMModel | LLaDAModel
+
+
+class CheckpointError(ValueError):
+    """The checkpoint directory cannot be loaded; the message names the problem."""
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Parse ``path/config.json`` into a dict."""
+    file = Path(path) / CONFIG_FILE
+    if not Path(path).is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint directory")
+    if not file.is_file():
+        raise CheckpointError(f"{path}: missing {CONFIG_FILE}")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: unreadable JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    return raw
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of ``model.safetensors`` or of the shards in its index, on CPU."""
+    root = Path(path)
+    single, index = root / WEIGHTS_FILE, root / INDEX_FILE
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index}: no readable weight_map ({exc})") from exc
+        files = [root / name for name in sorted(set(weight_map.values()))]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{path}: shard {f.name} listed in {INDEX_FILE} is missing")
+    else:
+        raise CheckpointError(f"{path}: missing {WEIGHTS_FILE} (and no {INDEX_FILE})")
+    weights: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            weights.update(load_file(str(f), device="cpu"))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{f}: unreadable safetensors file ({exc})") from exc
+    return weights
+
+
+def _check_weights(
+    expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], tied: bool, where: str
+) -> None:
+    """Raise :class:`CheckpointError` for the first missing, unexpected or mis-shaped weight."""
+    for name, param in expected.items():
+        if name not in got:
+            raise CheckpointError(f"{where}: weight {name!r} is missing")
+        if tuple(got[name].shape) != tuple(param.shape):
+            raise CheckpointError(
+                f"{where}: weight {name!r} has shape {tuple(got[name].shape)}, "
+                f"the config implies {tuple(param.shape)}"
+            )
+    for name in got:
+        if name not in expected:
+            hint = " (the config ties the output head to the embedding)" if tied else ""
+            raise CheckpointError(f"{where}: unexpected weight {name!r}{hint}")
+
+
+def _resolve_dtype(
+    dtype: torch.dtype | str | None, weights: Mapping[str, torch.Tensor]
+) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        for t in weights.values():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return resolved
+
+
+def _assign(
+    model: nn.Module,
+    weights: dict[str, torch.Tensor],
+    device: str | torch.device,
+    dtype: torch.dtype,
+) -> None:
+    cast = {
+        k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+        for k, v in weights.items()
+    }
+    model.load_state_dict(cast, strict=True, assign=True)
+
+
+def _build_dlm(raw: dict[str, Any], path: Path) -> DLMModel:
+    missing = [k for k in DLM_REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise CheckpointError(f"{path / CONFIG_FILE}: missing required key {missing[0]!r}")
+    try:
+        config = DLMConfig.from_dict(raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / CONFIG_FILE}: invalid dlm config ({exc})") from exc
+    with torch.device("meta"):
+        return DLMModel(config)
+
+
+def _build_llada(raw: dict[str, Any], path: Path) -> LLaDAModel:
+    try:
+        view = LLaDAConfigView.from_dict(raw)
+    except KeyError as exc:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: missing required key {exc.args[0]!r}"
+        ) from exc
+    with torch.device("meta"):
+        return LLaDAModel(view)
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    *,
+    trust_remote_code: bool = False,
+) -> LoadedModel | RemoteCodeModel:
+    """Load the checkpoint directory ``path`` in eval mode.
+
+    ``dtype=None`` keeps the checkpoint's floating dtype. A LLaDA config using a feature the
+    native implementation lacks raises :class:`CheckpointError`, unless ``trust_remote_code=True``,
+    which instead runs the checkpoint's own Python code through transformers (wrapped by
+    :class:`RemoteCodeModel`, uncached full-attention forward only).
+    """
+    root = Path(path)
+    raw = read_config(root)
+    model_type = raw.get("model_type")
+    model: LoadedModel
+    try:
+        if model_type == "dlm":
+            model = _build_dlm(raw, root)
+        elif model_type == "llada":
+            model = _build_llada(raw, root)
+        elif trust_remote_code:
+            return _load_remote(root, raw, device, dtype)
+        else:
+            raise CheckpointError(
+                f"{root / CONFIG_FILE}: unknown model_type {model_type!r} "
+                "(expected 'dlm' or 'llada')"
+            )
+    except UnsupportedLLaDAConfig as exc:
+        if trust_remote_code:
+            return _load_remote(root, raw, device, dtype)
+        raise CheckpointError(
+            f"{root / CONFIG_FILE}: {exc}; pass trust_remote_code=True to run the checkpoint's "
+            "own modeling code instead"
+        ) from exc
+    weights = read_weights(root)
+    _check_weights(model.state_dict(), weights, model.config.tie_word_embeddings, str(root))
+    _assign(model, weights, device, _resolve_dtype(dtype, weights))
+    return model.eval()
+
+
+def save_model(model: DLMModel, path: str | Path) -> None:
+    """Write ``config.json`` and ``model.safetensors`` for a native model into ``path``."""
+    if not isinstance(model, DLMModel):
+        raise TypeError(f"save_model writes DLMModel checkpoints, got {type(model).__name__}")
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    config.architectures = ["DLMModel"]
+    (root / CONFIG_FILE).write_text(config.to_json_string(use_diff=False), encoding="utf-8")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(root / WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+# --- explicit opt-in: the checkpoint's own code ------------------------------------------------
+
+
+@dataclass
+class RemoteConfigView:
+    """The few config attributes callers read, taken from a foreign config.json."""
+
+    vocab_size: int
+    mask_token_id: int | None
+    eos_token_id: int | None
+    pad_token_id: int | None
+    max_position_embeddings: int | None
+    model_type: str
+    copy_entities: bool = True
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class RemoteCodeModel(nn.Module):
+    """A transformers ``trust_remote_code`` model behind the runtime's forward signature.
+
+    Only the uncached, full-bidirectional call LLaDA's reference sampler makes is supported;
+    anything else raises ``NotImplementedError``. ``new_key_values`` is always empty.
+    """
+
+    def __init__(self, inner: nn.Module, config: RemoteConfigView) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = config
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KV | None = None,
+    ) -> ForwardOutput:
+        if past_key_values or attention_mask is not None or position_ids is not None:
+            raise NotImplementedError(
+                "a trust_remote_code model supports only uncached full-attention forward calls"
+            )
+        return ForwardOutput(logits=self.inner(input_ids=input_ids).logits, new_key_values=[])
+
+
+def _load_remote(
+    root: Path, raw: dict[str, Any], device: str | torch.device, dtype: torch.dtype | str | None
+) -> RemoteCodeModel:
+    from transformers import AutoModel
+
+    try:
+        inner = AutoModel.from_pretrained(
+            str(root), trust_remote_code=True, dtype=dtype if dtype is not None else "auto"
+        )
+    except (OSError, ValueError, ImportError) as exc:
+        raise CheckpointError(f"{root}: remote-code loading failed ({exc})") from exc
+    view = RemoteConfigView(
+        vocab_size=int(raw.get("embedding_size") or raw.get("vocab_size") or 0),
+        mask_token_id=raw.get("mask_token_id"),
+        eos_token_id=raw.get("eos_token_id"),
+        pad_token_id=raw.get("pad_token_id"),
+        max_position_embeddings=raw.get("max_sequence_length", raw.get("max_position_embeddings")),
+        model_type=str(raw.get("model_type")),
+        raw=raw,
+    )
+    return RemoteCodeModel(inner.to(device).eval(), view)
