@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 __all__ = [
@@ -137,9 +138,18 @@ CHAT_TEMPLATE = (
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int = 8192, show_progress: bool = False
+    texts: Iterable[str],
+    vocab_size: int = 8192,
+    show_progress: bool = False,
+    added_words: Sequence[str] = (),
 ) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on ``texts``; specials get ids ``0..n-1`` in order."""
+    """Train a byte-level BPE tokenizer on ``texts``; specials get ids ``0..n-1`` in order.
+
+    ``added_words`` become single tokens after the BPE vocabulary (for example the
+    placeholders of an entity-slot scheme, which a small model should write as one token).
+    Unlike specials they are ordinary text: :func:`encode_text` produces them, and they may
+    contain no whitespace.
+    """
     min_size = len(SPECIAL_TOKENS) + 256  # specials + the 256 byte symbols
     if vocab_size < min_size:
         raise ValueError(f"vocab_size must be >= {min_size}, got {vocab_size}")
@@ -159,6 +169,11 @@ def train_tokenizer(
     for expected_id, token in enumerate(SPECIAL_TOKENS):
         if backend.token_to_id(token) != expected_id:  # pragma: no cover - tokenizers invariant
             raise RuntimeError(f"special token {token!r} did not get id {expected_id}")
+    if any(not word or any(ch.isspace() for ch in word) for word in added_words):
+        raise ValueError("added words must be non-empty and contain no whitespace")
+    backend.add_tokens(
+        [AddedToken(word, special=False, normalized=False) for word in added_words]
+    )
     return wrap_tokenizer(backend)
 
 
@@ -300,6 +315,37 @@ def encode_text(tok: PreTrainedTokenizerFast, text: str) -> list[int]:
     """
     text = _valid_unicode(text)
     backend: Tokenizer = tok.backend_tokenizer
+    words, pattern = _added_words(tok)
+    ids: list[int] = []
+    for index, chunk in enumerate(pattern.split(text) if pattern else [text]):
+        if index % 2:  # the splitting pattern's capture: one added word
+            ids.append(words[chunk])
+        elif chunk:
+            ids.extend(_encode_plain(backend, chunk))
+    return ids
+
+
+_ADDED_CACHE: weakref.WeakKeyDictionary[Any, tuple[dict[str, int], re.Pattern[str] | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _added_words(tok: PreTrainedTokenizerFast) -> tuple[dict[str, int], re.Pattern[str] | None]:
+    """The tokenizer's non-special added tokens and a pattern that splits text on them."""
+    cached = _ADDED_CACHE.get(tok)
+    if cached is None:
+        added = tok.backend_tokenizer.get_added_tokens_decoder()
+        words = {t.content: i for i, t in added.items() if not t.special}
+        pattern = None
+        if words:
+            alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+            pattern = re.compile(f"({alternatives})")
+        cached = (words, pattern)
+        _ADDED_CACHE[tok] = cached
+    return cached
+
+
+def _encode_plain(backend: Tokenizer, text: str) -> list[int]:
     if backend.normalizer is not None:
         text = backend.normalizer.normalize_str(text)
     pieces: list[tuple[str, Any]]

@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel
 
 from dlm_runtime import CheckpointError, DLMConfig, DLMModel, load_model, save_model
-from dlm_runtime.modeling import guard_empty_rows
 from dlm_runtime.attention import (
     block_causal_mask,
     causal_mask,
@@ -22,6 +21,7 @@ from dlm_runtime.attention import (
     kv_unstack,
     padding_mask,
 )
+from dlm_runtime.modeling import guard_empty_rows
 
 VOCAB = 64
 

@@ -1,0 +1,494 @@
+"""Training a diffusion chat model: ``python -m dlm_runtime.train --config CONFIG.json``.
+
+One pass trains both decoding modes of one checkpoint, as Nemotron-Labs-Diffusion does.
+Each example's sequence (prompt + reply) appears twice under one attention mask:
+
+* the **clean copy** attends causally and carries the next-token loss on the reply (the
+  autoregressive mode, and the key/value cache that block diffusion decodes against);
+* the **noised copy** holds only the reply, each token masked with probability t ~ U(0, 1);
+  it attends bidirectionally within its block and to the clean copy before the block, and
+  carries the masked-diffusion loss (cross-entropy on masked positions, weighted 1/t).
+
+Prompt tokens are never masked. Block sizes are drawn per batch from ``block_sizes``. The
+data is JSONL of ``{"messages": [...]}`` whose last message is the assistant reply to learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from dlm_runtime.modeling import DLMConfig, DLMModel
+from dlm_runtime.tokenizer import (
+    SPECIAL_TOKENS,
+    encode_chat,
+    load_tokenizer,
+    save_tokenizer,
+    special_token_ids,
+    train_tokenizer,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; a JSON file with these keys (all optional)."""
+
+    train_file: str = "data/corpus/train.jsonl"
+    eval_file: str = "data/corpus/heldout.jsonl"
+    out_dir: str = "data/train-run"
+    # Existing tokenizer directory; empty trains one on train_file into out_dir/tokenizer.
+    tokenizer_dir: str = ""
+    vocab_size: int = 8192
+    # JSON list of words that become single tokens (e.g. entity placeholders); optional.
+    added_words_file: str = "data/corpus/added_words.json"
+    # Model shape (a LLaMA-style transformer; see DLMConfig).
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 8
+    num_key_value_heads: int = 8
+    tie_word_embeddings: bool = True
+    max_len: int = 256  # prompt + reply tokens; longer examples are left out (and counted)
+    # Optimisation.
+    batch_size: int = 16
+    lr: float = 1.5e-3
+    min_lr: float = 1.5e-4
+    warmup_steps: int = 200
+    max_steps: int = 6000
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    block_sizes: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    ar_weight: float = 1.0
+    diffusion_weight: float = 1.0
+    # Share of the noised copy's unmasked reply tokens replaced by random tokens. Training to
+    # restore them (and to keep the untouched ones) gives committed tokens a meaningful
+    # probability, which self-revision uses to decide what to re-mask.
+    corrupt_prob: float = 0.1
+    seed: int = 1234
+    device: str = "cpu"
+    threads: int = 0  # 0 = torch's default
+    eval_every: int = 250
+    eval_batches: int = 8
+    checkpoint_every: int = 100
+    # Stop after this many seconds of training (checkpointed; run again to resume). 0 = off.
+    time_budget_s: float = 0.0
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        raw = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))}")
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: list[int]
+    reply: list[int]  # ends with the end-of-reply token
+
+
+def read_examples(path: str | Path) -> Iterator[list[dict[str, Any]]]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)["messages"]
+
+
+def tokenize_examples(
+    tokenizer: Any, conversations: Sequence[list[dict[str, Any]]], max_len: int
+) -> tuple[list[Example], int]:
+    """Split each conversation into prompt and reply ids; return examples and how many were
+    left out for being longer than ``max_len``."""
+    examples: list[Example] = []
+    too_long = 0
+    for messages in conversations:
+        prompt = encode_chat(tokenizer, messages[:-1], add_generation_prompt=True)
+        full = encode_chat(tokenizer, messages, add_generation_prompt=False)
+        if full[: len(prompt)] != prompt:
+            raise ValueError("the chat encoding of a prompt is not a prefix of the full chat")
+        if len(full) > max_len:
+            too_long += 1
+            continue
+        examples.append(Example(prompt=prompt, reply=full[len(prompt) :]))
+    return examples, too_long
+
+
+# Random replacement tokens are drawn above the special tokens' ids, which come first.
+SPECIAL_IDS_RESERVED = SPECIAL_TOKENS
+
+
+@dataclass
+class JointBatch:
+    input_ids: torch.Tensor  # [B, L + R]: clean copy then noised reply copy
+    position_ids: torch.Tensor  # [B, L + R]
+    attention_mask: torch.Tensor  # [B, 1, L + R, L + R]
+    ar_targets: torch.Tensor  # [B, L]: next-token target per clean position, -100 = none
+    diffusion_targets: torch.Tensor  # [B, R]: target at masked noised positions, -100 = none
+    diffusion_weights: torch.Tensor  # [B, R]: 1 / t at masked positions
+    reply_tokens: int  # reply tokens in the batch (normaliser of the diffusion loss)
+
+
+def joint_batch(
+    examples: Sequence[Example],
+    block_size: int,
+    mask_id: int,
+    end_id: int,
+    pad_id: int,
+    generator: torch.Generator,
+    corrupt_prob: float = 0.0,
+    vocab_size: int = 0,
+) -> JointBatch:
+    """Build the two-copy training batch (pure: no model)."""
+    batch = len(examples)
+    # The noised reply is padded with end tokens to a whole number of blocks, so the model
+    # learns to fill a block's positions after the reply ends with end tokens.
+    reply_lens = [math.ceil(len(e.reply) / block_size) * block_size for e in examples]
+    clean_len = max(len(e.prompt) + len(e.reply) for e in examples)
+    noised_len = max(reply_lens)
+    total = clean_len + noised_len
+    input_ids = torch.full((batch, total), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((batch, total), dtype=torch.long)
+    mask = torch.zeros((batch, total, total), dtype=torch.bool)
+    ar_targets = torch.full((batch, clean_len), -100, dtype=torch.long)
+    diffusion_targets = torch.full((batch, noised_len), -100, dtype=torch.long)
+    diffusion_weights = torch.zeros((batch, noised_len))
+    causal = torch.ones(clean_len, clean_len, dtype=torch.bool).tril()
+    for row, example in enumerate(examples):
+        prompt_len, reply_len = len(example.prompt), len(example.reply)
+        length = prompt_len + reply_len
+        clean = torch.tensor(example.prompt + example.reply)
+        input_ids[row, :length] = clean
+        position_ids[row, :clean_len] = torch.arange(clean_len)
+        mask[row, :length, :length] = causal[:length, :length]
+        # Next-token targets for the reply (the prompt is given, never predicted).
+        ar_targets[row, prompt_len - 1 : length - 1] = clean[prompt_len:]
+
+        padded = reply_lens[row]
+        reply = torch.full((padded,), end_id, dtype=torch.long)
+        reply[:reply_len] = torch.tensor(example.reply)
+        t = float(torch.rand((), generator=generator)) * (1 - 1e-3) + 1e-3
+        masked = torch.rand(padded, generator=generator) < t
+        if not masked.any():
+            masked[int(torch.randint(padded, (), generator=generator))] = True
+        noised = torch.where(masked, torch.full_like(reply, mask_id), reply)
+        weights = masked.float() / t
+        if corrupt_prob > 0:
+            corrupt = ~masked & (torch.rand(padded, generator=generator) < corrupt_prob)
+            random_tokens = torch.randint(
+                len(SPECIAL_IDS_RESERVED), vocab_size, (padded,), generator=generator
+            )
+            noised = torch.where(corrupt, random_tokens, noised)
+            # Visible tokens, corrupted or not, are predicted too (at unit weight).
+            weights = torch.where(masked, weights, torch.ones_like(weights))
+        start = clean_len
+        input_ids[row, start : start + padded] = noised
+        position_ids[row, start : start + padded] = torch.arange(prompt_len, prompt_len + padded)
+        in_loss = masked | torch.tensor(corrupt_prob > 0)
+        diffusion_targets[row, :padded] = torch.where(in_loss, reply, torch.full_like(reply, -100))
+        diffusion_weights[row, :padded] = torch.where(in_loss, weights, torch.zeros_like(weights))
+        for block_start in range(0, padded, block_size):
+            q = slice(start + block_start, start + block_start + block_size)
+            # The clean prompt and the clean reply before this block...
+            mask[row, q, : prompt_len + block_start] = True
+            # ...and the whole noised block, both directions.
+            mask[row, q, q] = True
+    # Padding rows attend to themselves so that attention stays finite.
+    idle = ~mask.any(dim=-1)
+    mask |= torch.diag_embed(idle)
+    return JointBatch(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=mask.unsqueeze(1),
+        ar_targets=ar_targets,
+        diffusion_targets=diffusion_targets,
+        diffusion_weights=diffusion_weights,
+        reply_tokens=sum(reply_lens),
+    )
+
+
+def joint_loss(
+    model: DLMModel, batch: JointBatch, ar_weight: float = 1.0, diffusion_weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    out = model(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        attention_mask=batch.attention_mask,
+    )
+    clean_len = batch.ar_targets.shape[1]
+    logits = out.logits.float()
+    ar = F.cross_entropy(
+        logits[:, :clean_len].reshape(-1, logits.shape[-1]),
+        batch.ar_targets.reshape(-1),
+        ignore_index=-100,
+    )
+    per_token = F.cross_entropy(
+        logits[:, clean_len:].reshape(-1, logits.shape[-1]),
+        batch.diffusion_targets.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    )
+    diffusion = (per_token * batch.diffusion_weights.reshape(-1)).sum() / batch.reply_tokens
+    loss = ar_weight * ar + diffusion_weight * diffusion
+    return loss, {"ar": ar.item(), "diffusion": diffusion.item()}
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.rng = random.Random(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        train_conversations = list(read_examples(config.train_file))
+        self.tokenizer = self._tokenizer(train_conversations)
+        special = special_token_ids(self.tokenizer)
+        self.mask_id, self.end_id, self.pad_id = special.mask, special.end, special.pad
+        self.train, dropped = tokenize_examples(self.tokenizer, train_conversations, config.max_len)
+        eval_conversations = list(read_examples(config.eval_file))
+        self.eval, _ = tokenize_examples(self.tokenizer, eval_conversations, config.max_len)
+        for pool in (self.train, self.eval):
+            pool.sort(key=lambda e: (len(e.prompt) + len(e.reply), len(e.reply)))
+        if not self.train:
+            raise ValueError(f"no training examples fit in max_len={config.max_len}")
+        self.log(
+            f"{len(self.train)} training examples ({dropped} longer than "
+            f"{config.max_len} left out), {len(self.eval)} held-out"
+        )
+        self.model = DLMModel(self._model_config()).to(config.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=(0.9, 0.95),
+            weight_decay=config.weight_decay,
+        )
+        self.step = 0
+        self.seconds = 0.0
+        self._resume()
+
+    @staticmethod
+    def log(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
+    def _tokenizer(self, conversations: list[list[dict[str, Any]]]) -> Any:
+        if self.config.tokenizer_dir:
+            return load_tokenizer(self.config.tokenizer_dir)
+        directory = self.out / "tokenizer"
+        if (directory / "tokenizer.json").is_file():
+            return load_tokenizer(directory)
+        texts = (
+            message.get("content") or json.dumps(message.get("tool_calls", ""))
+            for messages in conversations
+            for message in messages
+        )
+        words_file = Path(self.config.added_words_file)
+        words = json.loads(words_file.read_text()) if words_file.is_file() else []
+        tokenizer = train_tokenizer(texts, vocab_size=self.config.vocab_size, added_words=words)
+        save_tokenizer(tokenizer, directory)
+        return tokenizer
+
+    def _model_config(self) -> DLMConfig:
+        c = self.config
+        special = special_token_ids(self.tokenizer)
+        return DLMConfig(
+            vocab_size=len(self.tokenizer),
+            hidden_size=c.hidden_size,
+            intermediate_size=c.intermediate_size,
+            num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads,
+            num_key_value_heads=c.num_key_value_heads,
+            max_position_embeddings=max(512, c.max_len + max(c.block_sizes)),
+            tie_word_embeddings=c.tie_word_embeddings,
+            mask_token_id=special.mask,
+            eos_token_id=special.end,
+            pad_token_id=special.pad,
+        )
+
+    # Checkpoints --------------------------------------------------------------------------
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoint"
+
+    def save_checkpoint(self) -> None:
+        tmp = self.out / "checkpoint.tmp"
+        tmp.mkdir(exist_ok=True)
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "seconds": self.seconds,
+                "rng": self.rng.getstate(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "config": asdict(self.config),
+            },
+            tmp / "state.pt",
+        )
+        if self.checkpoint_dir.exists():
+            for child in self.checkpoint_dir.iterdir():
+                child.unlink()
+            self.checkpoint_dir.rmdir()
+        tmp.rename(self.checkpoint_dir)
+
+    def _resume(self) -> None:
+        if not (self.checkpoint_dir / "state.pt").is_file():
+            return
+        self.model.load_state_dict(load_file(str(self.checkpoint_dir / "model.safetensors")))
+        state = torch.load(self.checkpoint_dir / "state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.seconds = state["step"], state["seconds"]
+        self.rng.setstate(state["rng"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.log(f"resumed at step {self.step} ({self.seconds / 60:.1f} min trained)")
+
+    def export(self, directory: Path, dtype: torch.dtype = torch.float16) -> None:
+        """Write a loadable checkpoint: config.json, model.safetensors, tokenizer files."""
+        from dlm_runtime.loading import save_model
+
+        model = DLMModel(self.model.config)
+        model.load_state_dict(self.model.state_dict())
+        save_model(model.to(dtype), directory)
+        save_tokenizer(self.tokenizer, directory)
+
+    # The loop ---------------------------------------------------------------------------
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        if step < c.warmup_steps:
+            return c.lr * (step + 1) / c.warmup_steps
+        progress = min(1.0, (step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps))
+        return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * progress))
+
+    def _batch(self, pool: Sequence[Example], rng: random.Random) -> JointBatch:
+        # Pool is sorted by length: drawing a batch from a window of neighbours keeps
+        # padding (and wasted compute) small while every example stays reachable.
+        size = min(self.config.batch_size, len(pool))
+        window = min(len(pool), size * 4)
+        start = rng.randrange(len(pool) - window + 1)
+        examples = rng.sample(pool[start : start + window], size)
+        block = rng.choice(self.config.block_sizes)
+        batch = joint_batch(
+            examples,
+            block,
+            self.mask_id,
+            self.end_id,
+            self.pad_id,
+            self.generator,
+            self.config.corrupt_prob,
+            len(self.tokenizer),
+        )
+        device = self.config.device
+        return JointBatch(
+            **{
+                k: v.to(device) if isinstance(v, torch.Tensor) else v
+                for k, v in vars(batch).items()
+            }
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        rng = random.Random(0)  # the same held-out batches every time
+        totals = {"ar": 0.0, "diffusion": 0.0}
+        for _ in range(self.config.eval_batches):
+            _, parts = joint_loss(self.model, self._batch(self.eval or self.train, rng))
+            for key in totals:
+                totals[key] += parts[key] / self.config.eval_batches
+        self.model.train()
+        return totals
+
+    def run(self) -> None:
+        c = self.config
+        self.model.train()
+        bar = tqdm(
+            total=c.max_steps,
+            initial=self.step,
+            desc="training",
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        tokens_seen, window_start = 0, time.monotonic()
+        session_start = time.monotonic()
+        while self.step < c.max_steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            started = time.monotonic()
+            batch = self._batch(self.train, self.rng)
+            loss, parts = joint_loss(self.model, batch, c.ar_weight, c.diffusion_weight)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            self.seconds += time.monotonic() - started
+            tokens_seen += int(batch.input_ids.numel())
+            rate = tokens_seen / max(1e-6, time.monotonic() - window_start)
+            bar.update(1)
+            bar.set_postfix(
+                ar=f"{parts['ar']:.3f}", diff=f"{parts['diffusion']:.3f}", tok_s=f"{rate:.0f}"
+            )
+            if self.step % c.eval_every == 0 or self.step == c.max_steps:
+                held = self.evaluate()
+                self.log(
+                    f"step {self.step}: held-out ar {held['ar']:.3f} "
+                    f"diffusion {held['diffusion']:.3f}"
+                )
+            if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+                self.save_checkpoint()
+            if c.time_budget_s and time.monotonic() - session_start > c.time_budget_s:
+                self.save_checkpoint()
+                self.log(f"time budget reached at step {self.step}; run again to resume")
+                break
+        bar.close()
+        self.export(self.out / "model")
+        self.log(f"exported {self.out / 'model'} at step {self.step}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dlm_runtime.train",
+        description="Train a diffusion chat model (joint autoregressive + masked-diffusion "
+        "objective). Resumes from OUT_DIR/checkpoint when one exists.",
+    )
+    parser.add_argument("--config", required=True, help="JSON file with TrainConfig keys")
+    parser.add_argument("--max-steps", type=int, help="override max_steps")
+    parser.add_argument("--time-budget", type=float, help="override time_budget_s (seconds)")
+    args = parser.parse_args(argv)
+    try:
+        config = TrainConfig.load(args.config)
+    except (OSError, ValueError, TypeError) as exc:
+        parser.error(f"cannot read config {args.config}: {exc}")
+    if args.max_steps is not None:
+        config.max_steps = args.max_steps
+    if args.time_budget is not None:
+        config.time_budget_s = args.time_budget
+    Trainer(config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The joint autoregressive + diffusion training batch, and a tiny training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from dlm_runtime.loading import load_model
+from dlm_runtime.train import Example, TrainConfig, Trainer, joint_batch
+
+MASK, END, PAD = 1, 7, 0
+
+
+def _batch(corrupt: float = 0.0):  # type: ignore[no-untyped-def]
+    examples = [
+        Example(prompt=[2, 20, 21], reply=[30, 31, 32, END]),
+        Example(prompt=[2, 22], reply=[33, END]),
+    ]
+    return joint_batch(examples, 2, MASK, END, PAD, torch.Generator().manual_seed(0), corrupt, 64)
+
+
+def test_clean_copy_is_causal_and_never_sees_the_noised_copy() -> None:
+    """Clean rows attend causally to clean rows only."""
+    batch = _batch()
+    mask = batch.attention_mask[0, 0]
+    clean_len = batch.ar_targets.shape[1]
+    assert torch.equal(mask[:7, :7], torch.ones(7, 7, dtype=torch.bool).tril())
+    assert not mask[:clean_len, clean_len:].any()
+
+
+def test_noised_block_sees_clean_prefix_and_its_own_block() -> None:
+    """A noised token attends to the clean copy before its block and to its whole block."""
+    batch = _batch()
+    mask = batch.attention_mask[0, 0]
+    clean_len = batch.ar_targets.shape[1]  # 7
+    first, second = clean_len, clean_len + 2  # noised blocks of size 2; prompt length 3
+    assert mask[first, :3].all() and not mask[first, 3:clean_len].any()
+    assert mask[second, :5].all() and not mask[second, 5:clean_len].any()
+    assert mask[first, first : first + 2].all() and not mask[first, second:].any()
+    assert mask[second, second : second + 2].all() and not mask[second, first:second].any()
+    # Positions of the noised copy continue the prompt's.
+    assert batch.position_ids[0, clean_len : clean_len + 4].tolist() == [3, 4, 5, 6]
+
+
+def test_targets() -> None:
+    """AR targets are the next reply tokens; diffusion targets only where masked."""
+    batch = _batch()
+    assert batch.ar_targets[0].tolist() == [-100, -100, 30, 31, 32, END, -100]
+    clean_len = batch.ar_targets.shape[1]
+    noised = batch.input_ids[0, clean_len:]
+    targets = batch.diffusion_targets[0]
+    masked = noised == MASK
+    assert masked.any()
+    assert torch.equal(targets[masked], torch.tensor([30, 31, 32, END])[masked[:4]])
+    assert (targets[~masked] == -100).all()
+    # The shorter example's reply is padded with end tokens to a whole block.
+    assert batch.reply_tokens == 4 + 2
+
+
+def test_corruption_puts_visible_tokens_in_the_loss() -> None:
+    """With corruption on, every reply position of the noised copy carries a target."""
+    batch = _batch(corrupt=0.5)
+    clean_len = batch.ar_targets.shape[1]
+    assert (batch.diffusion_targets[0, :4] != -100).all()
+    assert (batch.diffusion_weights[0, :4] > 0).all()
+    assert batch.input_ids.shape[1] == clean_len + 4
+
+
+def _corpus(path: Path) -> Path:
+    line = {
+        "messages": [
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": "Hi! How can I help?"},
+        ]
+    }
+    call = {
+        "messages": [
+            {"role": "user", "content": "where is [ORDER_ID_1]?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "[ORDER_ID_1]"}}],
+            },
+        ]
+    }
+    path.write_text("\n".join(json.dumps(x) for x in [line, call] * 20))
+    return path
+
+
+def test_tiny_training_run_resumes_and_exports(tmp_path: Path) -> None:
+    """A few steps train, checkpoint, resume from the checkpoint and export a loadable model."""
+    data = _corpus(tmp_path / "train.jsonl")
+    words = tmp_path / "words.json"
+    words.write_text(json.dumps(["[ORDER_ID_1]"]))
+    config = TrainConfig(
+        train_file=str(data),
+        eval_file=str(data),
+        out_dir=str(tmp_path / "run"),
+        added_words_file=str(words),
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        batch_size=4,
+        max_steps=4,
+        warmup_steps=2,
+        eval_every=2,
+        eval_batches=1,
+        checkpoint_every=2,
+        block_sizes=[2, 4],
+    )
+    first = Trainer(config)
+    first.config.max_steps = 2
+    first.run()
+    config.max_steps = 4
+    resumed = Trainer(config)
+    assert resumed.step == 2
+    resumed.run()
+    model = load_model(tmp_path / "run" / "model")
+    assert model.config.mask_token_id == resumed.mask_id
+    assert (tmp_path / "run" / "model" / "tokenizer.json").is_file()
+    assert resumed.tokenizer.convert_tokens_to_ids("[ORDER_ID_1]") >= 10
