@@ -214,6 +214,35 @@ def cmd_operators_create(args: argparse.Namespace, settings: Settings) -> int:
     return _run(_with_store(settings, action))
 
 
+def cmd_demo_load(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(store: Any) -> int:
+        from assistant.demo.load import load_demo
+
+        tenant_id, added = await load_demo(store.engine)
+        print(
+            f"demo tenant {tenant_id}: added {added['products']} products, "
+            f"{added['articles']} articles, {added['orders']} orders"
+        )
+        return 0
+
+    return _run(_with_store(settings, action))
+
+
+def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from assistant.corpus.build import build_corpus
+
+    stats = build_corpus(Path(args.out), args.train, args.heldout, args.seed)
+    for split, figures in stats.items():
+        print(
+            f"{split}: {figures['dialogues']} dialogues, {figures['examples']} examples, "
+            f"by domain {figures['domains']}"
+        )
+    print(f"written to {args.out}")
+    return 0
+
+
 # Parser -----------------------------------------------------------------------------------
 
 
@@ -359,6 +388,45 @@ def build_parser() -> argparse.ArgumentParser:
     op_create.add_argument("--name", required=True)
     op_create.add_argument("--email", required=True)
     op_create.set_defaults(handler=cmd_operators_create)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the demo store (Northwind Outfitters)",
+        description="The fictional store the support tools work on.",
+    )
+    demo_commands = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
+    demo_commands.add_parser(
+        "load",
+        parents=[database],
+        help="load the demo store into the database",
+        description="Create the demo tenant and load its catalog, help articles and orders "
+        "(idempotent; serve does this on first run).",
+    ).set_defaults(handler=cmd_demo_load)
+
+    corpus = commands.add_parser(
+        "corpus",
+        help="training and evaluation data",
+        description="Generated conversations for the bundled model.",
+    )
+    corpus_commands = corpus.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    build = corpus_commands.add_parser(
+        "build",
+        parents=[_logging_options()],
+        help="generate the corpus files",
+        description="Write train.jsonl, heldout.jsonl, heldout_dialogues.jsonl and "
+        "added_words.json. Held-out templates and entity values never occur in training.",
+    )
+    build.add_argument(
+        "--out", default="data/corpus", help="output directory (default data/corpus)"
+    )
+    build.add_argument(
+        "--train", type=int, default=20000, help="training dialogues (default 20000)"
+    )
+    build.add_argument(
+        "--heldout", type=int, default=1500, help="held-out dialogues (default 1500)"
+    )
+    build.add_argument("--seed", type=int, default=11, help="random seed (default 11)")
+    build.set_defaults(handler=cmd_corpus_build)
     return parser
 
 

@@ -89,6 +89,7 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.effective_database_url)
     settings = settings.with_(database_url=settings.effective_database_url)
+    asyncio.run(_load_demo(settings.database_url))
 
     stop_requested = False
 
@@ -128,6 +129,20 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
             redis_server.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+async def _load_demo(url: str) -> None:
+    """The demo store is there from the first run on, so the widget has orders to find."""
+    from assistant.db.engine import create_engine
+    from assistant.demo.load import load_demo
+
+    engine = create_engine(url)
+    try:
+        tenant_id, added = await load_demo(engine)
+        if any(added.values()):
+            log.info("demo store loaded", tenant=tenant_id, **added)
+    finally:
+        await engine.dispose()
 
 
 def _announce(settings: Settings, ports: list[int], redis_server: EmbeddedRedis | None) -> None:

@@ -27,6 +27,10 @@ HELP_PATHS = [
     ["keys", "revoke"],
     ["operators"],
     ["operators", "create"],
+    ["demo"],
+    ["demo", "load"],
+    ["corpus"],
+    ["corpus", "build"],
 ]
 
 

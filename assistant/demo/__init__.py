@@ -1,0 +1,1 @@
+"""The demo store: a fictional online shop whose catalog, articles and orders the tools read."""
