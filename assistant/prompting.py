@@ -41,7 +41,10 @@ class HistoryItem:
 def tool_result_text(tool: str, result: dict[str, Any], table: SlotTable) -> str:
     spec = ALL_TOOLS.get(tool)
     slots = spec.result_slots if spec else {}
-    return json.dumps(table.delexicalize_fields(result, slots), ensure_ascii=False)
+    # Compact separators: every token of a tool result is paid for in each later prompt.
+    return json.dumps(
+        table.delexicalize_fields(result, slots), ensure_ascii=False, separators=(",", ":")
+    )
 
 
 def model_messages(

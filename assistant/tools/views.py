@@ -21,7 +21,6 @@ def order_view(order: Order | None) -> dict[str, Any]:
     if order is None:
         return dict(NOT_FOUND)
     view: dict[str, Any] = {
-        "found": True,
         "order_id": order.number,
         "status": order.status,
         "placed_on": order.placed_on.isoformat(),
@@ -37,7 +36,7 @@ def order_view(order: Order | None) -> dict[str, Any]:
 
 
 def kb_view(article: Article) -> dict[str, Any]:
-    return {"topic": article.topic, "title": article.title, "answer": article.answer}
+    return {"topic": article.topic, "answer": article.answer}
 
 
 def ticket_view(ticket_id: str, category: str, order_id: str | None) -> dict[str, Any]:

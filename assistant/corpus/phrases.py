@@ -1,0 +1,39 @@
+"""Template lists split into train and held-out by construction."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+SPLITS = ("train", "heldout")
+HELDOUT_EVERY = 5
+
+
+class Phrases:
+    """A list of templates; every fifth one (index 4, 9, ...) belongs to the held-out split."""
+
+    def __init__(self, templates: Sequence[str]) -> None:
+        if len(templates) < HELDOUT_EVERY:
+            raise ValueError("a phrase list needs at least five templates to have a held-out one")
+        self.templates = tuple(templates)
+
+    def of(self, split: str) -> tuple[str, ...]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        held = split == "heldout"
+        return tuple(
+            t
+            for i, t in enumerate(self.templates)
+            if (i % HELDOUT_EVERY == HELDOUT_EVERY - 1) == held
+        )
+
+    def pick(self, rng: random.Random, split: str, **values: str) -> str:
+        return rng.choice(self.of(split)).format(**values)
+
+
+def maybe(rng: random.Random, probability: float, phrases: Phrases, split: str) -> str:
+    return phrases.pick(rng, split) if rng.random() < probability else ""
+
+
+def join(*parts: str) -> str:
+    return " ".join(part.strip() for part in parts if part.strip())

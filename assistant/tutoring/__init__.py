@@ -1,0 +1,1 @@
+"""Tutoring: exercise generation with disjoint train and held-out splits."""

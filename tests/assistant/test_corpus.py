@@ -1,0 +1,86 @@
+"""The generated corpus: the held-out split holds, examples are well-formed."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from assistant.corpus import support
+from assistant.corpus.build import build_corpus, dialogues, read_dialogues, training_examples
+from assistant.corpus.phrases import Phrases
+from assistant.demo.store import build_store
+from assistant.slots import PLACEHOLDER
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    build_corpus(out, train_dialogues=1500, heldout_dialogues=300, seed=3)
+    return out
+
+
+def _user_texts(path: Path) -> set[str]:
+    texts = set()
+    for line in path.read_text().splitlines():
+        for message in json.loads(line)["messages"]:
+            if message["role"] == "user":
+                texts.add(message["content"])
+    return texts
+
+
+def test_phrase_split_is_by_construction() -> None:
+    """Every fifth template is held out and never offered to training."""
+    phrases = Phrases([f"t{i}" for i in range(10)])
+    assert phrases.of("heldout") == ("t4", "t9")
+    assert not set(phrases.of("heldout")) & set(phrases.of("train"))
+
+
+def test_heldout_entity_values_never_occur_in_training(corpus: Path) -> None:
+    """No held-out order number, email or tracking number appears in any training file."""
+    store = build_store()
+    train_text = (corpus / "train.jsonl").read_text()
+    heldout = store.orders_in("heldout")
+    assert heldout
+    for order in heldout:
+        for value in (order.number, order.email, order.tracking_number):
+            assert value is None or value not in train_text
+    raw_train = [json.dumps([vars(i) for i in d.items]) for d in dialogues(300, "train", 3, store)]
+    for order in heldout[:50]:
+        assert not any(order.number in text or order.email in text for text in raw_train)
+
+
+def test_heldout_support_phrasings_are_unseen(corpus: Path) -> None:
+    """Held-out support user messages are not training messages (templates are disjoint)."""
+    store = build_store()
+    rng = random.Random(0)
+    train_templates = {t for p in (support.ASK_STATUS, support.GREETING) for t in p.of("train")}
+    held_templates = {t for p in (support.ASK_STATUS, support.GREETING) for t in p.of("heldout")}
+    assert not train_templates & held_templates
+    dialogue = support.order_status(rng, store, "heldout")
+    assert dialogue.split == "heldout"
+
+
+def test_examples_end_with_the_assistant_turn_and_use_known_placeholders(corpus: Path) -> None:
+    """Each example's target is an assistant message whose placeholders the prompt introduced."""
+    for line in (corpus / "train.jsonl").read_text().splitlines()[:2000]:
+        messages = json.loads(line)["messages"]
+        assert messages[-1]["role"] == "assistant"
+        prompt = json.dumps(messages[:-1])
+        assert set(PLACEHOLDER.findall(json.dumps(messages[-1]))) <= set(
+            PLACEHOLDER.findall(prompt)
+        )
+        assert not any("@" in m.get("content", "") for m in messages)  # emails are slots
+
+
+def test_heldout_dialogues_round_trip(corpus: Path) -> None:
+    """Held-out dialogues read back with their expectations, and every domain is present."""
+    read = list(read_dialogues(corpus / "heldout_dialogues.jsonl"))
+    assert len(read) == 300
+    assert {d.domain for d in read} == {"support", "tutoring", "smalltalk", "refusal"}
+    tool_turns = [t for d in read for t in d.turns if t.tool]
+    assert tool_turns and all(t.arguments for t in tool_turns)
+    assert any(t.verdict is not None for d in read for t in d.turns)
+    assert all(list(training_examples(d)) for d in read[:20] if d.domain == "support")
