@@ -54,3 +54,22 @@ __all__ += [
     "special_token_ids",
     "train_tokenizer",
 ]
+
+# --- continuous-batching inference engine ---
+from dlm_runtime.engine import (  # noqa: E402 (kept in one block with its exports)
+    Draft,
+    Engine,
+    EngineStats,
+    Final,
+    GenerationRequest,
+    Usage,
+)
+
+__all__ += [
+    "Draft",
+    "Engine",
+    "EngineStats",
+    "Final",
+    "GenerationRequest",
+    "Usage",
+]
