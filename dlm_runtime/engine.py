@@ -15,6 +15,9 @@ Attention patterns of ``mode="diffusion"`` (``GenerationRequest.attention``):
   Tokens not yet cached ("pending": the prompt at first, then each finished block) ride along
   in the first step of the next block: pending rows attend causally, block rows see cache +
   pending + block, and the pending rows' K/V are appended afterwards. Replies are open-ended.
+* ``"prefix-causal-nocache"``: the same attention pattern with no cache: every step
+  recomputes the prompt and the finished blocks. Same tokens, more work; the baseline the
+  cache's saving is measured against ("vanilla" diffusion in the evaluation).
 * ``"bidirectional"`` (default for LLaDA): no cache; every step runs prompt + all blocks
   (future ones masked) with full attention, which is what LLaDA's ``generate()`` does; the
   ``reference`` preset reproduces it token for token.
@@ -77,7 +80,7 @@ __all__ = [
 ]
 
 MODES = ("diffusion", "autoregressive", "speculative")
-ATTENTIONS = ("prefix-causal", "bidirectional", "prefix-cache")
+ATTENTIONS = ("prefix-causal", "prefix-causal-nocache", "bidirectional", "prefix-cache")
 FinishReason = Literal["end", "length", "cancelled", "error"]
 
 
@@ -706,6 +709,22 @@ class PrefixCausalState(_BlockDiffusion):
         self.pending = block.x.clone()
 
 
+class PrefixCausalNoCacheState(_BlockDiffusion):
+    """The prefix-causal pattern recomputed from scratch at every step (no cache)."""
+
+    def query(self) -> Query:
+        done = torch.tensor(self.reply, dtype=torch.long, device=self.info.device)
+        prefix = torch.cat([self.prompt, done]) if self.reply else self.prompt
+        n = int(prefix.shape[0])
+        tokens = torch.cat([prefix, self.block.x])
+        return Query(tokens, 0, 0, _prefix_ranks(n, self.block.block_len, self.info.device))
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        n = int(self.prompt.shape[0]) + len(self.reply)
+        self.forward_passes += 1
+        return self._advance(logits[n : n + self.block.block_len])
+
+
 class BidirectionalState(_BlockDiffusion):
     """No cache: prompt + every block (future ones masked) with full attention each step."""
 
@@ -873,6 +892,7 @@ class SpeculativeState(RequestState):
 
 _STATES: dict[tuple[str, str], type[RequestState]] = {
     ("diffusion", "prefix-causal"): PrefixCausalState,
+    ("diffusion", "prefix-causal-nocache"): PrefixCausalNoCacheState,
     ("diffusion", "bidirectional"): BidirectionalState,
     ("diffusion", "prefix-cache"): PrefixCacheState,
     ("autoregressive", "causal"): AutoregressiveState,

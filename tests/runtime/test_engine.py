@@ -344,9 +344,17 @@ async def test_prefix_causal_cache_equals_recompute(
         results = await run_all(
             engine, [req(f"r{i}", p, policy, seed=7 + i) for i, p in enumerate(prompts)]
         )
+        recomputed = await run_all(
+            engine,
+            [
+                req(f"n{i}", p, policy, seed=7 + i, attention="prefix-causal-nocache")
+                for i, p in enumerate(prompts)
+            ],
+        )
     for i, p in enumerate(prompts):
         want = prefix_causal_without_cache(dlm, p, policy, seed=7 + i)
         assert final(results[f"r{i}"]).token_ids == want
+        assert final(recomputed[f"n{i}"]).token_ids == want
 
 
 def greedy_without_cache(model: nn.Module, prompt_ids: list[int], max_new: int) -> list[int]:
