@@ -243,6 +243,39 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from assistant.evaluation import format_table, run_evaluation
+    from assistant.model import decoding_modes, model_dir
+
+    heldout = Path(args.heldout)
+    if not heldout.is_file():
+        raise UserError(
+            f"no held-out dialogues at {heldout}: run 'assistant corpus build' first "
+            "(or pass --heldout)"
+        )
+    path = model_dir(settings.model_path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"no model checkpoint in {path} (set --model-path)")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(decoding_modes())
+    if unknown:
+        raise UserError(
+            f"unknown decoding mode(s) {', '.join(sorted(unknown))}: choose from "
+            f"{', '.join(decoding_modes())}"
+        )
+    try:
+        levels = [int(x) for x in args.concurrency.split(",")]
+    except ValueError:
+        raise UserError("--concurrency takes numbers separated by commas, e.g. 1,8") from None
+    reports = asyncio.run(
+        run_evaluation(path, heldout, modes, args.limit, levels, args.speed_limit)
+    )
+    print(format_table(reports))
+    return 0
+
+
 # Parser -----------------------------------------------------------------------------------
 
 
@@ -427,6 +460,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--seed", type=int, default=11, help="random seed (default 11)")
     build.set_defaults(handler=cmd_corpus_build)
+
+    evaluate = commands.add_parser(
+        "eval",
+        parents=[_logging_options()],
+        help="score a model on the held-out dialogues in every decoding mode",
+        description="Replay held-out user turns through the agent loop (tools on the "
+        "in-memory demo store) and print, per decoding mode side by side: tool selection, "
+        "argument exact match, fact accuracy, tutoring verdicts, tokens/s, forward passes "
+        "per token and latency percentiles.",
+    )
+    evaluate.add_argument("--model-path", metavar="DIR", help="checkpoint (default: bundled)")
+    evaluate.add_argument(
+        "--heldout",
+        default="data/corpus/heldout_dialogues.jsonl",
+        help="held-out dialogues (default data/corpus/heldout_dialogues.jsonl)",
+    )
+    evaluate.add_argument(
+        "--modes",
+        default="autoregressive,vanilla-diffusion,fast-diffusion,fast-diffusion+revision",
+        help="comma-separated decoding modes (also: speculative)",
+    )
+    evaluate.add_argument("--limit", type=int, default=300, help="held-out turns (default 300)")
+    evaluate.add_argument(
+        "--concurrency",
+        default="1,8",
+        help="concurrency levels; accuracy uses the first (default 1,8)",
+    )
+    evaluate.add_argument(
+        "--speed-limit",
+        type=int,
+        default=64,
+        help="turns for the other concurrency levels (default 64)",
+    )
+    evaluate.set_defaults(handler=cmd_eval)
     return parser
 
 

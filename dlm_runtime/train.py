@@ -477,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="JSON file with TrainConfig keys")
     parser.add_argument("--max-steps", type=int, help="override max_steps")
     parser.add_argument("--time-budget", type=float, help="override time_budget_s (seconds)")
+    parser.add_argument(
+        "--export-only",
+        metavar="DIR",
+        help="write the latest checkpoint as a loadable model to DIR and exit (no training)",
+    )
     args = parser.parse_args(argv)
     try:
         config = TrainConfig.load(args.config)
@@ -486,7 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.max_steps = args.max_steps
     if args.time_budget is not None:
         config.time_budget_s = args.time_budget
-    Trainer(config).run()
+    trainer = Trainer(config)
+    if args.export_only:
+        trainer.export(Path(args.export_only))
+        trainer.log(f"exported step {trainer.step} to {args.export_only}")
+        return 0
+    trainer.run()
     return 0
 
 

@@ -31,6 +31,7 @@ HELP_PATHS = [
     ["demo", "load"],
     ["corpus"],
     ["corpus", "build"],
+    ["eval"],
 ]
 
 

@@ -1,0 +1,244 @@
+"""``assistant eval``: the held-out evaluation of a model in every decoding mode, side by side.
+
+Each held-out user turn is replayed through the agent loop (the serving code) with the
+in-memory demo store behind the tools, and scored independently of wording:
+
+* tool selection: the first tool called is the expected one (or none when none is expected);
+* argument exact match: with the right tool, the arguments equal the expected ones exactly;
+* fact accuracy: the final reply contains every expected fact verbatim and no entity-like
+  figure (id, email, amount, date, number) that the conversation and tool results lack;
+* tutoring verdicts: the reply says right or wrong as the checking tool decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.agent import AgentLoop, ToolCalled, ToolFinished, TurnFinished
+from assistant.corpus.build import read_dialogues
+from assistant.corpus.dialogue import Dialogue, TurnExpectation
+from assistant.demo.store import build_store
+from assistant.slots import SlotTable
+from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
+
+NEGATIVE_MARKERS = (
+    "not quite",
+    "not right",
+    "no.",
+    "close, but",
+    "incorrect",
+    "not this time",
+    "almost",
+    "that's not it",
+    "isn't correct",
+    "no problem",
+    "don't worry",
+    "here's how",
+    "let's work",
+    "the solution",
+    "that's okay",
+)
+
+
+@dataclass
+class TurnScore:
+    tool_expected: str | None
+    tool_called: str | None
+    arguments_match: bool | None  # None when no tool was expected or the tool was wrong
+    facts_ok: bool
+    verdict_ok: bool | None
+    latency_ms: float
+    first_draft_ms: float | None
+    tokens: int
+    forward_passes: int
+    reply: str
+
+
+@dataclass
+class ModeReport:
+    mode: str
+    concurrency: int
+    scores: list[TurnScore] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def rate(self, values: Sequence[bool | None]) -> float:
+        counted = [v for v in values if v is not None]
+        return 100.0 * sum(counted) / len(counted) if counted else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        s = self.scores
+        latencies = sorted(x.latency_ms for x in s)
+        tokens = sum(x.tokens for x in s)
+        return {
+            "tool_selection": self.rate([x.tool_called == x.tool_expected for x in s]),
+            "argument_match": self.rate([x.arguments_match for x in s]),
+            "fact_accuracy": self.rate([x.facts_ok for x in s]),
+            "tutoring_verdicts": self.rate([x.verdict_ok for x in s]),
+            "tokens_per_s": tokens / self.wall_s if self.wall_s else float("nan"),
+            "forward_passes_per_token": sum(x.forward_passes for x in s) / max(1, tokens),
+            "latency_p50_ms": _percentile(latencies, 50),
+            "latency_p95_ms": _percentile(latencies, 95),
+            "turns": float(len(s)),
+        }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def invented_figures(reply: str, context: str) -> list[str]:
+    """Entity-like values in the reply that the context never mentioned."""
+    table = SlotTable()
+    table.delexicalize(reply)
+    return [value for value in table.values.values() if value not in context]
+
+
+def says_correct(reply: str, tool_values: Sequence[str]) -> bool:
+    """Whether a tutoring reply tells the student they are right (tool quotes removed)."""
+    text = reply
+    for value in tool_values:
+        if value:
+            text = text.replace(value, " ")
+    text = text.lower()
+    return not any(marker in text for marker in NEGATIVE_MARKERS)
+
+
+async def score_turn(
+    loop: AgentLoop, dialogue: Dialogue, turn: TurnExpectation, backend: MemoryBackend
+) -> TurnScore:
+    history = dialogue.items[: turn.index + 1]
+    started = time.perf_counter()
+    called: ToolCalled | None = None
+    results: list[dict[str, Any]] = []
+    finished: TurnFinished | None = None
+    async for event in loop.run(dialogue.channel, history, ToolContext(tenant_id="demo")):
+        if isinstance(event, ToolCalled) and called is None:
+            called = event
+        elif isinstance(event, ToolFinished):
+            results.append(event.outcome.result)
+        elif isinstance(event, TurnFinished):
+            finished = event
+    latency = (time.perf_counter() - started) * 1000
+    assert finished is not None
+    reply = finished.text
+    facts = list(turn.facts)
+    if turn.tool == "create_ticket" and results and "ticket_id" in results[0]:
+        # Ticket numbers are issued when the tool runs: check the one it issued.
+        facts = [f for f in facts if not f.startswith("T-")] + [results[0]["ticket_id"]]
+    context = " ".join(item.text for item in history) + json.dumps(results, ensure_ascii=False)
+    facts_ok = all(fact in reply for fact in facts) and not invented_figures(reply, context)
+    tool_called = called.name if called else None
+    arguments_match = None
+    if turn.tool is not None and tool_called == turn.tool:
+        arguments_match = called is not None and called.arguments == turn.arguments
+    verdict_ok = None
+    if turn.verdict is not None:
+        quoted = [str(v) for r in results for v in r.values() if isinstance(v, str)]
+        verdict_ok = says_correct(reply, quoted) == turn.verdict
+    return TurnScore(
+        tool_expected=turn.tool,
+        tool_called=tool_called,
+        arguments_match=arguments_match,
+        facts_ok=facts_ok,
+        verdict_ok=verdict_ok,
+        latency_ms=latency,
+        first_draft_ms=finished.milliseconds_to_first_draft,
+        tokens=finished.usage.tokens,
+        forward_passes=finished.usage.forward_passes,
+        reply=reply,
+    )
+
+
+def sample_turns(path: Path, limit: int, seed: int = 0) -> list[tuple[Dialogue, TurnExpectation]]:
+    turns = [(d, t) for d in read_dialogues(path) for t in d.turns]
+    random.Random(seed).shuffle(turns)
+    return turns[:limit]
+
+
+async def evaluate_mode(
+    loop: AgentLoop, mode: str, turns: list[tuple[Dialogue, TurnExpectation]], concurrency: int
+) -> ModeReport:
+    report = ModeReport(mode=mode, concurrency=concurrency)
+    backend = MemoryBackend(build_store())
+    loop.runner = ToolRunner(backend)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(dialogue: Dialogue, turn: TurnExpectation) -> TurnScore:
+        async with semaphore:
+            return await score_turn(loop, dialogue, turn, backend)
+
+    started = time.perf_counter()
+    report.scores = list(await asyncio.gather(*(one(d, t) for d, t in turns)))
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+# The command -------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("tool_selection", "tool sel. %", "{:.1f}"),
+    ("argument_match", "args exact %", "{:.1f}"),
+    ("fact_accuracy", "facts %", "{:.1f}"),
+    ("tutoring_verdicts", "verdicts %", "{:.1f}"),
+    ("tokens_per_s", "tokens/s", "{:.0f}"),
+    ("forward_passes_per_token", "fwd/token", "{:.2f}"),
+    ("latency_p50_ms", "p50 ms", "{:.0f}"),
+    ("latency_p95_ms", "p95 ms", "{:.0f}"),
+]
+
+
+def format_table(reports: Sequence[ModeReport]) -> str:
+    header = "| mode | conc. | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    rule = "|" + "---|" * (len(COLUMNS) + 2)
+    rows = [header, rule]
+    for report in reports:
+        summary = report.summary()
+        cells = [fmt.format(summary[key]) for key, _, fmt in COLUMNS]
+        rows.append(f"| {report.mode} | {report.concurrency} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+async def run_evaluation(
+    model_path: Path,
+    heldout: Path,
+    modes: Sequence[str],
+    limit: int,
+    concurrency: Sequence[int],
+    speed_limit: int,
+) -> list[ModeReport]:
+    from assistant.agent import engine_submit
+    from assistant.model import decoding_modes
+    from dlm_runtime.engine import Engine
+    from dlm_runtime.loading import load_model
+    from dlm_runtime.tokenizer import load_tokenizer
+
+    model = load_model(model_path, dtype="float32")
+    tokenizer = load_tokenizer(model_path)
+    turns = sample_turns(heldout, limit)
+    known = decoding_modes()
+    reports: list[ModeReport] = []
+    async with Engine(model, tokenizer, max_batch=max(concurrency)) as engine:
+        for name in modes:
+            mode = known[name]
+            loop = AgentLoop(
+                engine_submit(engine),
+                tokenizer,
+                ToolRunner(MemoryBackend(build_store())),
+                mode.policy,
+                mode.engine_mode,
+                attention=mode.attention,
+            )
+            for level in concurrency:
+                subset = turns if level == concurrency[0] else turns[:speed_limit]
+                reports.append(await evaluate_mode(loop, name, subset, level))
+    return reports

@@ -1,0 +1,70 @@
+"""The bundled model: where it lives, and the decoding modes the assistant serves with."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from dlm_runtime.policies import DecodingPolicy, fast, fast_revise, reference
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+MAX_REPLY_TOKENS = 96
+BLOCK = 32
+
+
+def model_dir(configured: str = "") -> Path:
+    """The configured checkpoint directory, or the bundled one."""
+    return Path(configured) if configured else BUNDLED_DIR
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingMode:
+    """A named way to decode: an engine mode, an attention pattern and a policy."""
+
+    name: str
+    engine_mode: str
+    attention: str | None
+    policy: DecodingPolicy
+
+
+def decoding_modes() -> dict[str, DecodingMode]:
+    vanilla = dataclasses.replace(
+        reference(steps=MAX_REPLY_TOKENS, gen_length=MAX_REPLY_TOKENS, block_length=BLOCK),
+        name="vanilla",
+        early_stop=True,
+        forbid_mask_token=True,
+    )
+    modes = [
+        DecodingMode(
+            "autoregressive",
+            "autoregressive",
+            None,
+            fast(block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
+        ),
+        # One token per step, every step recomputing the whole sequence: plain diffusion.
+        DecodingMode("vanilla-diffusion", "diffusion", "prefix-causal-nocache", vanilla),
+        DecodingMode(
+            "fast-diffusion",
+            "diffusion",
+            "prefix-causal",
+            fast(threshold=0.9, block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
+        ),
+        DecodingMode(
+            "fast-diffusion+revision",
+            "diffusion",
+            "prefix-causal",
+            fast_revise(
+                threshold=0.9, revise_below=0.1, block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS
+            ),
+        ),
+        DecodingMode(
+            "speculative",
+            "speculative",
+            None,
+            fast(threshold=0.9, block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
+        ),
+    ]
+    return {mode.name: mode for mode in modes}
+
+
+DEFAULT_MODE = "fast-diffusion"
