@@ -24,6 +24,8 @@ class Settings:
 
     # Redis URL of the bus; empty starts a private embedded redis-server under data_dir.
     redis_url: str = ""
+    # Prefix of every Redis key, so that two deployments can share one Redis.
+    key_prefix: str = "asst"
     # SQLAlchemy async URL; empty means a SQLite file under data_dir.
     database_url: str = ""
     # Where the embedded Redis, the SQLite file and other local state live.

@@ -1,0 +1,650 @@
+"""The thin Redis layer of the bus.
+
+- ``EventLog``: each conversation's events in one stream, numbered 1, 2, 3, ... The number
+  (``seq``) is given out by a Lua script that increments a counter and adds the entry in one
+  step, with ``<seq>-0`` as the entry id: appends cannot interleave, never skip a number, and
+  "everything after seq N" is a plain ``XREAD`` from id ``N-0`` on any gateway.
+- ``InFlight``: at most one turn in flight per conversation, a ``SET NX PX`` lock holding the
+  turn id. The producer takes it on submit, the worker refreshes it while it works and
+  releases it when the turn ends (ack or dead letter); the TTL frees it if everyone died.
+- ``TurnQueue``: the producer side. It refuses new turns with ``Busy`` while the turn stream
+  holds ``max_backlog`` turns or more (acked turns are deleted, so its length is the work
+  not yet finished), and with ``TurnInFlight`` while the conversation has a turn in flight.
+- ``TurnConsumer``: the worker side of the consumer group: own pending turns first after a
+  restart, then new ones; idle turns of dead workers taken over with ``XAUTOCLAIM``; long
+  turns kept; dead letters after too many deliveries.
+- ``Cancellation``: a key per conversation holding the id of the turn to stop. A key, not
+  pub/sub, because it is still there for a worker that takes the turn over after a crash or
+  that polls a moment later. Workers poll it from a background task (``cancelled`` checks a
+  whole batch in one round trip) rather than from the engine's step loop, so Redis latency
+  never sits between two forward passes.
+
+Delivery is at least once: a client with a redis-py ``Retry`` policy resends a command whose
+connection dropped, so an append or a submit may rarely be applied twice (the same event under
+two consecutive numbers, or one turn delivered twice); the turn id is the idempotency key
+downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from assistant.bus.keys import DEFAULT_KEYS, Keys
+from assistant.bus.schema import ErrorEvent, Event, SchemaError, TurnRequest
+
+log = structlog.get_logger(__name__)
+
+TURN_FAILED = "turn_failed"
+TURN_FAILED_MESSAGE = "Sorry, the reply could not be generated. Please send your message again."
+
+
+def _str(value: Any) -> str:
+    """A reply value as text, whether the client decodes responses or not."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _seq_of(stream_id: Any) -> int:
+    return int(_str(stream_id).split("-", 1)[0])
+
+
+Entry = tuple[str, dict[Any, Any]]
+
+
+def _entries(response: Any) -> list[Entry]:
+    """Entries of a one-stream XREAD/XREADGROUP reply, in any redis-py reply shape."""
+    if not response:
+        return []
+    streams = response.items() if isinstance(response, dict) else response
+    out: list[Entry] = []
+    for _name, entries in streams:
+        if entries and isinstance(entries[0], list):  # RESP3 shape nests one more level
+            entries = entries[0]
+        out.extend((_str(sid), fields or {}) for sid, fields in entries if sid is not None)
+    return out
+
+
+class BusError(Exception):
+    """The bus refused a request; the message says why."""
+
+
+class Busy(BusError):
+    """Too many turns are waiting: try again after ``retry_after_s`` seconds."""
+
+    def __init__(self, retry_after_s: float, backlog: int) -> None:
+        super().__init__(f"{backlog} turns are waiting; retry after {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+        self.backlog = backlog
+
+
+class TurnInFlight(BusError):
+    """The conversation already has a turn in flight (possibly this very turn)."""
+
+    def __init__(self, conversation_id: str, holder: str | None, turn_id: str) -> None:
+        super().__init__(f"conversation {conversation_id} already has turn {holder} in flight")
+        self.conversation_id = conversation_id
+        self.holder = holder
+        # True when the same turn was submitted again (a retry): it is already queued.
+        self.duplicate = holder == turn_id
+
+
+# event log -----------------------------------------------------------------------------
+
+_APPEND = """
+-- KEYS[1] seq counter, KEYS[2] event stream; ARGV[1] maxlen, ARGV[2] ttl ms, ARGV[3..] fields
+local seq = redis.call('INCR', KEYS[1])
+local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'seq', tostring(seq)}
+for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+local added = redis.pcall(unpack(args))
+if type(added) == 'table' and added.err then
+  -- The counter is behind the stream (it expired or was restored on its own): continue
+  -- after the stream's last id, so numbers stay strictly increasing.
+  local info = redis.call('XINFO', 'STREAM', KEYS[2])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      seq = tonumber(string.match(info[i + 1], '^(%d+)')) + 1
+    end
+  end
+  redis.call('SET', KEYS[1], seq)
+  args[6] = seq .. '-0'
+  args[8] = tostring(seq)
+  redis.call(unpack(args))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return seq
+"""
+
+
+class EventLog:
+    """Per-conversation event streams with gapless, strictly increasing sequence numbers.
+
+    A stream keeps about ``maxlen`` newest events (approximate trimming, which is cheap) and
+    expires, with its counter, ``ttl_s`` after the last append. A client resuming from a seq
+    below ``first_seq() - 1`` missed trimmed events, and one resuming from a seq above
+    ``last_seq()`` saw a log that has since expired: both must reload the history from SQL.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        keys: Keys = DEFAULT_KEYS,
+        maxlen: int = 1000,
+        ttl_s: float = 24 * 3600,
+    ) -> None:
+        if maxlen < 1 or ttl_s <= 0:
+            raise ValueError("maxlen and ttl_s must be positive")
+        self.redis = redis
+        self.keys = keys
+        self.maxlen = maxlen
+        self.ttl_ms = int(ttl_s * 1000)
+        self._append = redis.register_script(_APPEND)
+
+    async def append(self, conversation_id: str, event: Event) -> int:
+        """Append ``event`` and return its seq."""
+        if event.conversation_id != conversation_id:
+            raise ValueError(
+                f"event of conversation {event.conversation_id!r} appended to {conversation_id!r}"
+            )
+        fields = event.to_fields()
+        fields.pop("seq", None)  # the script sets it
+        flat = [item for pair in fields.items() for item in pair]
+        seq = await self._append(
+            keys=[self.keys.seq(conversation_id), self.keys.events(conversation_id)],
+            args=[self.maxlen, self.ttl_ms, *flat],
+        )
+        return int(seq)
+
+    async def read_from(
+        self,
+        conversation_id: str,
+        after_seq: int,
+        block_ms: int | None = None,
+        count: int | None = None,
+    ) -> list[Event]:
+        """Events with seq > ``after_seq``, oldest first.
+
+        With ``block_ms``, wait up to that long (0: forever) for one when there is none yet.
+        An entry this build cannot read is logged and skipped, so one bad entry cannot wedge
+        a relay.
+        """
+        if after_seq < 0:
+            raise ValueError(f"after_seq must be >= 0, got {after_seq}")
+        response = await self.redis.xread(
+            {self.keys.events(conversation_id): f"{after_seq}-0"}, count=count, block=block_ms
+        )
+        events: list[Event] = []
+        for stream_id, fields in _entries(response):
+            try:
+                events.append(Event.from_fields(fields))
+            except SchemaError as exc:
+                log.error(
+                    "unreadable event skipped",
+                    conversation_id=conversation_id,
+                    stream_id=stream_id,
+                    error=str(exc),
+                )
+        return events
+
+    async def last_seq(self, conversation_id: str) -> int:
+        """The seq of the newest event, 0 when there is none."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.seq(conversation_id))
+            pipe.xrevrange(self.keys.events(conversation_id), count=1)
+            counter, newest = await pipe.execute()
+        return max(int(counter or 0), _seq_of(newest[0][0]) if newest else 0)
+
+    async def first_seq(self, conversation_id: str) -> int:
+        """The seq of the oldest event still kept, 0 when there is none."""
+        oldest = await self.redis.xrange(self.keys.events(conversation_id), count=1)
+        return _seq_of(oldest[0][0]) if oldest else 0
+
+
+# one turn in flight ----------------------------------------------------------------------
+
+_REFRESH = """
+-- KEYS[1] lock; ARGV[1] turn id, ARGV[2] ttl ms. Extend our lock, or take it back if it lapsed.
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+-- KEYS[1] lock; ARGV[1] turn id. Delete only our own lock, never the next turn's.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class InFlight:
+    """The lock that allows one turn in flight per conversation; it holds the turn id.
+
+    ``ttl_s`` must exceed the idle time after which workers take over a dead worker's turns,
+    so that the lock is still there when the turn is taken over; working workers refresh it.
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, keys: Keys = DEFAULT_KEYS, ttl_s: float = 120):
+        self.redis = redis
+        self.keys = keys
+        self.ttl_ms = int(ttl_s * 1000)
+        self._refresh = redis.register_script(_REFRESH)
+        self._release = redis.register_script(_RELEASE)
+
+    async def acquire(self, conversation_id: str, turn_id: str) -> bool:
+        """Take the lock for ``turn_id``; False when any turn (this one too) holds it."""
+        key = self.keys.turn(conversation_id)
+        return bool(await self.redis.set(key, turn_id, nx=True, px=self.ttl_ms))
+
+    async def holder(self, conversation_id: str) -> str | None:
+        value = await self.redis.get(self.keys.turn(conversation_id))
+        return _str(value) if value is not None else None
+
+    async def refresh(self, conversation_id: str, turn_id: str) -> bool:
+        """Extend the lock of ``turn_id``; False when another turn holds it now."""
+        keys = [self.keys.turn(conversation_id)]
+        return bool(await self._refresh(keys=keys, args=[turn_id, self.ttl_ms]))
+
+    async def release(self, conversation_id: str, turn_id: str) -> bool:
+        return bool(await self._release(keys=[self.keys.turn(conversation_id)], args=[turn_id]))
+
+
+# producer --------------------------------------------------------------------------------
+
+
+class TurnQueue:
+    """Submits turns to the worker group, with a bounded backlog and one turn per conversation.
+
+    The bound is soft: producers check the stream length, then add, so concurrent producers
+    may overshoot it by one turn each.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        keys: Keys = DEFAULT_KEYS,
+        max_backlog: int = 256,
+        retry_after_s: float = 1.0,
+        in_flight: InFlight | None = None,
+    ) -> None:
+        if max_backlog < 1:
+            raise ValueError("max_backlog must be at least 1")
+        self.redis = redis
+        self.keys = keys
+        self.max_backlog = max_backlog
+        self.retry_after_s = retry_after_s
+        self.in_flight = in_flight or InFlight(redis, keys=keys)
+
+    async def backlog(self) -> int:
+        """Turns waiting or being worked on (acked turns are deleted from the stream)."""
+        return int(await self.redis.xlen(self.keys.turns))
+
+    async def submit(self, turn: TurnRequest) -> str:
+        """Queue ``turn``; return its stream id. Raises ``Busy`` or ``TurnInFlight``."""
+        backlog = await self.backlog()
+        if backlog >= self.max_backlog:
+            # The hint grows with the overshoot, so a crowd of clients spreads out.
+            excess = backlog - self.max_backlog + 1
+            hint = min(30.0, self.retry_after_s * (1 + excess / self.max_backlog))
+            raise Busy(round(hint, 1), backlog)
+        if not await self.in_flight.acquire(turn.conversation_id, turn.turn_id):
+            holder = await self.in_flight.holder(turn.conversation_id)
+            raise TurnInFlight(turn.conversation_id, holder, turn.turn_id)
+        try:
+            fields: dict[Any, Any] = turn.to_fields()
+            stream_id = await self.redis.xadd(self.keys.turns, fields)
+        except Exception:
+            await self.in_flight.release(turn.conversation_id, turn.turn_id)
+            raise
+        log.debug("turn submitted", turn_id=turn.turn_id, stream_id=_str(stream_id))
+        return _str(stream_id)
+
+
+# worker ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A turn handed to this worker; ``attempt`` counts deliveries, this one included."""
+
+    stream_id: str
+    turn: TurnRequest
+    attempt: int
+
+
+_KEEP_ALIVE = """
+-- KEYS[1] turn stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] ids.
+-- Reset the idle time of the ids this consumer still owns (JUSTID: no delivery counted);
+-- an id another worker took over stays theirs. Returns the ids still owned.
+local held = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    held[#held + 1] = ARGV[i]
+  end
+end
+return held
+"""
+
+
+class TurnConsumer:
+    """One worker's membership in the consumer group.
+
+    ``consumer`` should be stable across restarts of the same worker (e.g. host and
+    accelerator index), so that a restarted worker first takes back its own pending turns.
+    After ``max_deliveries`` failed deliveries a turn is dead-lettered instead of delivered.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        consumer: str,
+        *,
+        keys: Keys = DEFAULT_KEYS,
+        max_deliveries: int = 3,
+        dead_maxlen: int = 10_000,
+        events: EventLog | None = None,
+        in_flight: InFlight | None = None,
+    ) -> None:
+        if not consumer:
+            raise ValueError("consumer name must not be empty")
+        self.redis = redis
+        self.consumer = consumer
+        self.keys = keys
+        self.max_deliveries = max_deliveries
+        self.dead_maxlen = dead_maxlen
+        self.events = events or EventLog(redis, keys=keys)
+        self.in_flight = in_flight or InFlight(redis, keys=keys)
+        self._history_cursor: str | None = "0-0"  # None once own pending turns are re-read
+        self._autoclaim_cursor = "0-0"
+        self._keep_alive = redis.register_script(_KEEP_ALIVE)
+
+    @property
+    def autoclaim_cursor(self) -> str:
+        """Where the next ``reclaim_idle`` continues its scan of the pending list."""
+        return self._autoclaim_cursor
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream); from id 0 so turns queued before it count."""
+        try:
+            await self.redis.xgroup_create(self.keys.turns, self.keys.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def claim(self, count: int = 1, block_ms: int | None = None) -> list[Delivery]:
+        """Up to ``count`` turns: first this consumer's own pending ones, then new ones.
+
+        Own pending turns are those a previous run of this consumer took and never acked;
+        they are read once, in order, without blocking. ``block_ms`` waits for new turns.
+        """
+        while self._history_cursor is not None:
+            entries = await self._read(self._history_cursor, count, None)
+            if not entries:
+                self._history_cursor = None
+                break
+            self._history_cursor = entries[-1][0]
+            deliveries = await self._deliver(entries)
+            if deliveries:
+                return deliveries
+        return await self._deliver(await self._read(">", count, block_ms))
+
+    async def reclaim_idle(self, min_idle_ms: int, count: int = 10) -> list[Delivery]:
+        """Take over turns idle for ``min_idle_ms`` (their worker died or hangs).
+
+        The scan cursor is kept between calls, so repeated calls walk the whole pending list
+        instead of re-scanning its head; it wraps to the start when the scan is complete.
+        """
+        start = self._autoclaim_cursor
+        try:
+            reply = await self.redis.xautoclaim(
+                self.keys.turns,
+                self.keys.group,
+                self.consumer,
+                min_idle_ms,
+                start_id=start,
+                count=count,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        self._autoclaim_cursor = _str(reply[0])
+        claimed = reply[1] or []
+        if len(reply) > 2 and reply[2]:  # Redis 7: ids of deleted entries, dropped from the PEL
+            log.warning("pending turns were deleted", ids=[_str(i) for i in reply[2]])
+        entries = [(_str(sid), fields or {}) for sid, fields in claimed if sid is not None]
+        if len(entries) < len(claimed):  # Redis 6.2: deleted entries come back as nil
+            await self._drop_deleted(start, self._autoclaim_cursor, {sid for sid, _ in entries})
+        deliveries = await self._deliver(entries)
+        if deliveries:
+            log.info(
+                "took over idle turns",
+                consumer=self.consumer,
+                turn_ids=[d.turn.turn_id for d in deliveries],
+            )
+        return deliveries
+
+    async def keep_alive(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Keep turns still being worked on from being taken over; return the ones lost.
+
+        Call it well within the takeover idle time. A lost turn was taken over by another
+        worker (this one looked dead): stop working on it and do not ack it.
+        """
+        if not deliveries:
+            return []
+        ids = [d.stream_id for d in deliveries]
+        held = {
+            _str(sid)
+            for sid in await self._keep_alive(
+                keys=[self.keys.turns], args=[self.keys.group, self.consumer, *ids]
+            )
+        }
+        kept = [d for d in deliveries if d.stream_id in held]
+        locked = await asyncio.gather(
+            *(self.in_flight.refresh(d.turn.conversation_id, d.turn.turn_id) for d in kept)
+        )
+        if not all(locked):  # the lock lapsed and another turn took it: two are in flight
+            log.warning(
+                "in-flight lock held by another turn",
+                turn_ids=[d.turn.turn_id for d, ok in zip(kept, locked, strict=True) if not ok],
+            )
+        lost = [d for d in deliveries if d.stream_id not in held]
+        if lost:
+            log.warning("turns were taken over", turn_ids=[d.turn.turn_id for d in lost])
+        return lost
+
+    async def ack(self, delivery: Delivery) -> bool:
+        """The turn is finished: remove it from the group and the stream, free the lock.
+
+        Acked before the lock is freed: the other order could let a new turn start while
+        this one may still be redelivered.
+        """
+        acked = await self._ack(delivery.stream_id)
+        await self.in_flight.release(delivery.turn.conversation_id, delivery.turn.turn_id)
+        return acked
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Give up on a turn: record it, tell the client, then ack it and free the lock.
+
+        The dead-letter entry and the client's error are written before the ack, so a crash
+        in between leaves the turn pending (to be dead-lettered again), never lost unseen.
+        """
+        turn = delivery.turn
+        await self._write_dead(delivery.stream_id, turn.to_fields(), reason, delivery.attempt)
+        await self._tell_client(turn.conversation_id, turn.turn_id)
+        await self._ack(delivery.stream_id)
+        await self.in_flight.release(turn.conversation_id, turn.turn_id)
+        log.error(
+            "turn dead-lettered",
+            turn_id=turn.turn_id,
+            conversation_id=turn.conversation_id,
+            attempt=delivery.attempt,
+            reason=reason,
+        )
+
+    # internals ---------------------------------------------------------------------------
+
+    async def _read(self, stream_id: str, count: int, block_ms: int | None) -> list[Entry]:
+        streams: dict[Any, Any] = {self.keys.turns: stream_id}
+        try:
+            reply = await self.redis.xreadgroup(
+                self.keys.group, self.consumer, streams, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream was lost (a flushed or fresh Redis): recreate and read again.
+            await self.ensure_group()
+            reply = await self.redis.xreadgroup(
+                self.keys.group, self.consumer, streams, count=count, block=block_ms
+            )
+        return _entries(reply)
+
+    async def _deliver(self, entries: Iterable[Entry]) -> list[Delivery]:
+        """Turn entries into deliveries; drop deleted ones, dead-letter unreadable ones."""
+        turns: list[tuple[str, TurnRequest]] = []
+        for stream_id, fields in entries:
+            if not fields:  # deleted while pending: nothing left to do
+                await self._ack(stream_id)
+                continue
+            try:
+                turns.append((stream_id, TurnRequest.from_fields(fields)))
+            except SchemaError as exc:
+                await self._dead_letter_unreadable(stream_id, fields, str(exc))
+        attempts = await self._attempts([stream_id for stream_id, _ in turns])
+        deliveries = []
+        for stream_id, turn in turns:
+            if stream_id not in attempts:  # acked meanwhile by another worker
+                continue
+            delivery = Delivery(stream_id, turn, attempts[stream_id])
+            if delivery.attempt > self.max_deliveries:
+                await self.dead_letter(
+                    delivery, f"delivered {delivery.attempt} times (max {self.max_deliveries})"
+                )
+            else:
+                deliveries.append(delivery)
+        return deliveries
+
+    async def _attempts(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Delivery counts from the group's pending list, one round trip."""
+        if not stream_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream_id in stream_ids:
+                pipe.xpending_range(self.keys.turns, self.keys.group, stream_id, stream_id, 1)
+            rows = await pipe.execute()
+        return {_str(row[0]["message_id"]): int(row[0]["times_delivered"]) for row in rows if row}
+
+    async def _ack(self, stream_id: str) -> bool:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.keys.turns, self.keys.group, stream_id)
+            pipe.xdel(self.keys.turns, stream_id)
+            acked, _deleted = await pipe.execute()
+        return bool(acked)
+
+    async def _write_dead(
+        self, stream_id: str, fields: dict[Any, Any], reason: str, attempt: int
+    ) -> None:
+        entry = {
+            **fields,
+            "dead_reason": reason,
+            "dead_stream_id": stream_id,
+            "dead_attempt": str(attempt),
+            "dead_consumer": self.consumer,
+            "dead_at": str(int(time.time() * 1000)),
+        }
+        await self.redis.xadd(self.keys.dead, entry, maxlen=self.dead_maxlen, approximate=True)
+
+    async def _tell_client(self, conversation_id: str, turn_id: str) -> None:
+        error = ErrorEvent(
+            conversation_id=conversation_id,
+            turn_id=turn_id,
+            code=TURN_FAILED,
+            message=TURN_FAILED_MESSAGE,
+        )
+        try:
+            await self.events.append(conversation_id, error)
+        except (ValueError, SchemaError) as exc:  # an id unfit for a key: nobody to tell
+            log.warning("cannot publish turn_failed", error=str(exc))
+
+    async def _dead_letter_unreadable(
+        self, stream_id: str, fields: dict[Any, Any], reason: str
+    ) -> None:
+        await self._write_dead(stream_id, fields, f"unreadable: {reason}", 0)
+        text = {_str(k): _str(v) for k, v in fields.items()}
+        conversation_id, turn_id = text.get("conversation_id"), text.get("turn_id", "")
+        if conversation_id:
+            await self._tell_client(conversation_id, turn_id)
+        await self._ack(stream_id)
+        log.error("unreadable turn dead-lettered", stream_id=stream_id, reason=reason)
+
+    async def _drop_deleted(self, start: str, end: str, present: set[str]) -> None:
+        """Ack the deleted entries a Redis 6.2 XAUTOCLAIM handed over as nil (ids unknown)."""
+        upper = "+" if end == "0-0" else f"({end}"
+        rows = await self.redis.xpending_range(
+            self.keys.turns, self.keys.group, start, upper, 1000, consumername=self.consumer
+        )
+        for row in rows:
+            stream_id = _str(row["message_id"])
+            if stream_id not in present and not await self.redis.xrange(
+                self.keys.turns, stream_id, stream_id
+            ):
+                await self.redis.xack(self.keys.turns, self.keys.group, stream_id)
+
+
+# cancellation ----------------------------------------------------------------------------
+
+
+class Cancellation:
+    """Stop requests: a key per conversation holding the id of the turn to stop."""
+
+    def __init__(self, redis: aioredis.Redis, *, keys: Keys = DEFAULT_KEYS, ttl_s: float = 600):
+        self.redis = redis
+        self.keys = keys
+        self.ttl_ms = int(ttl_s * 1000)
+
+    async def request(self, conversation_id: str, turn_id: str | None = None) -> str | None:
+        """Ask the worker to stop ``turn_id`` (default: the turn in flight); return its id."""
+        if turn_id is None:
+            holder = await self.redis.get(self.keys.turn(conversation_id))
+            if holder is None:
+                return None
+            turn_id = _str(holder)
+        await self.redis.set(self.keys.cancel(conversation_id), turn_id, px=self.ttl_ms)
+        log.info("cancel requested", conversation_id=conversation_id, turn_id=turn_id)
+        return turn_id
+
+    async def is_cancelled(self, conversation_id: str, turn_id: str) -> bool:
+        value = await self.redis.get(self.keys.cancel(conversation_id))
+        return value is not None and _str(value) == turn_id
+
+    async def cancelled(self, turns: Iterable[tuple[str, str]]) -> set[str]:
+        """Of the ``(conversation_id, turn_id)`` pairs, the turn ids to stop; one round trip."""
+        pairs = list(turns)
+        if not pairs:
+            return set()
+        # GETs in a pipeline, not MGET: the keys live in different cluster slots.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conversation_id, _ in pairs:
+                pipe.get(self.keys.cancel(conversation_id))
+            values = await pipe.execute()
+        return {
+            turn_id
+            for (_, turn_id), value in zip(pairs, values, strict=True)
+            if value is not None and _str(value) == turn_id
+        }
