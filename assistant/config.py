@@ -34,6 +34,8 @@ class Settings:
     model_path: str = ""
     # Torch device for the model: "auto" picks CUDA when present, else the CPU.
     device: str = "auto"
+    # Turns a worker decodes at once (the engine's batch slots).
+    max_batch: int = 8
     # Address the gateway listens on.
     host: str = "127.0.0.1"
     port: int = 8765
@@ -58,6 +60,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if not 1 <= self.max_batch <= 256:
+            raise UserError(f"max batch {self.max_batch} is out of range: use 1-256")
         if not 0 <= self.port <= 65535:
             raise UserError(f"port {self.port} is out of range: use 0-65535 (ASSISTANT_PORT)")
         if self.log_format not in LOG_FORMATS:
