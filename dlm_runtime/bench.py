@@ -86,7 +86,7 @@ def fixed_policy(tokens_per_step: int, max_new: int) -> DecodingPolicy:
     return DecodingPolicy(
         name=f"fixed-{tokens_per_step}",
         chooser=Greedy(),
-        confidence=ChosenProbability(),
+        confidence=ChosenProbability(exact=False),
         unmask=FixedCount(BLOCK // tokens_per_step),
         revision=None,
         block_size=BLOCK,
