@@ -10,6 +10,10 @@ from dlm_runtime.policies import DecodingPolicy, fast, fast_revise, reference
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 MAX_REPLY_TOKENS = 96
 BLOCK = 32
+# Fast diffusion decodes 8-token blocks: measured on the bundled model's held-out turns
+# (60 turns, one run), against 32-token blocks: facts 66.7% vs 45.0%, 150 vs 93 tokens/s,
+# p50 158 vs 253 ms; replies are ~20 tokens, so a 32-token block is mostly padding.
+FAST_BLOCK = 8
 
 
 def model_dir(configured: str = "") -> Path:
@@ -47,14 +51,17 @@ def decoding_modes() -> dict[str, DecodingMode]:
             "fast-diffusion",
             "diffusion",
             "prefix-causal",
-            fast(threshold=0.9, block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
+            fast(threshold=0.9, block_size=FAST_BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
         ),
         DecodingMode(
             "fast-diffusion+revision",
             "diffusion",
             "prefix-causal",
             fast_revise(
-                threshold=0.9, revise_below=0.1, block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS
+                threshold=0.9,
+                revise_below=0.1,
+                block_size=FAST_BLOCK,
+                max_new_tokens=MAX_REPLY_TOKENS,
             ),
         ),
         DecodingMode(
