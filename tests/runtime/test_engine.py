@@ -35,6 +35,7 @@ from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise
 from dlm_runtime.policies import reference as reference_policy
 from dlm_runtime.tokenizer import decode_draft, special_token_ids, train_tokenizer
 from tests.runtime.test_llada import write_checkpoint
+from tests.tiny_models import tiny_config
 
 CORPUS = [
     "Hello world! How are you today?",
@@ -61,21 +62,8 @@ def tok() -> PreTrainedTokenizerFast:
 @pytest.fixture(scope="module")
 def dlm(tok: PreTrainedTokenizerFast) -> DLMModel:
     """A tiny random native model with peaked logits (so argmax is far from ties)."""
-    sp = special_token_ids(tok)
     torch.manual_seed(0)
-    cfg = DLMConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=96,
-        initializer_range=0.3,
-        mask_token_id=sp.mask,
-        eos_token_id=sp.end,
-        pad_token_id=sp.pad,
-    )
+    cfg = tiny_config(tok, max_position_embeddings=96, initializer_range=0.3)
     return DLMModel(cfg).eval()
 
 

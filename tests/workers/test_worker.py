@@ -50,7 +50,7 @@ from assistant.prompting import SUPPORT_SYSTEM
 from assistant.tools.runner import MemoryBackend
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest, Usage
 from dlm_runtime.loading import load_model, save_model
-from dlm_runtime.modeling import DLMConfig, DLMModel
+from dlm_runtime.modeling import DLMModel
 from dlm_runtime.policies import reference
 from dlm_runtime.tokenizer import (
     TOOL_CALL_CLOSE_TOKEN,
@@ -60,6 +60,7 @@ from dlm_runtime.tokenizer import (
     special_token_ids,
     train_tokenizer,
 )
+from tests.tiny_models import tiny_config
 from workers.worker import (
     EngineGenerator,
     Generator,
@@ -91,20 +92,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random model and its tokenizer, written as a checkpoint directory."""
     texts = [SUPPORT_SYSTEM, "Your order has shipped.", '{"name": "search_kb"}', "hello"] * 20
     tok = train_tokenizer(texts, vocab_size=400, added_words=added_words())
-    sp = special_token_ids(tok)
     torch.manual_seed(0)
-    config = DLMConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        mask_token_id=sp.mask,
-        eos_token_id=sp.end,
-        pad_token_id=sp.pad,
-    )
+    config = tiny_config(tok)
     path = tmp_path_factory.mktemp("model")
     save_model(DLMModel(config), path)
     save_tokenizer(tok, path)
@@ -636,18 +625,7 @@ def slow_checkpoint(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     )
     sp = special_token_ids(tok)
     torch.manual_seed(1)
-    config = DLMConfig(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=8,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        mask_token_id=sp.mask,
-        eos_token_id=sp.end,
-        pad_token_id=sp.pad,
-    )
+    config = tiny_config(tok, hidden_size=256, intermediate_size=512, num_hidden_layers=8)
     model = DLMModel(config)
     assert model.lm_head is not None
     with torch.no_grad():
