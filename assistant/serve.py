@@ -2,7 +2,9 @@
 
 It applies migrations, starts an embedded redis-server unless a Redis URL is given, then
 runs gateway and worker processes and supervises them. Ctrl-C or SIGTERM stops the workers,
-then the gateways, then Redis; a child that dies unexpectedly stops everything, non-zero.
+then the gateways, then Redis. A child (or the embedded redis-server) that dies is started
+again, as systemd would: clients reconnect and workers take its turns over. One that keeps
+dying (``MAX_RESTARTS`` within ``RESTART_WINDOW_S``) stops everything, non-zero.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from assistant.redis_conn import check_redis
 
 log = structlog.get_logger(__name__)
 
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
 
 def check_model_path(settings: Settings) -> None:
     if settings.model_path and not Path(settings.model_path).is_dir():
@@ -37,11 +42,13 @@ def check_model_path(settings: Settings) -> None:
 
 
 class Supervisor:
-    """Starts child processes of this package and stops them together."""
+    """Starts child processes of this package, restarts those that die, stops them together."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._args: dict[str, tuple[str, ...]] = {}
+        self._restarts: dict[str, list[float]] = {}
 
     def spawn(self, name: str, *args: str) -> None:
         # Torch's OpenMP threads spin while waiting; with several processes on few cores
@@ -56,7 +63,8 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        self.children.append((name, process))
+        self._args[name] = args
+        self.children = [(n, p) for n, p in self.children if n != name] + [(name, process)]
         log.info("started", process=name, pid=process.pid)
 
     def first_exited(self) -> tuple[str, int] | None:
@@ -65,6 +73,24 @@ class Supervisor:
             if code is not None:
                 return name, code
         return None
+
+    def may_restart(self, name: str) -> bool:
+        """Record a restart of ``name``; False once it keeps dying (a crash loop)."""
+        now = time.monotonic()
+        recent = [t for t in self._restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+        self._restarts[name] = [*recent, now]
+        return len(recent) < MAX_RESTARTS
+
+    def restart_exited(self) -> bool:
+        """Start again every child that has exited; False when one of them crash-loops."""
+        while (exited := self.first_exited()) is not None:
+            name, code = exited
+            if not self.may_restart(name):
+                log.error("child process keeps exiting; stopping everything", process=name)
+                return False
+            log.warning("child process exited; starting it again", process=name, code=code)
+            self.spawn(name, *self._args[name])
+        return True
 
     def stop_all(self, timeout: float = 15.0) -> None:
         # Workers first, so that gateways can still relay their last events.
@@ -117,11 +143,14 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
             supervisor.spawn(f"worker-{index}", "worker")
         _announce(settings, ports, redis_server)
         while not stop_requested:
-            exited = supervisor.first_exited()
-            if exited is not None:
-                name, code = exited
-                log.error("child process exited; stopping everything", process=name, code=code)
+            if not supervisor.restart_exited():
                 return 1
+            if redis_server is not None and not redis_server.running:
+                if not supervisor.may_restart("redis"):
+                    log.error("redis-server keeps exiting; stopping everything")
+                    return 1
+                log.warning("redis-server exited; starting it again on the same port")
+                redis_server.start()
             time.sleep(0.2)
         log.info("stopping")
         return 0

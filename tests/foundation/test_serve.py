@@ -72,3 +72,39 @@ def test_killed_supervisor_leaves_no_orphans(
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert wait_all_dead(children) == set()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _child(supervisor: int, marker: str) -> int:
+    """The pid of the supervisor's child whose command line contains ``marker``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for pid in descendants(supervisor):
+            if marker in _cmdline(pid):
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no child process running {marker!r}")
+
+
+def test_killed_children_are_started_again(
+    running_system: tuple[subprocess.Popen[bytes], int, set[int]],
+) -> None:
+    """A SIGKILLed gateway and redis-server come back; the system is ready again."""
+    process, port, _children = running_system
+    for marker in ("assistant gateway", "redis-server"):
+        victim = _child(process.pid, marker)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_all_dead({victim}) == set()
+        replacement = _child(process.pid, marker)
+        assert replacement != victim
+        ready = json.loads(wait_http(f"http://127.0.0.1:{port}/readyz"))
+        assert ready["ready"] is True
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
