@@ -1,0 +1,1 @@
+"""The load generator: scripted WebSocket conversations against a running deployment."""
