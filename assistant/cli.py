@@ -90,8 +90,10 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.model import check_decoding_mode
     from workers.main import run_worker
 
+    check_decoding_mode(settings.decoding_mode)
     _require_redis(settings)
     asyncio.run(run_worker(settings))
     return 0

@@ -36,6 +36,11 @@ class Settings:
     device: str = "auto"
     # Turns a worker decodes at once (the engine's batch slots).
     max_batch: int = 8
+    # Decoding mode of the worker's replies (see `assistant eval --help`); empty: the model's
+    # default, fast diffusion. "autoregressive" runs the same weights as the baseline.
+    decoding_mode: str = ""
+    # A turn whose worker has been silent this long is taken over by another worker.
+    claim_idle_s: int = 30
     # Address the gateway listens on.
     host: str = "127.0.0.1"
     port: int = 8765
@@ -62,6 +67,8 @@ class Settings:
     def validate(self) -> None:
         if not 1 <= self.max_batch <= 256:
             raise UserError(f"max batch {self.max_batch} is out of range: use 1-256")
+        if not 1 <= self.claim_idle_s <= 3600:
+            raise UserError(f"claim idle time {self.claim_idle_s} s is out of range: use 1-3600")
         if not 0 <= self.port <= 65535:
             raise UserError(f"port {self.port} is out of range: use 0-65535 (ASSISTANT_PORT)")
         if self.log_format not in LOG_FORMATS:

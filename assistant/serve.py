@@ -112,6 +112,10 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
     if gateways < 1 or workers < 0:
         raise UserError("serve needs at least one gateway and zero or more workers")
     check_model_path(settings)
+    if workers and settings.decoding_mode:
+        from assistant.model import check_decoding_mode  # imports torch: only when asked
+
+        check_decoding_mode(settings.decoding_mode)
     ports = [settings.port + i for i in range(gateways)] if settings.port else [0] * gateways
     for port in ports:
         ensure_port_free(settings.host, port)

@@ -12,6 +12,7 @@ from assistant.bus.keys import Keys
 from assistant.config import Settings
 from assistant.db.engine import check_connection, create_engine
 from assistant.db.repository import Store
+from assistant.model import DEFAULT_MODE
 from assistant.redis_conn import check_redis, connect
 from workers.worker import Worker, WorkerOptions, load_generator
 
@@ -45,7 +46,14 @@ async def run_worker(settings: Settings, *, max_batch: int | None = None) -> Non
             Store(engine),
             generator,
             tokenizer,
-            options=WorkerOptions(max_batch=batch),
+            options=WorkerOptions(
+                max_batch=batch,
+                default_mode=settings.decoding_mode or DEFAULT_MODE,
+                # Keep-alives must come well within the idle time, or live turns get stolen.
+                min_idle_ms=settings.claim_idle_s * 1000,
+                keep_alive_every_s=min(5.0, settings.claim_idle_s / 3),
+                reclaim_every_s=min(5.0, settings.claim_idle_s / 2),
+            ),
             keys=Keys(settings.key_prefix),
         )
         log.info("worker ready", consumer=worker.name, redis=settings.redis_url)

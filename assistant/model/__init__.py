@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from assistant.errors import UserError
 from dlm_runtime.policies import DecodingPolicy, fast, fast_revise, reference
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -14,6 +15,15 @@ BLOCK = 32
 # (60 turns, one run), against 32-token blocks: facts 66.7% vs 45.0%, 150 vs 93 tokens/s,
 # p50 158 vs 253 ms; replies are ~20 tokens, so a 32-token block is mostly padding.
 FAST_BLOCK = 8
+
+
+def check_decoding_mode(name: str) -> None:
+    """Raise a clear error for a mode name this build does not serve (empty: the default)."""
+    if name and name not in decoding_modes():
+        raise UserError(
+            f"unknown decoding mode {name!r}: use one of {', '.join(decoding_modes())} "
+            "(ASSISTANT_DECODING_MODE)"
+        )
 
 
 def model_dir(configured: str = "") -> Path:

@@ -137,3 +137,9 @@ def test_gateway_without_redis_url(tmp_path: Path) -> None:
     """A lone gateway without a Redis URL says how to fix it."""
     result = run_cli("gateway", "--data-dir", str(tmp_path), env={"ASSISTANT_REDIS_URL": ""})
     _assert_one_line_error(result, "Redis URL")
+
+
+def test_worker_refuses_an_unknown_decoding_mode(tmp_path: Path) -> None:
+    """A misspelt ASSISTANT_DECODING_MODE is one clear error, before any connection."""
+    env = {"ASSISTANT_DATA_DIR": str(tmp_path), "ASSISTANT_DECODING_MODE": "fastest"}
+    _assert_one_line_error(run_cli("worker", env=env), "unknown decoding mode 'fastest'")

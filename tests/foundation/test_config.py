@@ -47,6 +47,7 @@ def test_flags_override_environment() -> None:
         ({"ASSISTANT_PORT": "70000"}, "out of range"),
         ({"ASSISTANT_LOG_FORMAT": "xml"}, "unknown log format"),
         ({"ASSISTANT_LOG_LEVEL": "loud"}, "unknown log level"),
+        ({"ASSISTANT_CLAIM_IDLE_S": "0"}, "claim idle time 0 s is out of range"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
