@@ -20,6 +20,7 @@ from assistant.slots import SlotTable, UnresolvedSlot
 from assistant.toolcall import ParseError, Reply, ToolRequest, parse_output
 from assistant.tools.runner import ToolContext, ToolOutcome, ToolRunner
 from assistant.tools.specs import SUPPORT_TOOLS, TUTOR_TOOLS
+from assistant.trimming import trim_history
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
 from dlm_runtime.policies import DecodingPolicy
 from dlm_runtime.tokenizer import encode_chat, special_token_ids
@@ -120,6 +121,7 @@ class AgentLoop:
         mode: str = "diffusion",
         max_rounds: int = 3,
         attention: str | None = None,
+        context: int | None = None,
     ) -> None:
         self.submit = submit
         self.tokenizer = tokenizer
@@ -128,6 +130,8 @@ class AgentLoop:
         self.mode = mode
         self.attention = attention
         self.max_rounds = max_rounds
+        # Positions the model can see (None: unbounded); prompt + reply budget must fit.
+        self.context = context
         self.tool_call_open = special_token_ids(tokenizer).tool_call_open
 
     async def run(
@@ -144,9 +148,7 @@ class AgentLoop:
         first_draft: float | None = None
         request_id = request_id or uuid.uuid4().hex
         for round_ in range(self.max_rounds + 1):
-            table = SlotTable()
-            messages = model_messages(channel, history, table)
-            prompt = encode_chat(self.tokenizer, messages, add_generation_prompt=True)
+            prompt, table = self._prompt(channel, history)
             final: Final | None = None
             request = GenerationRequest(
                 request_id=f"{request_id}:{round_}",
@@ -206,6 +208,35 @@ class AgentLoop:
             history.append(
                 HistoryItem("tool_result", tool=parsed.name, payload=outcome.for_model())
             )
+
+    def _prompt(self, channel: str, history: Sequence[HistoryItem]) -> tuple[list[int], SlotTable]:
+        """The prompt's token ids and its slot table, trimmed to leave room for the reply.
+
+        Without trimming, a conversation longer than the context fails every delivery and
+        ends dead-lettered; with it, the oldest exchanges are left out of the prompt.
+        """
+
+        def encode(items: Sequence[HistoryItem]) -> tuple[list[int], SlotTable]:
+            # A fresh table each time: placeholders are numbered by first appearance.
+            table = SlotTable()
+            messages = model_messages(channel, items, table)
+            return encode_chat(self.tokenizer, messages, add_generation_prompt=True), table
+
+        prompt, table = encode(history)
+        if self.context is None:
+            return prompt, table
+        limit = self.context - self.policy.max_new_tokens
+        if len(prompt) <= limit:
+            return prompt, table
+        trimmed, dropped = trim_history(history, lambda items: len(encode(items)[0]) <= limit)
+        prompt, table = encode(trimmed)
+        log.info(
+            "history trimmed to fit the context",
+            dropped_items=dropped,
+            prompt_tokens=len(prompt),
+            limit=limit,
+        )
+        return prompt, table
 
     def _is_tool_call(self, token_ids: Sequence[int]) -> bool:
         """A reply that opens with a tool call is not shown as a draft."""

@@ -62,6 +62,7 @@ class Metrics:
     turns: dict[str, int] = field(default_factory=dict)  # by outcome
     turn_errors: int = 0  # exceptions: the turn is left for redelivery
     tokens: int = 0
+    steps: int = 0  # refinement steps of all replies
     generation_seconds: float = 0.0
     forward_passes: int = 0
     tool_calls: dict[tuple[str, str], int] = field(default_factory=dict)  # (tool, status)
@@ -75,6 +76,7 @@ class Metrics:
 
     def generation(self, usage: Mapping[str, Any]) -> None:
         self.tokens += int(usage.get("tokens", 0))
+        self.steps += int(usage.get("steps", 0))
         self.forward_passes += int(usage.get("forward_passes", 0))
         self.generation_seconds += float(usage.get("milliseconds", 0.0)) / 1000
 
@@ -109,6 +111,7 @@ class Metrics:
             [("", self.turn_errors)],
         )
         metric("generated_tokens_total", "counter", "Reply tokens.", [("", self.tokens)])
+        metric("steps_total", "counter", "Refinement steps of replies.", [("", self.steps)])
         metric(
             "forward_passes_total",
             "counter",
@@ -121,8 +124,16 @@ class Metrics:
             "Engine time of replies.",
             [("", self.generation_seconds)],
         )
-        rate = self.tokens / self.generation_seconds if self.generation_seconds else 0.0
+        seconds = self.generation_seconds
+        rate = self.tokens / seconds if seconds else 0.0
         metric("tokens_per_second", "gauge", "Reply tokens per engine second.", [("", rate)])
+        steps_rate = self.steps / seconds if seconds else 0.0
+        metric(
+            "steps_per_second",
+            "gauge",
+            "Refinement steps per engine second of a reply.",
+            [("", steps_rate)],
+        )
         per_token = self.forward_passes / self.tokens if self.tokens else 0.0
         metric(
             "forward_passes_per_token",

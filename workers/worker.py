@@ -18,6 +18,9 @@ Shape of a worker process (one per accelerator):
 - ``stop()`` (SIGTERM): stop claiming, let turns in flight finish for ``grace_s``, then cancel
   the rest without acking them, so another worker (or this one restarted) takes them over.
 - ``render_metrics()``: Prometheus text of this process's counters, gauges and histograms.
+  A third background task publishes it to Redis every ``metrics_every_s`` (with a TTL of three
+  intervals) for the gateways' /metrics, which merge all workers' texts
+  (``assistant.bus.metrics.collect``).
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import structlog
 import torch
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from assistant.agent import (
     AgentLoop,
@@ -45,6 +50,7 @@ from assistant.agent import (
     ToolFinished,
     TurnFinished,
 )
+from assistant.bus import metrics as bus_metrics
 from assistant.bus.keys import DEFAULT_KEYS, Keys
 from assistant.bus.schema import (
     DraftEvent,
@@ -114,6 +120,11 @@ class EngineGenerator:
 
     def cancel(self, request_id: str) -> bool:
         return self.engine.cancel(request_id)
+
+    @property
+    def context(self) -> int | None:
+        """Positions the model sees: the prompt plus the reply must fit in them."""
+        return self.engine.info.context
 
     async def close(self) -> None:
         await self.engine.close()
@@ -226,7 +237,11 @@ class TurnPublisher:
             self._flush = None
             pending, self._pending = self._pending, None
             if pending is not None:
-                await self._append_draft(pending)
+                try:
+                    await self._append_draft(pending)
+                except (RedisError, OSError) as exc:
+                    # Nobody awaits this task any more; a later draft or the final follows.
+                    log.warning("held draft not published", error=str(exc))
 
     async def _append_draft(self, event: DraftEvent) -> None:
         self._last_draft = time.monotonic()
@@ -300,6 +315,8 @@ class TurnRelay:
             mode=self.mode.engine_mode,
             max_rounds=self.handler.max_rounds,
             attention=self.mode.attention,
+            # Optional in the Generator protocol: test doubles and null engines have none.
+            context=getattr(self.handler.generator, "context", None),
         )
         context = ToolContext(self.turn.tenant_id, self.turn.conversation_id)
         request_id = f"{self.turn.turn_id}-{uuid.uuid4().hex[:8]}"
@@ -546,6 +563,7 @@ class WorkerOptions:
     reclaim_every_s: float = 5.0
     keep_alive_every_s: float = 5.0  # well within min_idle_ms
     cancel_poll_s: float = 0.1
+    metrics_every_s: float = 2.0  # how often the metrics text is published to Redis
     grace_s: float = 20.0  # how long a stopping worker lets its turns finish
     claim_block_ms: int = 500
     draft_interval_s: float = 0.05
@@ -557,13 +575,19 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+class Handles(Protocol):
+    """What the worker needs of a turn handler (``TurnHandler``; a benchmark's null one)."""
+
+    async def handle(self, state: TurnState) -> TurnResult: ...
+
+
 class Worker:
     """Claims turns up to the batch size and runs each as a task; see the module docstring."""
 
     def __init__(
         self,
         redis: aioredis.Redis,
-        store: Store,
+        store: Store | None,
         generator: Generator,
         tokenizer: Any,
         *,
@@ -572,7 +596,10 @@ class Worker:
         backend: StoreBackend | None = None,
         modes: Mapping[str, DecodingMode] | None = None,
         metrics: Metrics | None = None,
+        handler: Callable[[Worker], Handles] | None = None,
     ) -> None:
+        """``handler`` builds another turn handler from the worker (its events, consumer and
+        metrics) instead of the agent loop's ``TurnHandler``; ``store`` may then be None."""
         self.options = opts = options or WorkerOptions()
         if opts.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -589,11 +616,30 @@ class Worker:
             events=self.events,
         )
         self.cancellation = Cancellation(redis, keys=keys)
-        self.handler = TurnHandler(
+        self.handler: Handles
+        if handler is not None:
+            self.handler = handler(self)
+        elif store is None:
+            raise ValueError("a worker needs a store unless it is given another handler")
+        else:
+            self.handler = self._turn_handler(store, tokenizer, backend, modes)
+        self.turns: dict[str, TurnState] = {}  # by stream id
+        self._turn_locks: dict[str, asyncio.Lock] = {}  # by turn id: one delivery at a time
+        self._stopping = asyncio.Event()
+
+    def _turn_handler(
+        self,
+        store: Store,
+        tokenizer: Any,
+        backend: StoreBackend | None,
+        modes: Mapping[str, DecodingMode] | None,
+    ) -> TurnHandler:
+        opts = self.options
+        return TurnHandler(
             store=store,
             events=self.events,
             consumer=self.consumer,
-            generator=generator,
+            generator=self.generator,
             tokenizer=tokenizer,
             runner=ToolRunner(backend or SqlBackend(store.engine, store), opts.tool_timeout_s),
             modes=modes or decoding_modes(),
@@ -602,9 +648,6 @@ class Worker:
             draft_interval_s=opts.draft_interval_s,
             max_rounds=opts.max_rounds,
         )
-        self.turns: dict[str, TurnState] = {}  # by stream id
-        self._turn_locks: dict[str, asyncio.Lock] = {}  # by turn id: one delivery at a time
-        self._stopping = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -620,6 +663,7 @@ class Worker:
         background = [
             asyncio.create_task(self._keep_alive_loop(), name="keep-alive"),
             asyncio.create_task(self._cancel_loop(), name="cancel-poller"),
+            asyncio.create_task(self._metrics_loop(), name="metrics"),
         ]
         try:
             await self._claim_loop()
@@ -629,6 +673,7 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self._withdraw_metrics()
             log.info("worker stopped", consumer=self.name)
 
     # claiming ------------------------------------------------------------------------------
@@ -677,7 +722,7 @@ class Worker:
         try:
             # The same turn queued twice waits for the first delivery, then finds it done.
             async with lock:
-                await self.handler.handle(state)
+                await self._handle(state)
         except asyncio.CancelledError:
             with bind_turn(turn.conversation_id, turn.turn_id):
                 log.info("turn left unfinished; it stays pending for another delivery")
@@ -693,6 +738,36 @@ class Worker:
                 s.turn.turn_id == turn.turn_id for s in self.turns.values()
             ):
                 self._turn_locks.pop(turn.turn_id, None)
+
+    async def _handle(self, state: TurnState) -> None:
+        """Handle the turn; when Redis became unreachable meanwhile, wait and run it again.
+
+        An outage longer than the client's retries is no fault of the turn: rather than leave
+        it to be taken over ``min_idle_ms`` later as another delivery (one more towards the
+        dead letter), the worker that still holds it runs it again once Redis answers. Stored
+        rows are keyed by turn id and a stored reply is only republished, so nothing doubles.
+        """
+        while True:
+            try:
+                await self.handler.handle(state)
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if self._stopping.is_set():
+                    raise
+                self.metrics.turn_errors += 1
+                with bind_turn(state.turn.conversation_id, state.turn.turn_id):
+                    log.warning("Redis unreachable mid-turn; running it again", error=str(exc))
+                await self._wait_for_redis()
+
+    async def _wait_for_redis(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self.redis.ping()
+                return
+            except (RedisError, OSError):
+                await self._sleep_unless_stopping(delay)
+                delay = min(2.0, delay * 2)
 
     async def _drain(self) -> None:
         tasks = [s.task for s in self.turns.values() if s.task is not None]
@@ -737,6 +812,25 @@ class Worker:
                 state = self.turns.get(delivery.stream_id)
                 if state is not None and state.task is not None:
                     state.task.cancel()
+
+    async def _metrics_loop(self) -> None:
+        """Publish the metrics text for the gateways' /metrics; it lives 3 intervals."""
+        every = self.options.metrics_every_s
+        while True:
+            try:
+                self.metrics.queue_depth = int(await self.redis.xlen(self.keys.turns))
+                await bus_metrics.publish(
+                    self.redis, self.keys, self.name, self.metrics.render(), ttl_s=3 * every
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("metrics publish failed", error=str(exc))
+            await asyncio.sleep(every)
+
+    async def _withdraw_metrics(self) -> None:
+        try:
+            await bus_metrics.withdraw(self.redis, self.keys, self.name)
+        except (RedisError, OSError) as exc:
+            log.warning("could not withdraw the metrics", error=str(exc))
 
     async def _cancel_loop(self) -> None:
         while True:

@@ -77,9 +77,25 @@ class Keys:
     def group(self) -> str:
         return GROUP
 
+    def metrics(self, process_name: str) -> str:
+        """One worker process's Prometheus text; it expires unless the worker refreshes it."""
+        return f"{self.prefix}:metrics:proc:{check_id(process_name, 'process name')}"
+
+    @property
+    def metrics_index(self) -> str:
+        """Set of the process names that published metrics (stale names are pruned)."""
+        return f"{self.prefix}:metrics:index"
+
     def rate_limit(self, scope: str, ident: str) -> str:
-        """Counter of one rate-limit window, e.g. scope ``tenant`` or ``ip``."""
+        """Token bucket (a hash of tokens and time) of one scope, e.g. ``key`` or ``ip``."""
         return f"{self.prefix}:rl:{check_id(scope, 'scope')}:{check_id(ident, 'id')}"
+
+    def activity(self, tenant_id: str) -> str:
+        """Stream of "this conversation changed" notes of one tenant, for the console's list.
+
+        No hash tag: it is never combined with a conversation's keys in one command.
+        """
+        return f"{self.prefix}:activity:{check_id(tenant_id, 'tenant id')}"
 
 
 DEFAULT_KEYS: Final = Keys()

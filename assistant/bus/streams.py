@@ -20,14 +20,17 @@
   never sits between two forward passes.
 
 Delivery is at least once: a client with a redis-py ``Retry`` policy resends a command whose
-connection dropped, so an append or a submit may rarely be applied twice (the same event under
-two consecutive numbers, or one turn delivered twice); the turn id is the idempotency key
-downstream.
+connection dropped. An append carries an append id, so a resent one is not applied twice; a
+submit may rarely be (one turn delivered twice), and the turn id is the idempotency key
+downstream. A submit that took the lock but lost its queue entry (Redis went down in between)
+is queued again when the same turn is submitted again, rather than reported as a duplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -98,10 +101,24 @@ class TurnInFlight(BusError):
 # event log -----------------------------------------------------------------------------
 
 _APPEND = """
--- KEYS[1] seq counter, KEYS[2] event stream; ARGV[1] maxlen, ARGV[2] ttl ms, ARGV[3..] fields
+-- KEYS[1] seq counter, KEYS[2] event stream; ARGV[1] maxlen, ARGV[2] ttl ms, ARGV[3] append
+-- id, ARGV[4..] fields. A client that resends an append whose reply it lost (its connection
+-- dropped) finds its append id on the newest entry and gets that entry's seq back instead
+-- of a second copy of the event.
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if newest then
+  local fields = newest[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'aid' and fields[i + 1] == ARGV[3] then
+      return tonumber(string.match(newest[1], '^(%d+)'))
+    end
+  end
+end
 local seq = redis.call('INCR', KEYS[1])
 local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'seq', tostring(seq)}
-for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+args[#args + 1] = 'aid'
+args[#args + 1] = ARGV[3]
 local added = redis.pcall(unpack(args))
 if type(added) == 'table' and added.err then
   -- The counter is behind the stream (it expired or was restored on its own): continue
@@ -147,6 +164,9 @@ class EventLog:
         self.maxlen = maxlen
         self.ttl_ms = int(ttl_s * 1000)
         self._append = redis.register_script(_APPEND)
+        # Append ids: unique per append, the same for a resent one (see _APPEND).
+        self._aid_prefix = os.urandom(6).hex()
+        self._aids = itertools.count()
 
     async def append(self, conversation_id: str, event: Event) -> int:
         """Append ``event`` and return its seq."""
@@ -159,7 +179,7 @@ class EventLog:
         flat = [item for pair in fields.items() for item in pair]
         seq = await self._append(
             keys=[self.keys.seq(conversation_id), self.keys.events(conversation_id)],
-            args=[self.maxlen, self.ttl_ms, *flat],
+            args=[self.maxlen, self.ttl_ms, f"{self._aid_prefix}{next(self._aids)}", *flat],
         )
         return int(seq)
 
@@ -293,15 +313,32 @@ class TurnQueue:
 
     async def submit(self, turn: TurnRequest) -> str:
         """Queue ``turn``; return its stream id. Raises ``Busy`` or ``TurnInFlight``."""
-        backlog = await self.backlog()
+        # The backlog check and the lock in one round trip (a pipeline, not a script: the two
+        # keys live in different cluster slots); a refused turn gives the lock back.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(self.keys.turns)
+            pipe.set(
+                self.keys.turn(turn.conversation_id),
+                turn.turn_id,
+                nx=True,
+                px=self.in_flight.ttl_ms,
+            )
+            backlog, acquired = await pipe.execute()
         if backlog >= self.max_backlog:
+            if acquired:
+                await self.in_flight.release(turn.conversation_id, turn.turn_id)
             # The hint grows with the overshoot, so a crowd of clients spreads out.
             excess = backlog - self.max_backlog + 1
             hint = min(30.0, self.retry_after_s * (1 + excess / self.max_backlog))
             raise Busy(round(hint, 1), backlog)
-        if not await self.in_flight.acquire(turn.conversation_id, turn.turn_id):
+        if not acquired:
             holder = await self.in_flight.holder(turn.conversation_id)
-            raise TurnInFlight(turn.conversation_id, holder, turn.turn_id)
+            if holder != turn.turn_id or await self._queued(turn.turn_id):
+                raise TurnInFlight(turn.conversation_id, holder, turn.turn_id)
+            # This turn holds the lock but is not in the stream: an earlier submit took the
+            # lock and lost its XADD. Queued again, else it would wait for the lock's TTL and
+            # then never run. Were it acked meanwhile, the worker finds its stored reply.
+            log.warning("resubmitted turn was not queued; queuing it", turn_id=turn.turn_id)
         try:
             fields: dict[Any, Any] = turn.to_fields()
             stream_id = await self.redis.xadd(self.keys.turns, fields)
@@ -310,6 +347,22 @@ class TurnQueue:
             raise
         log.debug("turn submitted", turn_id=turn.turn_id, stream_id=_str(stream_id))
         return _str(stream_id)
+
+    async def _queued(self, turn_id: str) -> bool:
+        """Whether the turn stream holds ``turn_id``: a scan, only on a resubmit.
+
+        Acked turns are deleted, so the stream holds about ``max_backlog`` entries at most.
+        """
+        last = "-"
+        while True:
+            entries = await self.redis.xrange(self.keys.turns, last, "+", count=500)
+            for _stream_id, fields in entries:
+                value = fields.get(b"turn_id", fields.get("turn_id"))
+                if value is not None and _str(value) == turn_id:
+                    return True
+            if len(entries) < 500:
+                return False
+            last = f"({_str(entries[-1][0])}"
 
 
 # worker ----------------------------------------------------------------------------------
@@ -327,16 +380,21 @@ class Delivery:
 _KEEP_ALIVE = """
 -- KEYS[1] turn stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] ids.
 -- Reset the idle time of the ids this consumer still owns (JUSTID: no delivery counted);
--- an id another worker took over stays theirs. Returns the ids still owned.
-local held = {}
+-- an id another worker took over stays theirs. Returns per id: 1 still owned, 0 taken over,
+-- -1 no longer pending (acked meanwhile, e.g. by this very worker while the call was sent).
+local status = {}
 for i = 3, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p > 0 and p[1][2] == ARGV[2] then
+  if #p == 0 then
+    status[#status + 1] = -1
+  elseif p[1][2] == ARGV[2] then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    held[#held + 1] = ARGV[i]
+    status[#status + 1] = 1
+  else
+    status[#status + 1] = 0
   end
 end
-return held
+return status
 """
 
 
@@ -448,13 +506,11 @@ class TurnConsumer:
         if not deliveries:
             return []
         ids = [d.stream_id for d in deliveries]
-        held = {
-            _str(sid)
-            for sid in await self._keep_alive(
-                keys=[self.keys.turns], args=[self.keys.group, self.consumer, *ids]
-            )
-        }
-        kept = [d for d in deliveries if d.stream_id in held]
+        status = await self._keep_alive(
+            keys=[self.keys.turns], args=[self.keys.group, self.consumer, *ids]
+        )
+        by_id = {sid: int(code) for sid, code in zip(ids, status, strict=True)}
+        kept = [d for d in deliveries if by_id[d.stream_id] == 1]
         locked = await asyncio.gather(
             *(self.in_flight.refresh(d.turn.conversation_id, d.turn.turn_id) for d in kept)
         )
@@ -463,7 +519,8 @@ class TurnConsumer:
                 "in-flight lock held by another turn",
                 turn_ids=[d.turn.turn_id for d, ok in zip(kept, locked, strict=True) if not ok],
             )
-        lost = [d for d in deliveries if d.stream_id not in held]
+        # Not pending any more means finished (acked between the snapshot and this call).
+        lost = [d for d in deliveries if by_id[d.stream_id] == 0]
         if lost:
             log.warning("turns were taken over", turn_ids=[d.turn.turn_id for d in lost])
         return lost

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -162,6 +163,19 @@ async def test_lost_counter_continues_after_the_stream(redis_client: aioredis.Re
     assert await log.append("c", draft("c", "again")) == 5
 
 
+async def test_a_resent_append_is_not_applied_twice(redis_client: aioredis.Redis) -> None:
+    """A client resending an append whose reply was lost gets the same seq, no second copy."""
+    log = EventLog(redis_client)
+    await log.append("c", draft("c", "a"))
+    log._aids = itertools.repeat(7)  # type: ignore[assignment]  # every append "resent"
+    first = await log.append("c", draft("c", "b"))
+    again = await log.append("c", draft("c", "b"))
+    assert first == again == 2
+    assert [e.to_dict()["text"] for e in await log.read_from("c", 0)] == ["a", "b"]
+    log._aids = itertools.count(100)
+    assert await log.append("c", draft("c", "b")) == 3  # a new append of the same event
+
+
 async def test_append_checks_the_conversation(redis_client: aioredis.Redis) -> None:
     """An event cannot be appended to another conversation's log."""
     with pytest.raises(ValueError, match="appended to"):
@@ -268,6 +282,16 @@ async def test_keep_alive_prevents_reclaim(
     assert [d.stream_id for d in taken] == [working[0].stream_id]
 
 
+async def test_keep_alive_does_not_call_a_finished_turn_lost(
+    redis_client: aioredis.Redis, consumer: TurnConsumer
+) -> None:
+    """A turn acked while the keep-alive was on its way is finished, not taken over."""
+    await submit_all(TurnQueue(redis_client), 2)
+    first, second = await consumer.claim(count=2)
+    await consumer.ack(first)
+    assert await consumer.keep_alive([first, second]) == []
+
+
 async def test_turn_is_dead_lettered_after_max_deliveries(
     redis_client: aioredis.Redis, redis_server: EmbeddedRedis
 ) -> None:
@@ -366,6 +390,22 @@ async def test_one_turn_in_flight_per_conversation(
     assert delivery.turn == first
     await consumer.ack(delivery)
     assert await queue.submit(second)
+
+
+async def test_resubmit_queues_a_turn_whose_entry_was_lost(
+    redis_client: aioredis.Redis, consumer: TurnConsumer
+) -> None:
+    """The lock was taken but the XADD lost (Redis went down): a resubmit queues the turn."""
+    queue = TurnQueue(redis_client)
+    lost = turn("c", "t1")
+    assert await queue.in_flight.acquire("c", "t1")  # what the first submit got done
+    await submit_all(queue, 3, prefix="other")
+    assert await queue.submit(lost)
+    with pytest.raises(TurnInFlight) as again:  # now it is queued: a true duplicate
+        await queue.submit(lost)
+    assert again.value.duplicate
+    delivered = [d.turn for d in await consumer.claim(count=10)]
+    assert delivered.count(lost) == 1
 
 
 async def test_stale_release_does_not_free_the_next_turn(redis_client: aioredis.Redis) -> None:

@@ -21,11 +21,16 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import torch
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from assistant.bus.keys import DEFAULT_KEYS, GROUP
+from assistant.bus.metrics import collect
 from assistant.bus.schema import (
     DraftEvent,
     ErrorEvent,
@@ -35,7 +40,7 @@ from assistant.bus.schema import (
     ToolResultEvent,
     TurnRequest,
 )
-from assistant.bus.streams import Cancellation, EventLog, InFlight, TurnQueue
+from assistant.bus.streams import Cancellation, EventLog, InFlight, TurnInFlight, TurnQueue
 from assistant.config import Settings
 from assistant.corpus.build import added_words
 from assistant.db import migrate
@@ -46,7 +51,8 @@ from assistant.demo import store as demo
 from assistant.demo.store import build_store
 from assistant.embedded_redis import EmbeddedRedis
 from assistant.model import DecodingMode
-from assistant.prompting import SUPPORT_SYSTEM
+from assistant.prompting import SUPPORT_SYSTEM, model_messages
+from assistant.redis_conn import connect
 from assistant.tools.runner import MemoryBackend
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest, Usage
 from dlm_runtime.loading import load_model, save_model
@@ -55,12 +61,14 @@ from dlm_runtime.policies import reference
 from dlm_runtime.tokenizer import (
     TOOL_CALL_CLOSE_TOKEN,
     TOOL_CALL_OPEN_TOKEN,
+    encode_chat,
     load_tokenizer,
     save_tokenizer,
     special_token_ids,
     train_tokenizer,
 )
 from tests.tiny_models import tiny_config
+from workers.history import HistoryLoader
 from workers.worker import (
     EngineGenerator,
     Generator,
@@ -299,6 +307,14 @@ async def test_one_turn_end_to_end(
     async with running(worker):
         await wait_until(lambda: has_final(redis_client, turn))
         await wait_until(lambda: settled(redis_client))
+
+        async def published() -> bool:
+            return "assistant_worker_turns_total{" in await collect(redis_client, KEYS)
+
+        await wait_until(published)  # the worker's metrics reach Redis for the gateways
+        scraped = await collect(redis_client, KEYS)
+        assert 'assistant_worker_active_turns{worker="test-worker"} ' in scraped
+    assert await collect(redis_client, KEYS) == ""  # a stopped worker withdraws them
     events = await events_of(redis_client, turn.conversation_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert isinstance(events[-1], FinalEvent) and len(finals(events)) == 1
@@ -694,3 +710,143 @@ async def test_killed_worker_process_turn_is_finished_by_another(
             process.kill()
             await process.wait()
         await redis.aclose()
+
+
+class Paced:
+    """A null engine that drafts ``text`` for ``steps`` steps of ``step_s`` each, then ends."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerFast, text: str, steps: int = 5, step_s: float = 0.02
+    ) -> None:
+        self.ids = tokenizer.encode(text, add_special_tokens=False)
+        self.text = text
+        self.steps = steps
+        self.step_s = step_s
+
+    async def submit(self, request: GenerationRequest) -> AsyncIterator[Draft | Final]:
+        rid, ids = request.request_id, self.ids
+        for step in range(1, self.steps + 1):
+            await asyncio.sleep(self.step_s)
+            yield Draft(rid, step, ids, self.text, [], list(range(len(ids))), [], 0)
+        yield Final(rid, ids, self.text, "end", Usage(self.steps, self.steps, len(ids), 1.0))
+
+    def cancel(self, request_id: str) -> bool:
+        return False
+
+
+def short_retry_client(url: str) -> aioredis.Redis:
+    """A client that gives up on a dead server after ~0.2 s (connect() rides out seconds)."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.05), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+@pytest.mark.parametrize(
+    ("client", "down_s"),
+    [
+        pytest.param(connect, 0.5, id="within-client-retries"),
+        pytest.param(short_retry_client, 2.0, id="beyond-client-retries"),
+    ],
+)
+async def test_redis_restart_while_workers_run(
+    private_redis: EmbeddedRedis,
+    store: Store,
+    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
+    client: Callable[[str], aioredis.Redis],
+    down_s: float,
+) -> None:
+    """Redis (append-only) restarted under load: workers reconnect; no turn lost or doubled.
+
+    Within the clients' retries a restart is invisible; beyond them, commands fail: the
+    producer resubmits (as a gateway's client would) and the workers run cut-off turns again.
+    """
+    tokenizer = loaded[1]
+    producer = client(private_redis.url)
+    worker_clients = [client(private_redis.url) for _ in range(2)]
+    workers = [
+        make_worker(
+            redis,
+            store,
+            Paced(tokenizer, "Back again."),
+            tokenizer,
+            consumer_name=f"w{i}",
+            max_deliveries=10,  # a restart must not use up a turn's deliveries
+        )
+        for i, redis in enumerate(worker_clients)
+    ]
+    turns: list[TurnRequest] = []
+
+    async def submit(count: int) -> None:
+        for _ in range(count):
+            turn = await new_turn(store, producer, submit=False)
+            while True:
+                try:
+                    await TurnQueue(producer).submit(turn)
+                    break
+                except TurnInFlight as exc:
+                    assert exc.duplicate
+                    break  # an earlier try got it queued
+                except (RedisConnectionError, RedisTimeoutError):
+                    await asyncio.sleep(0.1)
+            turns.append(turn)
+            await asyncio.sleep(0.02)
+
+    async def all_final() -> bool:
+        return all([await has_final(producer, t) for t in turns])
+
+    try:
+        async with running(workers[0]), running(workers[1]):
+            await submit(6)
+            await wait_until(lambda: asyncio.sleep(0, result=any(w.turns for w in workers)))
+            submitting = asyncio.create_task(submit(14))
+            await asyncio.to_thread(private_redis.stop)  # SIGTERM: the append-only file is synced
+            await asyncio.sleep(down_s)  # clients meet a refused connection meanwhile
+            await asyncio.to_thread(private_redis.start)
+            await submitting
+            await wait_until(all_final, limit_s=40)
+            await wait_until(lambda: settled(producer))
+        for turn in turns:
+            events = await events_of(producer, turn.conversation_id)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1)), turn.turn_id
+            (final,) = finals(events)
+            assert final.text == "Back again." and events[-1] == final
+            assert await replies(store, turn.conversation_id) == 1
+        assert await producer.xlen(KEYS.dead) == 0
+    finally:
+        for redis in (producer, *worker_clients):
+            await redis.aclose()
+
+
+async def test_conversation_longer_than_the_context_gets_a_reply(
+    redis_client: aioredis.Redis,
+    store: Store,
+    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
+) -> None:
+    """The oldest exchanges are left out of the prompt instead of the turn failing."""
+    generator, tokenizer = loaded
+    first = await new_turn(store, redis_client, "hello", submit=False)
+    chatter = "Your order has shipped and will arrive soon, " * 8
+    for i in range(30):
+        turn_id = f"old-{i}-{uuid.uuid4().hex[:6]}"
+        await store.add_user_message(first.conversation_id, chatter, f"m-{turn_id}", turn_id)
+        await store.store_reply(first.conversation_id, turn_id, chatter)
+    history = await HistoryLoader(store.engine).load(first.conversation_id, turn_id)
+    assert len(encode_chat(tokenizer, model_messages("widget", history))) > (
+        generator.context or 0
+    )  # the whole history alone would not fit
+    turn = await new_turn(
+        store,
+        redis_client,
+        "where is my order?",
+        conversation_id=first.conversation_id,
+        tenant_id=first.tenant_id,
+    )
+    worker = make_worker(redis_client, store, *loaded)
+    async with running(worker):
+        await wait_until(lambda: has_final(redis_client, turn))
+        await wait_until(lambda: settled(redis_client))
+    (final,) = finals(await events_of(redis_client, turn.conversation_id))
+    assert final.turn_id == turn.turn_id and final.text
+    assert worker.metrics.turn_errors == 0 and await redis_client.xlen(KEYS.dead) == 0
