@@ -47,6 +47,16 @@ def tool_result_text(tool: str, result: dict[str, Any], table: SlotTable) -> str
     )
 
 
+def current_exercise(history: Sequence[HistoryItem]) -> Sequence[HistoryItem]:
+    """A tutoring history from its latest exercise on (an exercise is a system item).
+
+    Earlier exercises are done with; left in the prompt, the model measured here checked a
+    new answer against the first exercise of the session.
+    """
+    starts = [index for index, item in enumerate(history) if item.role == "system"]
+    return history[starts[-1] :] if starts else history
+
+
 def model_messages(
     channel: str, history: Sequence[HistoryItem], table: SlotTable | None = None
 ) -> list[dict[str, Any]]:
@@ -57,7 +67,7 @@ def model_messages(
     """
     table = table if table is not None else SlotTable()
     messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM_PROMPTS[channel]}]
-    for item in history:
+    for item in current_exercise(history) if channel == "tutor" else history:
         if item.role == "user":
             messages.append({"role": "user", "content": table.delexicalize(item.text)})
         elif item.role in ("assistant", "operator"):
