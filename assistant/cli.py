@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from assistant.config import LOG_FORMATS, LOG_LEVELS, Settings
@@ -65,6 +67,12 @@ def _runtime_options() -> argparse.ArgumentParser:
     )
     group.add_argument("--host", help="address to listen on (default: 127.0.0.1; $ASSISTANT_HOST)")
     group.add_argument("--port", type=int, help="gateway port (default: 8765; $ASSISTANT_PORT)")
+    group.add_argument(
+        "--secret",
+        metavar="TEXT",
+        help="secret that signs conversation tokens, the same for every gateway (default: a "
+        "random one kept in DATA_DIR/secret; prefer $ASSISTANT_SECRET, flags show in ps)",
+    )
     return parser
 
 
@@ -97,6 +105,46 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _require_redis(settings)
     asyncio.run(run_worker(settings))
     return 0
+
+
+def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.demo.load import read_demo_keys
+    from assistant.demo.store import build_store
+    from assistant.loadtest.client import LoadOptions, run_with_idle
+    from assistant.loadtest.scenario import make_scripts, render
+
+    key = args.key or settings.demo_public_key
+    if not key:
+        demo = read_demo_keys(settings.data_dir)
+        if demo is None:
+            raise UserError(
+                f"no --key given and no demo keys in {settings.data_dir}: run 'assistant demo "
+                "load' (or 'assistant serve') with this data directory, or pass --key pk_..."
+            )
+        key = demo.public_key
+    if args.clients < 0 or args.turns < 1 or args.idle < 0:
+        raise UserError("--clients and --idle must be 0 or more and --turns at least 1")
+    options = LoadOptions(
+        urls=tuple(args.url or [f"ws://127.0.0.1:{settings.port}/ws"]),
+        key=key,
+        think_s=args.think,
+        turn_timeout_s=args.turn_timeout,
+        duration_s=args.duration,
+    )
+    orders = build_store().orders_in("heldout")
+    scripts = make_scripts(args.clients, args.turns, orders, args.tutoring_share, args.seed)
+    summary, memory = asyncio.run(run_with_idle(scripts, options, args.idle))
+    text = render(summary, args.label)
+    mib = {name: f"{value / 2**20:.0f} MiB" if value else "-" for name, value in memory.items()}
+    text += (
+        f"\n  gateway RSS            {mib['rss_start']} at start, {mib['rss_idle']} with "
+        f"{args.idle} idle connections, {mib['rss_after_load']} after the load"
+    )
+    sys.stdout.write(text + "\n")
+    if args.json:
+        report = {"label": args.label, **summary.as_dict(), **memory, "idle": args.idle}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if not summary.violations else 1
 
 
 def _require_redis(settings: Settings) -> None:
@@ -218,13 +266,17 @@ def cmd_operators_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo_load(args: argparse.Namespace, settings: Settings) -> int:
     async def action(store: Any) -> int:
-        from assistant.demo.load import load_demo
+        from assistant.demo.load import DEMO_KEYS_FILE, ensure_demo_keys, load_demo
 
         tenant_id, added = await load_demo(store.engine)
+        keys = await ensure_demo_keys(store.engine, tenant_id, settings.data_dir)
         print(
             f"demo tenant {tenant_id}: added {added['products']} products, "
             f"{added['articles']} articles, {added['orders']} orders"
         )
+        print(f"demo keys (public key for the pages, operator key for the console) in "
+              f"{settings.data_dir / DEMO_KEYS_FILE}")
+        print(f"demo operator key: {keys.operator_key}")
         return 0
 
     return _run(_with_store(settings, action))
@@ -235,7 +287,14 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
 
     from assistant.corpus.build import build_corpus
 
-    stats = build_corpus(Path(args.out), args.train, args.heldout, args.seed)
+    stats = build_corpus(
+        Path(args.out),
+        args.train,
+        args.heldout,
+        args.seed,
+        augment=not args.no_augment,
+        dev_dialogues=args.dev,
+    )
     for split, figures in stats.items():
         print(
             f"{split}: {figures['dialogues']} dialogues, {figures['examples']} examples, "
@@ -248,7 +307,7 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from assistant.evaluation import format_table, run_evaluation
+    from assistant.evaluation import format_table, run_evaluation, write_failures
     from assistant.model import decoding_modes, model_dir
 
     heldout = Path(args.heldout)
@@ -275,6 +334,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         run_evaluation(path, heldout, modes, args.limit, levels, args.speed_limit)
     )
     print(format_table(reports))
+    if args.dump:
+        first = [r for r in reports if r.concurrency == levels[0]]
+        count = write_failures(first, Path(args.dump))
+        print(f"{count} failed turns written to {args.dump}")
     return 0
 
 
@@ -461,6 +524,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--heldout", type=int, default=1500, help="held-out dialogues (default 1500)"
     )
     build.add_argument("--seed", type=int, default=11, help="random seed (default 11)")
+    build.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="leave training user turns as generated (no casing, punctuation, typo or "
+        "filler noise); held-out turns are never augmented",
+    )
+    build.add_argument(
+        "--dev",
+        type=int,
+        default=0,
+        help="also write N dev dialogues from the training templates (another seed) to "
+        "dev_dialogues.jsonl, for tuning decoding settings (default 0)",
+    )
     build.set_defaults(handler=cmd_corpus_build)
 
     evaluate = commands.add_parser(
@@ -495,7 +571,54 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="turns for the other concurrency levels (default 64)",
     )
+    evaluate.add_argument(
+        "--dump",
+        metavar="FILE",
+        help="write each failed turn (first concurrency level) as JSON lines to FILE",
+    )
     evaluate.set_defaults(handler=cmd_eval)
+
+    loadtest = commands.add_parser(
+        "loadtest",
+        parents=[_logging_options()],
+        help="simulated clients holding scripted conversations against running gateways",
+        description="Open N WebSocket clients on loopback gateways; each holds a scripted "
+        "support or tutoring conversation (next message THINK seconds after each reply) "
+        "and checks that every message and reply arrives exactly once. Prints time to "
+        "first draft and to final (p50/p95/p99), turns/s, errors by code and, with --idle, "
+        "the first gateway's memory while it holds that many silent connections.",
+    )
+    loadtest.add_argument(
+        "--url",
+        action="append",
+        metavar="WS_URL",
+        help="gateway WebSocket URL, repeatable (default ws://127.0.0.1:8765/ws)",
+    )
+    loadtest.add_argument(
+        "--key", help="public key (default: the demo tenant's, from <data dir>/demo-keys.json)"
+    )
+    loadtest.add_argument("--data-dir", help="where demo-keys.json lives (default data)")
+    loadtest.add_argument("--clients", type=int, default=50, help="conversations (default 50)")
+    loadtest.add_argument("--turns", type=int, default=3, help="user turns each (default 3)")
+    loadtest.add_argument(
+        "--think", type=float, default=2.0, help="seconds between a reply and the next message"
+    )
+    loadtest.add_argument(
+        "--tutoring-share", type=float, default=0.3, help="share of tutoring clients (0.3)"
+    )
+    loadtest.add_argument(
+        "--duration", type=float, default=600, help="hard stop in seconds (default 600)"
+    )
+    loadtest.add_argument(
+        "--turn-timeout", type=float, default=60, help="seconds before a turn counts as hanging"
+    )
+    loadtest.add_argument(
+        "--idle", type=int, default=0, help="extra silent connections held open (default 0)"
+    )
+    loadtest.add_argument("--seed", type=int, default=1, help="script seed (default 1)")
+    loadtest.add_argument("--label", default="", help="a name for this run in the report")
+    loadtest.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    loadtest.set_defaults(handler=cmd_loadtest)
     return parser
 
 
@@ -507,6 +630,7 @@ SETTING_FLAGS = (
     "device",
     "host",
     "port",
+    "secret",
     "log_format",
     "log_level",
 )

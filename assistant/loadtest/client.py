@@ -15,6 +15,7 @@ import ipaddress
 import json
 import random
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -220,3 +221,52 @@ async def run_load(scripts: Sequence[Script], options: LoadOptions) -> Summary:
 
     await asyncio.gather(*(one(client) for client in clients))
     return summarise([client.ledger for client in clients], time.monotonic() - started)
+
+
+async def hold_idle(urls: Sequence[str], key: str, count: int) -> list[ClientConnection]:
+    """Open ``count`` authenticated connections that then say nothing (a capacity check)."""
+    sockets: list[ClientConnection] = []
+    for index in range(count):
+        socket = await connect(urls[index % len(urls)], open_timeout=10)
+        await socket.send(json.dumps({"type": "hello", "v": 1, "key": key, "channel": "widget"}))
+        ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        if ready.get("type") != "ready":
+            await socket.close()
+            raise UserError(f"idle connection {index} was refused: {ready}")
+        sockets.append(socket)
+    return sockets
+
+
+def gateway_rss_bytes(ws_url: str) -> int | None:
+    """The gateway's resident memory from its /metrics, or None if it does not say."""
+    parts = urlsplit(ws_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    try:
+        with urllib.request.urlopen(f"{scheme}://{parts.netloc}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("process_resident_memory_bytes"):
+            return int(float(line.split()[-1]))
+    return None
+
+
+async def run_with_idle(
+    scripts: Sequence[Script], options: LoadOptions, idle: int
+) -> tuple[Summary, dict[str, int | None]]:
+    """Hold ``idle`` silent connections while the scripts run; RSS of the first gateway.
+
+    Returns the summary and the gateway's resident memory before anything connected, with
+    the idle connections open, and after the load (while they are still open).
+    """
+    url = options.urls[0]
+    memory: dict[str, int | None] = {"rss_start": await asyncio.to_thread(gateway_rss_bytes, url)}
+    sockets = await hold_idle(options.urls[:1], options.key, idle) if idle else []
+    try:
+        memory["rss_idle"] = await asyncio.to_thread(gateway_rss_bytes, url)
+        summary = await run_load(scripts, options) if scripts else summarise([], 0.0)
+        memory["rss_after_load"] = await asyncio.to_thread(gateway_rss_bytes, url)
+    finally:
+        await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
+    return summary, memory

@@ -34,6 +34,7 @@ HELP_PATHS = [
     ["corpus"],
     ["corpus", "build"],
     ["eval"],
+    ["loadtest"],
 ]
 
 
