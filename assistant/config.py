@@ -47,6 +47,12 @@ class Settings:
     # "console" (pretty), "json" (one object per line) or "auto" (console on a terminal).
     log_format: str = "auto"
     log_level: str = "info"
+    # Signs conversation tokens; every gateway of a deployment needs the same one. Empty: a
+    # random secret made once in <data_dir>/secret (mode 0600), shared by the machine's
+    # gateways.
+    secret: str = ""
+    # The public key the demo pages embed; empty: the one in <data_dir>/demo-keys.json.
+    demo_public_key: str = ""
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

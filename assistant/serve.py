@@ -22,6 +22,7 @@ import structlog
 
 from assistant.config import Settings
 from assistant.db import migrate
+from assistant.demo.load import DemoKeys
 from assistant.embedded_redis import EmbeddedRedis, die_with_parent
 from assistant.errors import UserError
 from assistant.ports import ensure_port_free
@@ -122,7 +123,7 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.effective_database_url)
     settings = settings.with_(database_url=settings.effective_database_url)
-    asyncio.run(_load_demo(settings.database_url))
+    demo_keys = asyncio.run(_load_demo(settings.database_url, settings.data_dir))
 
     stop_requested = False
 
@@ -145,7 +146,7 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
             supervisor.spawn(f"gateway-{index}", "gateway", "--port", str(port))
         for index in range(workers):
             supervisor.spawn(f"worker-{index}", "worker")
-        _announce(settings, ports, redis_server)
+        _announce(settings, ports, redis_server, demo_keys)
         while not stop_requested:
             if not supervisor.restart_exited():
                 return 1
@@ -167,28 +168,40 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
             signal.signal(signum, handler)
 
 
-async def _load_demo(url: str) -> None:
-    """The demo store is there from the first run on, so the widget has orders to find."""
+async def _load_demo(url: str, data_dir: Path) -> DemoKeys:
+    """The demo store and its keys are there from the first run on, so the pages work."""
     from assistant.db.engine import create_engine
-    from assistant.demo.load import load_demo
+    from assistant.demo.load import ensure_demo_keys, load_demo
 
     engine = create_engine(url)
     try:
         tenant_id, added = await load_demo(engine)
         if any(added.values()):
             log.info("demo store loaded", tenant=tenant_id, **added)
+        return await ensure_demo_keys(engine, tenant_id, data_dir)
     finally:
         await engine.dispose()
 
 
-def _announce(settings: Settings, ports: list[int], redis_server: EmbeddedRedis | None) -> None:
+def _announce(
+    settings: Settings,
+    ports: list[int],
+    redis_server: EmbeddedRedis | None,
+    demo_keys: DemoKeys,
+) -> None:
     lines = ["", "The assistant is running. Open:"]
     for port in ports:
         base = f"http://{settings.host}:{port}"
-        lines += [f"  {base}/            status page", f"  {base}/healthz     health check"]
-        lines += [f"  ws://{settings.host}:{port}/ws  WebSocket endpoint (protocol v1)"]
+        lines += [
+            f"  {base}/         demo store page with the support widget",
+            f"  {base}/console  agent console",
+            f"  {base}/tutor    tutor page",
+            f"  {base}/healthz  {base}/readyz  {base}/metrics",
+            f"  ws://{settings.host}:{port}/ws  WebSocket endpoint (protocol v1)",
+        ]
     redis_note = f"embedded, {redis_server.url}" if redis_server else settings.redis_url
     lines += [
+        f"Demo operator key (console login): {demo_keys.operator_key}",
         f"Redis: {redis_note}",
         f"Database: {settings.database_url}",
         "Press Ctrl-C to stop everything.",

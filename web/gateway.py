@@ -1,7 +1,8 @@
-"""The gateway process: HTTP health endpoints and the WebSocket endpoint on one port.
+"""The gateway process: protocol v1 on ``/ws``, the pages, /healthz, /readyz, /metrics.
 
-Protocol v1 (conversations over WebSocket) and the pages arrive with the gateway issue;
-today the gateway answers health and readiness checks against the real Redis and SQL.
+Any number of gateways run against the same Redis and SQL: a gateway holds sockets and
+nothing else, so a client may reconnect to any of them. On SIGTERM it closes every socket
+with 1012 (service restart), and clients resume elsewhere from their last seq.
 """
 
 from __future__ import annotations
@@ -14,52 +15,66 @@ from http import HTTPStatus
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from assistant.bus.keys import Keys
 from assistant.config import Settings
 from assistant.db.engine import create_engine
+from assistant.db.repository import Store
 from assistant.errors import UserError
 from assistant.redis_conn import connect
+from web import auth, static
+from web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from web.metrics import GatewayMetrics, exposition
+from web.protocol import MAX_FRAME_BYTES, WS_PATH, CloseCode
+from web.service import Bus, ConversationService, GatewayOptions
+from web.session import serve_connection
 
 log = structlog.get_logger(__name__)
 
-WS_PATH = "/ws"
-MAX_FRAME_BYTES = 64 * 1024
-
-STATUS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Diffusion assistant</title>
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}
-code{background:#f2f2f2;padding:0 .2em}</style></head>
-<body><h1>Diffusion assistant</h1>
-<p>The gateway is running. Health: <a href="/healthz">/healthz</a>,
-readiness (Redis and SQL): <a href="/readyz">/readyz</a>.</p>
-<p>WebSocket endpoint: <code>/ws</code>.</p></body></html>
-"""
+TEXT = "text/plain; charset=utf-8"
 
 
-def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+def _response(
+    status: HTTPStatus, body: bytes, content_type: str, cache_control: str = "no-store"
+) -> Response:
     headers = Headers(
         [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
+            ("Cache-Control", cache_control),
+            ("X-Content-Type-Options", "nosniff"),
         ]
     )
     return Response(status.value, status.phrase, headers, body)
 
 
 class Gateway:
-    """One gateway process: owns its Redis client, SQL engine and listening socket."""
+    """One gateway: its Redis client, SQL engine, listening socket and connections."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, options: GatewayOptions | None = None) -> None:
         self.settings = settings
+        self.options = options or GatewayOptions()
         self.redis = connect(settings.redis_url)
-        self.engine: AsyncEngine = create_engine(settings.effective_database_url)
+        self.keys = Keys(settings.key_prefix)
+        self.engine = create_engine(settings.effective_database_url)
+        self.store = Store(self.engine)
+        self.metrics = GatewayMetrics()
+        self.service = ConversationService(
+            self.store,
+            Bus(self.redis, self.keys, self.options),
+            self.options,
+            auth.load_secret(settings.secret, settings.data_dir),
+        )
+        self.static_dir = static.STATIC_DIR
+        self.server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None, "the gateway is not started"
+        return int(next(iter(self.server.sockets)).getsockname()[1])
 
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -83,37 +98,35 @@ class Gateway:
         if path == WS_PATH:
             return None  # go on with the WebSocket handshake
         if path == "/healthz":
-            return _response(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+            return _response(HTTPStatus.OK, b"ok\n", TEXT)
         if path == "/readyz":
             checks = await self.readiness()
             ready = all(v == "ok" for v in checks.values())
             body = json.dumps({"ready": ready, **checks}).encode()
             status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
             return _response(status, body, "application/json")
-        if path in ("/", "/index.html"):
-            return _response(HTTPStatus.OK, STATUS_PAGE.encode(), "text/html; charset=utf-8")
-        return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+        if path == "/metrics":
+            body = (await exposition(self.metrics, self.redis, self.keys)).encode()
+            return _response(HTTPStatus.OK, body, METRICS_CONTENT_TYPE)
+        public_key = static.demo_public_key(self.settings.demo_public_key, self.settings.data_dir)
+        found = await asyncio.to_thread(static.load, path, public_key, self.static_dir)
+        if found is not None:
+            return _response(HTTPStatus.OK, found.body, found.content_type, found.cache_control)
+        return _response(HTTPStatus.NOT_FOUND, b"not found\n", TEXT)
 
     async def handle(self, connection: ServerConnection) -> None:
-        await connection.send(
-            json.dumps(
-                {
-                    "type": "error",
-                    "code": "unavailable",
-                    "message": "conversations are not served by this version of the gateway",
-                }
-            )
-        )
-        await connection.close(1013, "try again later")
+        await serve_connection(connection, self.service, self.options, self.metrics)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def start(self) -> None:
         try:
-            server = await serve(
+            self.server = await serve(
                 self.handle,
                 self.settings.host,
                 self.settings.port,
                 process_request=self.process_request,
                 max_size=MAX_FRAME_BYTES,
+                ping_interval=self.options.ping_interval_s,
+                ping_timeout=self.options.ping_timeout_s,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -123,12 +136,27 @@ class Gateway:
             raise UserError(
                 f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}"
             ) from None
-        log.info("gateway listening", host=self.settings.host, port=self.settings.port)
-        async with server:
-            await stop.wait()
-            log.info("gateway stopping")
+        log.info("gateway listening", host=self.settings.host, port=self.port)
+
+    async def close(self) -> None:
+        """Close every socket with 1012 (clients reconnect elsewhere), then the clients."""
+        if self.server is not None:
+            open_count = len(self.server.connections)
+            log.info("gateway stopping", connections=open_count)
+            self.server.close(
+                close_connections=True, code=CloseCode.SERVICE_RESTART, reason="service restart"
+            )
+            await self.server.wait_closed()
+            self.server = None
         await self.redis.aclose()
         await self.engine.dispose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
 
 
 async def run_gateway(settings: Settings) -> None:

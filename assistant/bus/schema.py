@@ -325,9 +325,31 @@ class HandoffEvent(Event):
         _require(self.owner in OWNERS, f"HandoffEvent.owner {self.owner!r} is unknown")
 
 
+@dataclass(frozen=True, kw_only=True)
+class UserMessageEvent(Event):
+    """A stored user message; ``turn_id`` is empty while a human owns the conversation."""
+
+    TYPE: ClassVar[str] = "user_message"
+    message_id: str
+    client_id: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExerciseEvent(Event):
+    """A tutoring exercise, stored as a system message whose id is ``exercise_id``."""
+
+    TYPE: ClassVar[str] = "exercise"
+    exercise_id: str
+    kind: str
+    prompt: str
+
+
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
     cls.TYPE: cls
     for cls in (
+        UserMessageEvent,
+        ExerciseEvent,
         DraftEvent,
         ToolCallEvent,
         ToolResultEvent,

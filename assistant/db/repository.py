@@ -272,6 +272,23 @@ class Store:
                 await session.commit()
         return message, created
 
+    async def add_system_message(self, conversation_id: str, text: str) -> Message:
+        """A system note in the conversation (a tutoring exercise, as the corpus writes it)."""
+        row = Message(conversation_id=conversation_id, role=Role.SYSTEM, text=text)
+        async with self._sessions() as session:
+            session.add(row)
+            await self._touch(session, conversation_id)
+            await session.commit()
+        return row
+
+    async def reply_for_turn(self, turn_id: str) -> Message | None:
+        """The stored assistant reply of a turn, if it has one."""
+        async with self._sessions() as session:
+            reply: Message | None = await session.scalar(
+                select(Message).where(Message.turn_id == turn_id, Message.role == Role.ASSISTANT)
+            )
+        return reply
+
     async def add_operator_message(
         self, conversation_id: str, operator_id: int, text: str, client_id: str | None = None
     ) -> tuple[Message, bool]:
@@ -292,7 +309,30 @@ class Store:
                 )
             )
 
-        return await self._insert_or_get(row, existing)
+        message, created = await self._insert_or_get(row, existing)
+        if created:
+            async with self._sessions() as session:
+                await self._touch(session, conversation_id)
+                await session.commit()
+        return message, created
+
+    async def last_texts(self, conversation_ids: Sequence[str]) -> dict[str, str]:
+        """The newest message's text of each conversation (one query), for the console's list."""
+        if not conversation_ids:
+            return {}
+        newest = (
+            select(Message.conversation_id, func.max(Message.created_at).label("at"))
+            .where(Message.conversation_id.in_(list(conversation_ids)))
+            .group_by(Message.conversation_id)
+            .subquery()
+        )
+        query = select(Message.conversation_id, Message.text).join(
+            newest,
+            (Message.conversation_id == newest.c.conversation_id)
+            & (Message.created_at == newest.c.at),
+        )
+        async with self._sessions() as session:
+            return {cid: text for cid, text in (await session.execute(query)).all()}
 
     async def history(self, conversation_id: str, limit: int = 100) -> list[Message]:
         """The last ``limit`` messages, oldest first."""
@@ -364,6 +404,19 @@ class Store:
             call.finished_at = finished_at or utcnow()
             await session.commit()
         return call
+
+    async def conversation_tool_calls(
+        self, conversation_id: str, limit: int = 200
+    ) -> list[ToolCall]:
+        """The conversation's last ``limit`` tool calls, oldest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(ToolCall)
+                .where(ToolCall.conversation_id == conversation_id)
+                .order_by(ToolCall.started_at.desc(), ToolCall.round.desc())
+                .limit(limit)
+            )
+            return list(reversed(list(rows)))
 
     async def tool_calls(self, turn_id: str) -> list[ToolCall]:
         async with self._sessions() as session:

@@ -13,6 +13,7 @@ from assistant.bus.schema import (
     DraftEvent,
     ErrorEvent,
     Event,
+    ExerciseEvent,
     FinalEvent,
     HandoffEvent,
     OperatorMessageEvent,
@@ -20,6 +21,7 @@ from assistant.bus.schema import (
     ToolCallEvent,
     ToolResultEvent,
     TurnRequest,
+    UserMessageEvent,
 )
 
 
@@ -79,6 +81,11 @@ EVENTS: list[Event] = [
     ),
     HandoffEvent(conversation_id="c1", owner="human", operator_id="7"),
     HandoffEvent(conversation_id="c1", owner="bot"),
+    UserMessageEvent(
+        conversation_id="c1", turn_id="t2", message_id="m4", client_id="k-1", text="Hi"
+    ),
+    UserMessageEvent(conversation_id="c1", message_id="m5", client_id="k-2", text="Hi again"),
+    ExerciseEvent(conversation_id="c1", exercise_id="m6", kind="percent", prompt="What is 5%?"),
 ]
 
 
@@ -139,6 +146,8 @@ def test_event_types_registry_is_complete() -> None:
         "error",
         "operator_message",
         "handoff",
+        "user_message",
+        "exercise",
     }
 
 

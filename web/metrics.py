@@ -1,0 +1,81 @@
+"""The gateway's own Prometheus counters, and /metrics: them plus the workers' metrics."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import structlog
+
+from assistant.bus.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class GatewayMetrics:
+    connections_total: int = 0
+    connections_open: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    drafts_coalesced: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def coalesced(self, count: int) -> None:
+        self.drafts_coalesced += count
+
+    def render(self) -> str:
+        """Prometheus text exposition (pure)."""
+        lines = [
+            "# HELP gateway_connections_total WebSocket connections accepted.",
+            "# TYPE gateway_connections_total counter",
+            f"gateway_connections_total {self.connections_total}",
+            "# HELP gateway_connections_open WebSocket connections open now.",
+            "# TYPE gateway_connections_open gauge",
+            f"gateway_connections_open {self.connections_open}",
+            "# HELP gateway_frames_in_total Frames received from clients.",
+            "# TYPE gateway_frames_in_total counter",
+            f"gateway_frames_in_total {self.frames_in}",
+            "# HELP gateway_frames_out_total Frames sent to clients.",
+            "# TYPE gateway_frames_out_total counter",
+            f"gateway_frames_out_total {self.frames_out}",
+            "# HELP gateway_drafts_coalesced_total Drafts replaced by a newer one before sending.",
+            "# TYPE gateway_drafts_coalesced_total counter",
+            f"gateway_drafts_coalesced_total {self.drafts_coalesced}",
+            "# HELP gateway_errors_total Error frames sent, by code.",
+            "# TYPE gateway_errors_total counter",
+        ]
+        lines += [f'gateway_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())]
+        return "\n".join(lines) + "\n"
+
+
+async def workers_text(redis: aioredis.Redis, keys: Keys) -> str:
+    """The workers' metrics published in Redis, or "" where this build cannot collect them."""
+    try:
+        module = importlib.import_module("assistant.bus.metrics")
+    except ImportError:
+        return ""
+    collect = getattr(module, "collect", None)
+    if collect is None:
+        return ""
+    try:
+        text = collect(redis, keys)
+        if inspect.isawaitable(text):
+            text = await text
+    except Exception as exc:  # /metrics must answer even when Redis does not
+        log.warning("cannot collect the workers' metrics", error=str(exc))
+        return ""
+    return str(text)
+
+
+async def exposition(metrics: GatewayMetrics, redis: aioredis.Redis, keys: Keys) -> str:
+    workers = await workers_text(redis, keys)
+    text = metrics.render()
+    if workers:
+        text += workers if workers.endswith("\n") else workers + "\n"
+    return text

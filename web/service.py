@@ -1,0 +1,449 @@
+"""What the gateway does with a valid frame: SQL writes, bus events, turns. No sockets here.
+
+Every method works on one tenant's data, named by the caller's identity: a conversation id
+from a frame is always looked up together with the tenant, so one tenant's key never reads
+or writes another tenant's conversations. Refusals are ``ProtocolError``s with their code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from assistant.bus.activity import ActivityLog
+from assistant.bus.keys import Keys
+from assistant.bus.ratelimit import Bucket, RateLimiter
+from assistant.bus.schema import (
+    Event,
+    ExerciseEvent,
+    HandoffEvent,
+    OperatorMessageEvent,
+    TurnRequest,
+    UserMessageEvent,
+)
+from assistant.bus.streams import (
+    Busy,
+    Cancellation,
+    EventLog,
+    InFlight,
+    TurnInFlight,
+    TurnQueue,
+)
+from assistant.db.models import Channel as DbChannel
+from assistant.db.models import Conversation, KeyKind, Message, Owner, Role
+from assistant.db.repository import NotFound, Store
+from assistant.errors import UserError
+from assistant.log import bind_turn
+from assistant.tutoring.exercises import KINDS as EXERCISE_KINDS
+from assistant.tutoring.exercises import generate
+from web import auth
+from web.protocol import (
+    HISTORY_LIMIT,
+    Channel,
+    ErrorCode,
+    Feedback,
+    Hello,
+    OperatorMessage,
+    ProtocolError,
+    UserMessage,
+    history_frame,
+)
+from web.views import conversation_view, message_view, tool_call_view
+
+log = structlog.get_logger(__name__)
+
+# How far back a retried message's own event is looked for in the event log.
+_RETRY_LOOKBACK = 200
+
+
+IP_BUCKET = Bucket(rate=20, burst=60)
+KEY_BUCKET = Bucket(rate=200, burst=600)
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """Limits and timings of a gateway; the defaults suit production, tests shorten them."""
+
+    hello_timeout_s: float = 10.0
+    # Every frame from one address, and every frame with one key (a public key is shared by
+    # all visitors of a store, hence its larger bucket).
+    ip_bucket: Bucket = IP_BUCKET
+    key_bucket: Bucket = KEY_BUCKET
+    # How long a new message waits for the reply it cancelled to stop before answering busy.
+    cancel_wait_s: float = 5.0
+    max_backlog: int = 256
+    max_queued_frames: int = 1000
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 20.0
+    follow_block_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a connection is, once ``hello`` succeeded."""
+
+    tenant_id: str
+    channel: Channel
+    key_prefix: str
+    operator_id: int | None = None
+    operator_name: str = ""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A widget or tutor conversation, opened by ``hello``."""
+
+    conversation: Conversation
+    token: str
+    last_seq: int
+    after: int  # relay events with seq > after
+    messages: list[dict[str, Any]]
+
+
+class Bus:
+    """The Redis side of the gateway, one instance per process."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, options: GatewayOptions) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.events = EventLog(redis, keys=keys)
+        self.in_flight = InFlight(redis, keys=keys)
+        self.queue = TurnQueue(
+            redis, keys=keys, max_backlog=options.max_backlog, in_flight=self.in_flight
+        )
+        self.cancellation = Cancellation(redis, keys=keys)
+        self.activity = ActivityLog(redis, keys=keys)
+        self.limiter = RateLimiter(redis, keys=keys)
+
+
+def derive_turn_id(conversation_id: str, client_id: str) -> str:
+    """The turn of a user message, fixed by its client id: a retry names the same turn."""
+    return hashlib.sha256(f"{conversation_id}:{client_id}".encode()).hexdigest()[:32]
+
+
+def _resume_point(resume_from: int | None, last_seq: int) -> int:
+    # A resume point past the log's end means the log expired and restarted: start at its end.
+    return last_seq if resume_from is None else min(resume_from, last_seq)
+
+
+def _not_found(what: str, ref: str | None = None) -> ProtocolError:
+    return ProtocolError(ErrorCode.NOT_FOUND, f"no such {what}", ref=ref)
+
+
+def _busy(retry_after: float, why: str, ref: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.BUSY,
+        f"{why}; your message is stored: send it again with the same id",
+        ref=ref,
+        retry_after=retry_after,
+    )
+
+
+class ConversationService:
+    def __init__(self, store: Store, bus: Bus, options: GatewayOptions, secret: bytes) -> None:
+        self.store = store
+        self.bus = bus
+        self.options = options
+        self.secret = secret
+
+    # authentication ------------------------------------------------------------------------
+
+    async def authenticate(self, hello: Hello, origin: str | None) -> Identity:
+        failed = ProtocolError(ErrorCode.AUTH_FAILED, "the key is not valid for this channel")
+        row = await self.store.authenticate(hello.key)
+        if row is None:
+            raise failed
+        if hello.channel is Channel.CONSOLE:
+            if row.kind is not KeyKind.OPERATOR or row.operator_id is None:
+                raise failed
+            operator = await self.store.get_operator(row.operator_id)
+            if operator is None or operator.tenant_id != row.tenant_id:
+                raise failed
+            return Identity(row.tenant_id, hello.channel, row.prefix, operator.id, operator.name)
+        if row.kind is KeyKind.OPERATOR:
+            raise failed
+        if row.kind is KeyKind.PUBLIC:
+            # Public keys live in pages, so the page's origin decides; secret keys are for
+            # servers, which send no Origin.
+            try:
+                tenant = await self.store.get_tenant(row.tenant_id)
+            except NotFound:
+                raise failed from None
+            if not auth.origin_allowed(tenant.allowed_origins, origin):
+                raise ProtocolError(
+                    ErrorCode.AUTH_FAILED, f"origin {origin!r} is not allowed for this key"
+                )
+        return Identity(row.tenant_id, hello.channel, row.prefix)
+
+    async def open_conversation(self, who: Identity, hello: Hello) -> Opened:
+        """The hello's conversation (checked against its token), or a new one."""
+        if hello.conversation_id is not None:
+            found = await self.store.get_conversation(hello.conversation_id, who.tenant_id)
+            if found is None:
+                raise _not_found("conversation")
+            if not auth.token_matches(
+                self.secret, who.tenant_id, found.id, hello.conversation_token
+            ):
+                raise ProtocolError(
+                    ErrorCode.BAD_TOKEN, "the conversation token does not match the conversation"
+                )
+            conversation = found
+        else:
+            conversation = await self.store.create_conversation(
+                who.tenant_id, DbChannel(who.channel.value)
+            )
+            await self.bus.activity.append(who.tenant_id, conversation.id, "created")
+        # The seq first, then SQL: a message stored in between shows in both (clients key
+        # messages by id), never in neither.
+        last_seq = await self.bus.events.last_seq(conversation.id)
+        messages = await self.store.history(conversation.id, HISTORY_LIMIT)
+        return Opened(
+            conversation=conversation,
+            token=auth.conversation_token(self.secret, who.tenant_id, conversation.id),
+            last_seq=last_seq,
+            after=_resume_point(hello.resume_from, last_seq),
+            messages=[message_view(m) for m in messages],
+        )
+
+    async def rate_limit(self, scope: str, ident: str, bucket: Bucket) -> float:
+        return await self.bus.limiter.take(scope, ident, bucket)
+
+    # widget and tutor ------------------------------------------------------------------------
+
+    async def user_message(self, who: Identity, conversation_id: str, frame: UserMessage) -> None:
+        """Store the message once, echo it as an event once, and start its turn once.
+
+        Raises ``busy`` (the message stays stored, not echoed) when the turn cannot start now.
+        """
+        turn_id = derive_turn_id(conversation_id, frame.id)
+        message, created = await self.store.add_user_message(
+            conversation_id, frame.text, frame.id, turn_id
+        )
+        turn_id = message.turn_id or turn_id
+        with bind_turn(conversation_id, turn_id):
+            conversation = await self.store.get_conversation(conversation_id, who.tenant_id)
+            if conversation is None:
+                raise _not_found("conversation", frame.id)
+            echoed, reached_bus = (False, False) if created else await self._logged(message)
+            if conversation.owner is not Owner.BOT:
+                if not echoed:
+                    await self._echo(who, message, turn_id="")
+                return
+            if echoed:
+                # A retry of a message already shown: start its turn only if it never started
+                # (the gateway died between the echo and the submit) and nothing came after.
+                if not reached_bus and await self._is_latest_user_message(message):
+                    await self._submit(conversation, message, turn_id, frame.id)
+                return
+            await self._admit(conversation_id, turn_id, frame.id)
+            await self._echo(who, message, turn_id=turn_id)
+            await self._submit(conversation, message, turn_id, frame.id)
+
+    async def _logged(self, message: Message) -> tuple[bool, bool]:
+        """(its user_message event is in the log, its turn has events or a reply)."""
+        conversation_id, turn_id = message.conversation_id, message.turn_id or ""
+        last = await self.bus.events.last_seq(conversation_id)
+        recent = await self.bus.events.read_from(conversation_id, max(0, last - _RETRY_LOOKBACK))
+        echoed = any(isinstance(e, UserMessageEvent) and e.message_id == message.id for e in recent)
+        reached = any(e.turn_id == turn_id and not isinstance(e, UserMessageEvent) for e in recent)
+        if not reached and turn_id:
+            reached = (
+                await self.bus.in_flight.holder(conversation_id) == turn_id
+                or await self.store.reply_for_turn(turn_id) is not None
+            )
+        return echoed, reached
+
+    async def _is_latest_user_message(self, message: Message) -> bool:
+        history = await self.store.history(message.conversation_id, HISTORY_LIMIT)
+        users = [m for m in history if m.role is Role.USER]
+        return bool(users) and users[-1].id == message.id
+
+    async def _admit(self, conversation_id: str, turn_id: str, ref: str) -> None:
+        """Make room for the turn: a full queue is busy; a reply in flight is cancelled."""
+        backlog = await self.bus.queue.backlog()
+        if backlog >= self.options.max_backlog:
+            raise _busy(self.bus.queue.retry_after_s, "too many replies are waiting", ref)
+        holder = await self.bus.in_flight.holder(conversation_id)
+        if holder is None or holder == turn_id:
+            return
+        # A new message makes the reply in flight obsolete: stop it, then answer the new one.
+        await self.bus.cancellation.request(conversation_id, holder)
+        log.info("new message cancels the reply in flight", cancelled_turn=holder)
+        deadline = time.monotonic() + self.options.cancel_wait_s
+        while await self.bus.in_flight.holder(conversation_id) == holder:
+            if time.monotonic() >= deadline:
+                raise _busy(1.0, "the previous reply is still stopping", ref)
+            await asyncio.sleep(0.05)
+
+    async def _echo(self, who: Identity, message: Message, *, turn_id: str) -> None:
+        await self.bus.events.append(
+            message.conversation_id,
+            UserMessageEvent(
+                conversation_id=message.conversation_id,
+                turn_id=turn_id,
+                message_id=message.id,
+                client_id=message.client_id or "",
+                text=message.text,
+            ),
+        )
+        await self.bus.activity.append(who.tenant_id, message.conversation_id, "message")
+
+    async def _submit(
+        self, conversation: Conversation, message: Message, turn_id: str, ref: str
+    ) -> None:
+        turn = TurnRequest(
+            turn_id=turn_id,
+            conversation_id=conversation.id,
+            tenant_id=conversation.tenant_id,
+            channel=str(conversation.channel),
+            user_message_id=message.id,
+        )
+        try:
+            await self.bus.queue.submit(turn)
+        except Busy as exc:  # the backlog filled up since _admit: rare, and still stored
+            raise _busy(exc.retry_after_s, "too many replies are waiting", ref) from None
+        except TurnInFlight as exc:
+            if not exc.duplicate:  # another turn started meanwhile (a second tab)
+                raise _busy(1.0, "another reply is in progress", ref) from None
+        log.info("turn submitted")
+
+    async def cancel(self, conversation_id: str) -> None:
+        """Stop the reply in flight; nothing in flight is not an error."""
+        await self.bus.cancellation.request(conversation_id)
+
+    async def feedback(self, conversation_id: str, frame: Feedback) -> None:
+        message = await self.store.get_message(frame.message_id)
+        if (
+            message is None
+            or message.conversation_id != conversation_id
+            or message.role is not Role.ASSISTANT
+        ):
+            raise _not_found("reply in this conversation")
+        try:
+            await self.store.rate(message.id, frame.rating, frame.comment)
+        except UserError:
+            raise _not_found("reply in this conversation") from None
+
+    async def next_exercise(self, who: Identity, conversation_id: str, kind: str | None) -> None:
+        """A new exercise, stored as a system message the way the training corpus shows it."""
+        rng = random.Random()
+        chosen = kind or rng.choice(EXERCISE_KINDS)
+        # The training split: the exercises the bundled model has practised on.
+        exercise = generate(chosen, rng, "train")
+        message = await self.store.add_system_message(
+            conversation_id, f"Exercise: {exercise.prompt}"
+        )
+        await self.bus.events.append(
+            conversation_id,
+            ExerciseEvent(
+                conversation_id=conversation_id,
+                exercise_id=message.id,
+                kind=exercise.kind,
+                prompt=exercise.prompt,
+            ),
+        )
+        await self.bus.activity.append(who.tenant_id, conversation_id, "exercise")
+
+    # console --------------------------------------------------------------------------------
+
+    async def conversation_list(self, who: Identity, limit: int = 50) -> list[dict[str, Any]]:
+        conversations = await self.store.list_conversations(who.tenant_id, limit)
+        texts = await self.store.last_texts([c.id for c in conversations])
+        return [conversation_view(c, texts.get(c.id, "")) for c in conversations]
+
+    async def conversation_entry(
+        self, who: Identity, conversation_id: str
+    ) -> dict[str, Any] | None:
+        conversation = await self.store.get_conversation(conversation_id, who.tenant_id)
+        if conversation is None:
+            return None
+        texts = await self.store.last_texts([conversation_id])
+        return conversation_view(conversation, texts.get(conversation_id, ""))
+
+    async def _own_conversation(self, who: Identity, conversation_id: str) -> Conversation:
+        conversation = await self.store.get_conversation(conversation_id, who.tenant_id)
+        if conversation is None:
+            raise _not_found("conversation")
+        return conversation
+
+    async def history(
+        self, who: Identity, conversation_id: str, resume_from: int | None
+    ) -> tuple[dict[str, Any], int]:
+        """The ``history`` frame of a conversation and the seq to relay events after."""
+        conversation = await self._own_conversation(who, conversation_id)
+        last_seq = await self.bus.events.last_seq(conversation_id)
+        messages = await self.store.history(conversation_id, HISTORY_LIMIT)
+        calls = await self.store.conversation_tool_calls(conversation_id)
+        frame = history_frame(
+            conversation_id,
+            owner=str(conversation.owner),
+            operator_id=conversation.operator_id,
+            last_seq=last_seq,
+            messages=[message_view(m) for m in messages],
+            tool_calls=[tool_call_view(c) for c in calls],
+        )
+        return frame, _resume_point(resume_from, last_seq)
+
+    async def take_over(self, who: Identity, conversation_id: str) -> None:
+        await self._own_conversation(who, conversation_id)
+        await self.store.set_owner(conversation_id, Owner.HUMAN, who.operator_id)
+        # The bot stops: a reply in flight is cancelled (the worker stores it as cancelled).
+        await self.bus.cancellation.request(conversation_id)
+        await self._handoff(who, conversation_id, "human", str(who.operator_id))
+
+    async def hand_back(self, who: Identity, conversation_id: str) -> None:
+        conversation = await self._own_conversation(who, conversation_id)
+        if conversation.owner is Owner.HUMAN and conversation.operator_id not in (
+            None,
+            who.operator_id,
+        ):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "another operator owns this conversation")
+        await self.store.set_owner(conversation_id, Owner.BOT)
+        await self._handoff(who, conversation_id, "bot", None)
+
+    async def _handoff(
+        self, who: Identity, conversation_id: str, owner: str, operator_id: str | None
+    ) -> None:
+        await self.bus.events.append(
+            conversation_id,
+            HandoffEvent(conversation_id=conversation_id, owner=owner, operator_id=operator_id),
+        )
+        await self.bus.activity.append(who.tenant_id, conversation_id, "owner")
+
+    async def operator_message(self, who: Identity, frame: OperatorMessage) -> None:
+        conversation = await self._own_conversation(who, frame.conversation_id)
+        if conversation.owner is not Owner.HUMAN or conversation.operator_id != who.operator_id:
+            raise ProtocolError(
+                ErrorCode.FORBIDDEN, "take the conversation over before replying", ref=frame.id
+            )
+        assert who.operator_id is not None
+        message, created = await self.store.add_operator_message(
+            frame.conversation_id, who.operator_id, frame.text, frame.id
+        )
+        if not created:
+            return  # a retry: its event is already in the log
+        await self.bus.events.append(
+            frame.conversation_id,
+            OperatorMessageEvent(
+                conversation_id=frame.conversation_id,
+                message_id=message.id,
+                text=message.text,
+                operator_id=str(who.operator_id),
+                operator_name=who.operator_name,
+            ),
+        )
+        await self.bus.activity.append(who.tenant_id, frame.conversation_id, "message")
+
+    async def note_worker_event(self, who: Identity, event: Event) -> None:
+        """A worker's final or handoff changes the console's list. The worker does not write
+        the activity stream, so every gateway relaying the event (to the visitor, or to an
+        operator watching) notes it; a note written twice only costs a second SQL read."""
+        if event.turn_id and event.type in ("final", "handoff", "error"):
+            await self.bus.activity.append(who.tenant_id, event.conversation_id, event.type)
