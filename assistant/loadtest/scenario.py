@@ -90,6 +90,7 @@ class TurnTiming:
     first_draft_at: float | None = None
     final_at: float | None = None
     status: str = ""
+    usage: dict[str, Any] = field(default_factory=dict)  # the final's steps, tokens, ms...
 
     @property
     def first_draft_ms(self) -> float | None:
@@ -136,6 +137,8 @@ class Ledger:
             if timing is not None and timing.final_at is None:
                 timing.final_at = at
                 timing.status = str(frame.get("status", ""))
+                usage = frame.get("usage")
+                timing.usage = dict(usage) if isinstance(usage, dict) else {}
         elif kind == "error":
             self.errors[str(frame.get("code", "unknown"))] += 1
             ref = frame.get("ref")
@@ -184,6 +187,10 @@ class Summary:
     final_ms: tuple[float, float, float]
     errors: dict[str, int]
     violations: list[str]
+    tokens: int = 0  # reply tokens the model generated, over every completed turn
+    forward_passes: int = 0
+    generation_s: float = 0.0  # the model's own time on those turns (engine wall time)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # per-turn values, for plots
 
     @property
     def turns_per_s(self) -> float:
@@ -200,6 +207,10 @@ class Summary:
             "final_ms": dict(zip(("p50", "p95", "p99"), self.final_ms, strict=True)),
             "errors": self.errors,
             "violations": self.violations,
+            "tokens": self.tokens,
+            "forward_passes": self.forward_passes,
+            "generation_s": round(self.generation_s, 3),
+            "samples": self.samples,
         }
 
 
@@ -217,6 +228,17 @@ def summarise(ledgers: Iterable[Ledger], duration_s: float) -> Summary:
     def pcts(values: list[float]) -> tuple[float, float, float]:
         return (percentile(values, 50), percentile(values, 95), percentile(values, 99))
 
+    done = [t for t in timings if t.final_at is not None and t.status == "complete"]
+
+    def used(timing: TurnTiming, name: str) -> float:
+        value = timing.usage.get(name, 0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    speeds = [
+        used(t, "tokens") / used(t, "milliseconds") * 1000
+        for t in done
+        if used(t, "milliseconds") > 0
+    ]
     return Summary(
         clients=len(ledgers),
         turns=len(timings),
@@ -226,6 +248,14 @@ def summarise(ledgers: Iterable[Ledger], duration_s: float) -> Summary:
         final_ms=pcts(finals),
         errors=dict(errors),
         violations=violations,
+        tokens=int(sum(used(t, "tokens") for t in done)),
+        forward_passes=int(sum(used(t, "forward_passes") for t in done)),
+        generation_s=sum(used(t, "milliseconds") for t in done) / 1000,
+        samples={
+            "first_draft_ms": [round(v, 1) for v in drafts],
+            "final_ms": [round(v, 1) for v in finals],
+            "turn_tokens_per_s": [round(v, 1) for v in speeds],
+        },
     )
 
 
@@ -242,6 +272,8 @@ def render(summary: Summary, label: str = "") -> str:
         f"  completed turns        {summary.completed} ({summary.turns_per_s:.2f} turns/s)",
         f"  first draft p50/95/99  {ms(summary.first_draft_ms)} ms",
         f"  final       p50/95/99  {ms(summary.final_ms)} ms",
+        f"  model                  {summary.tokens} tokens, "
+        f"{summary.forward_passes / max(summary.tokens, 1):.2f} forward passes per token",
         f"  errors                 {errors}",
         f"  exactly-once           {'ok' if not summary.violations else 'VIOLATED'}",
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,36 @@ def test_other_targets_are_refused(url: str) -> None:
     """Anything but a loopback ws URL is refused with a clear error."""
     with pytest.raises(UserError):
         check_loopback(url)
+
+
+def test_summary_adds_up_model_usage() -> None:
+    """Completed turns' usage gives tokens, forward passes and per-turn speed samples."""
+    ledger = Ledger()
+    ledger.sent("a", 0.0)
+    ledger.record({"type": "user_message", "seq": 1, "client_id": "a", "turn_id": "t"}, 0.0)
+    ledger.record(
+        {"type": "final", "seq": 2, "turn_id": "t", "status": "complete",
+         "usage": {"tokens": 40, "forward_passes": 20, "milliseconds": 200.0}},
+        0.3,
+    )
+    summary = summarise([ledger], duration_s=1.0)
+    assert (summary.tokens, summary.forward_passes) == (40, 20)
+    assert summary.samples["turn_tokens_per_s"] == [200.0]
+    assert "0.50 forward passes per token" in render(summary)
+
+
+def test_plots_are_drawn_from_reports(tmp_path: Path) -> None:
+    """The plot command writes both PNGs from two JSON reports."""
+    from assistant.loadtest.plots import main
+
+    ledger = Ledger()
+    _turn(ledger, "a", "t1", 1)
+    report = summarise([ledger], duration_s=1.0).as_dict()
+    files = []
+    for label in ("fast", "ar"):
+        path = tmp_path / f"{label}.json"
+        path.write_text(json.dumps({**report, "label": label}))
+        files.append(str(path))
+    assert main([*files, "--out", str(tmp_path / "img")]) == 0
+    for name in ("latency.png", "speed.png"):
+        assert (tmp_path / "img" / name).read_bytes().startswith(b"\x89PNG")
