@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime.modeling import DLMConfig
@@ -27,3 +29,17 @@ def tiny_config(tok: PreTrainedTokenizerFast, **overrides: Any) -> DLMConfig:
     }
     fields.update(overrides)
     return DLMConfig(**fields)
+
+
+class Slow(nn.Module):
+    """Wraps a model so every forward takes at least ``delay`` seconds (turns stay in flight)."""
+
+    def __init__(self, inner: nn.Module, delay: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config: Any = inner.config
+        self.delay = delay
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay)
+        return self.inner(*args, **kwargs)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 import torch
-from torch import nn
 
 from assistant.bus.streams import EventLog
 from assistant.config import Settings
@@ -30,7 +27,7 @@ from dlm_runtime.loading import load_model, save_model
 from dlm_runtime.modeling import DLMModel
 from dlm_runtime.policies import reference
 from dlm_runtime.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-from tests.tiny_models import tiny_config
+from tests.tiny_models import Slow, tiny_config
 from tests.web.conftest import GatewayFactory, Tenant, client, of_type
 from workers.worker import EngineGenerator, Metrics, Worker, WorkerOptions
 
@@ -42,19 +39,6 @@ LONG = {
     )
 }
 
-
-class Slow(nn.Module):
-    """Every forward takes at least ``delay`` seconds."""
-
-    def __init__(self, inner: nn.Module, delay: float) -> None:
-        super().__init__()
-        self.inner = inner
-        self.config: Any = inner.config
-        self.delay = delay
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(self.delay)
-        return self.inner(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")

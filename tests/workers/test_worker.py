@@ -26,7 +26,6 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from assistant.bus.keys import DEFAULT_KEYS, GROUP
@@ -67,7 +66,7 @@ from dlm_runtime.tokenizer import (
     special_token_ids,
     train_tokenizer,
 )
-from tests.tiny_models import tiny_config
+from tests.tiny_models import Slow, tiny_config
 from workers.history import HistoryLoader
 from workers.worker import (
     EngineGenerator,
@@ -115,19 +114,6 @@ def loaded(checkpoint: Path) -> Iterator[tuple[EngineGenerator, PreTrainedTokeni
     yield generator, tokenizer
     asyncio.run(generator.close())
 
-
-class Slow(nn.Module):
-    """Wraps a model so every forward takes at least ``delay`` seconds."""
-
-    def __init__(self, inner: nn.Module, delay: float) -> None:
-        super().__init__()
-        self.inner = inner
-        self.config: Any = inner.config
-        self.delay = delay
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(self.delay)
-        return self.inner(*args, **kwargs)
 
 
 LONG = {
