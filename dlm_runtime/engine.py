@@ -305,12 +305,13 @@ class KVPool:
         """Positions per row currently allocated."""
         return int(self._k[0].shape[2]) if self._k else 0
 
-    def view(self, n_rows: int, length: int) -> KV | None:
-        """Rows ``:n_rows`` and positions ``:length`` of every layer (None if nothing cached)."""
+    def view(self, n_rows: int, length: int, first_row: int = 0) -> KV | None:
+        """Rows ``first_row:first_row + n_rows``, positions ``:length`` (None if nothing cached)."""
         if length == 0 or not self._k:
             return None
+        rows = slice(first_row, first_row + n_rows)
         return [
-            (k[:n_rows, :, :length], v[:n_rows, :, :length])
+            (k[rows, :, :length], v[rows, :, :length])
             for k, v in zip(self._k, self._v, strict=True)
         ]
 
@@ -331,8 +332,8 @@ class KVPool:
                 dst[:, :, :old] = src
         self._k, self._v = new_k, new_v
 
-    def write(self, new_kv: KV, writes: Sequence[CacheWrite]) -> None:
-        """Apply ``writes`` from a forward's ``new_key_values`` (batch row = cache row)."""
+    def write(self, new_kv: KV, writes: Sequence[CacheWrite], first_row: int = 0) -> None:
+        """Apply ``writes`` from a forward's ``new_key_values`` (batch row = cache row - first)."""
         for w in writes:
             if w.reset:
                 self.lengths[w.row] = 0
@@ -351,9 +352,10 @@ class KVPool:
             self.lengths[w.row] += w.count
         device = self._k[0].device
         r, d, s = (torch.tensor(x, dtype=torch.long, device=device) for x in (rows, dst, src))
+        b = r - first_row
         for (k, v), (nk, nv) in zip(zip(self._k, self._v, strict=True), new_kv, strict=True):
-            k[r, :, d] = nk[r, :, s].to(k.dtype)
-            v[r, :, d] = nv[r, :, s].to(v.dtype)
+            k[r, :, d] = nk[b, :, s].to(k.dtype)
+            v[r, :, d] = nv[b, :, s].to(v.dtype)
 
     def move(self, src: int, dst: int) -> None:
         """Move row ``src`` to row ``dst`` (keeps rows compact when a request leaves)."""
@@ -408,8 +410,8 @@ class BatchBuilder:
             self._arange = torch.arange(max(n, 2 * self._arange.shape[0]), device=self.device)
         return self._arange[:n]
 
-    def build(self, queries: Sequence[Query], pool: KVPool) -> Batch:
-        """Stack ``queries`` (batch row i = cache row i) into one forward's inputs."""
+    def build(self, queries: Sequence[Query], pool: KVPool, first_row: int = 0) -> Batch:
+        """Stack ``queries`` (batch row i = cache row first_row + i) into one forward's inputs."""
         lengths = [int(q.tokens.shape[0]) for q in queries]
         b, t = len(queries), max(lengths)
         s = max(q.cache_len for q in queries)
@@ -440,7 +442,34 @@ class BatchBuilder:
             cached = torch.tensor([q.cache_len for q in queries], device=self.device)
             valid = self._range(s)[None, :] < cached[:, None]
             mask = torch.cat([valid[:, None, :] & (q_rank >= 0)[:, :, None], mask], dim=-1)
-        return Batch(ids, pos, mask[:, None], pool.view(b, s), lengths)
+        return Batch(ids, pos, mask[:, None], pool.view(b, s, first_row), lengths)
+
+
+# A row with at most this many query positions is "short" (a decode step); longer ones are
+# prompts being prefilled. Padding a batch of short rows to a prompt's length multiplies
+# their cost (measured: 16 rows of 8 positions padded to a 200-token prompt is 10x the work).
+SHORT_QUERY = 32
+# What a second model call costs beyond its positions, in padded positions (a guess on the
+# safe side: kernel launches and per-layer Python for a small model are worth a few dozen).
+FORWARD_OVERHEAD = 64
+
+
+def split_rows(lengths: Sequence[int], short: int = SHORT_QUERY) -> list[tuple[int, int]]:
+    """Contiguous ``(start, end)`` row ranges to forward separately, in order.
+
+    Short rows followed by long ones (new requests join at the end of the batch, so their
+    prompts are there) become two forwards when that computes fewer padded positions;
+    anything else stays one forward.
+    """
+    n = len(lengths)
+    split = n
+    while split > 0 and lengths[split - 1] > short:
+        split -= 1
+    if split in (0, n) or max(lengths[:split]) > short:
+        return [(0, n)]
+    together = n * max(lengths)
+    apart = split * max(lengths[:split]) + (n - split) * max(lengths[split:])
+    return [(0, split), (split, n)] if apart + FORWARD_OVERHEAD < together else [(0, n)]
 
 
 @functools.lru_cache(maxsize=512)
@@ -1229,7 +1258,34 @@ class Engine:
         started = time.perf_counter()
         active = self._active
         queries = [state.query() for state in active]
-        batch = self._builder.build(queries, self._pool)
+        out_events: list[tuple[_Handle, Update]] = []
+        leaving: list[int] = []
+        for first, end in split_rows([int(q.tokens.shape[0]) for q in queries]):
+            self._forward_rows(first, queries[first:end], out_events, leaving)
+        delivering = time.perf_counter()
+        self._deliver(out_events)
+        delivered = time.perf_counter()
+        log = tuple(s.request.request_id for s in active)
+        self._remove(leaving)
+        with self._stats_lock:
+            stats.batches.append(log)
+        stats.deliver_seconds += delivered - delivering
+        finished = time.perf_counter()
+        stats.schedule_seconds += finished - delivered
+        stats.busy_seconds += finished - started
+
+    def _forward_rows(
+        self,
+        first: int,
+        queries: Sequence[Query],
+        out_events: list[tuple[_Handle, Update]],
+        leaving: list[int],
+    ) -> None:
+        """One forward over active rows ``first:first + len(queries)``; collects their events."""
+        stats = self._stats
+        started = time.perf_counter()
+        states = self._active[first : first + len(queries)]
+        batch = self._builder.build(queries, self._pool, first)
         built = time.perf_counter()
         try:
             out: ForwardOutput = self.model(
@@ -1240,42 +1296,29 @@ class Engine:
             )
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-        except Exception as exc:  # e.g. out of memory: this batch fails, the engine goes on
-            events: list[tuple[_Handle, Update]] = [
-                (s.handle, s.final("error", repr(exc))) for s in active
-            ]
-            self._remove(range(len(active)))
-            self._deliver(events)
+        except Exception as exc:  # e.g. out of memory: these rows fail, the engine goes on
+            out_events.extend((s.handle, s.final("error", repr(exc))) for s in states)
+            leaving.extend(range(first, first + len(states)))
             return
         forwarded = time.perf_counter()
         writes: list[CacheWrite] = []
-        out_events: list[tuple[_Handle, Update]] = []
-        leaving: list[int] = []
-        for row, (state, n) in enumerate(zip(active, batch.lengths, strict=True)):
+        for offset, (state, n) in enumerate(zip(states, batch.lengths, strict=True)):
+            row = first + offset
             try:
-                produced = state.consume(out.logits[row, :n], RowCache(row, writes))
+                produced = state.consume(out.logits[offset, :n], RowCache(row, writes))
             except Exception as exc:
                 produced = [state.final("error", repr(exc))]
             out_events.extend((state.handle, event) for event in produced)
             if state.done:
                 leaving.append(row)
         consumed = time.perf_counter()
-        self._deliver(out_events)
-        delivered = time.perf_counter()
-        self._pool.write(out.new_key_values, writes)
-        log = tuple(s.request.request_id for s in active)
-        self._remove(leaving)
-        finished = time.perf_counter()
-        with self._stats_lock:
-            stats.batches.append(log)
+        self._pool.write(out.new_key_values, writes, first)
         stats.forward_passes += 1
         stats.rows += len(queries)
         stats.build_seconds += built - started
         stats.forward_seconds += forwarded - built
         stats.consume_seconds += consumed - forwarded
-        stats.deliver_seconds += delivered - consumed
-        stats.schedule_seconds += finished - delivered
-        stats.busy_seconds += finished - started
+        stats.schedule_seconds += time.perf_counter() - consumed
 
     def _shutdown(self, reason: FinishReason, error: str | None = None) -> None:
         out: list[tuple[_Handle, Update]] = [

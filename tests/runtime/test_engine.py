@@ -29,6 +29,7 @@ from dlm_runtime.engine import (
     GenerationRequest,
     KVPool,
     Query,
+    split_rows,
 )
 from dlm_runtime.modeling import DLMConfig, DLMModel, prepare_forward
 from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise
@@ -816,3 +817,21 @@ async def test_forward_failure_ends_the_batch_with_error(tok: PreTrainedTokenize
     assert failed.finish_reason == "error" and "device on fire" in (failed.error or "")
     assert len(failed.token_ids) == 2
     assert ok.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("lengths", "expected"),
+    [
+        ([8, 8, 8, 208], [(0, 3), (3, 4)]),  # a prompt joins decoding rows: two forwards
+        ([8, 8, 150, 208], [(0, 2), (2, 4)]),
+        ([8, 8, 8, 8], [(0, 4)]),  # all decoding
+        ([208], [(0, 1)]),
+        ([208, 8, 8], [(0, 3)]),  # a prompt not at the end: one forward
+        ([8, 40], [(0, 2)]),  # barely longer: splitting saves nothing worth a second call
+    ],
+)
+def test_prompts_are_forwarded_apart_from_decoding_rows(
+    lengths: list[int], expected: list[tuple[int, int]]
+) -> None:
+    """Long trailing rows get their own forward when that computes fewer padded positions."""
+    assert split_rows(lengths) == expected
