@@ -85,6 +85,7 @@ class SimulatedClient:
         self._done: dict[str, asyncio.Event] = {}  # client message id -> final or error seen
         self._exercise = asyncio.Event()
         self._turn_client: dict[str, str] = {}
+        self._retry_in: float | None = None  # the gateway asked to resend after this long
 
     async def run(self, deadline: float) -> None:
         try:
@@ -123,6 +124,9 @@ class SimulatedClient:
                 await self._read_until(socket, done, deadline)
             except ConnectionClosed:
                 self._socket = None  # resend: the client id makes it idempotent
+            if self._retry_in is not None:
+                await asyncio.sleep(min(self._retry_in, max(0.0, deadline - time.monotonic())))
+                self._retry_in = None
 
     async def _read_until(
         self, socket: ClientConnection, done: asyncio.Event, deadline: float
@@ -136,6 +140,8 @@ class SimulatedClient:
             except TimeoutError:
                 return
             self._receive(json.loads(raw))
+            if self._retry_in is not None:
+                return
 
     def _receive(self, frame: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -157,7 +163,9 @@ class SimulatedClient:
         elif kind == "error":
             ref = frame.get("ref")
             code = frame.get("code")
-            if isinstance(ref, str) and ref in self._done and code not in ("busy", "rate_limited"):
+            if isinstance(ref, str) and ref in self._done and code in ("busy", "rate_limited"):
+                self._retry_in = float(frame.get("retry_after") or 1.0)
+            elif isinstance(ref, str) and ref in self._done:
                 self._done[ref].set()
             elif code == "turn_failed":
                 for event in self._done.values():
@@ -194,8 +202,7 @@ class SimulatedClient:
                 "conversation_token": self.token,
                 "resume_from": self.last_seq,
             }
-        await socket.send(json.dumps(hello))
-        ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        ready = await say_hello(socket, hello)
         if ready.get("type") != "ready":
             await socket.close()
             raise UserError(f"the gateway refused the hello: {ready}")
@@ -223,13 +230,24 @@ async def run_load(scripts: Sequence[Script], options: LoadOptions) -> Summary:
     return summarise([client.ledger for client in clients], time.monotonic() - started)
 
 
+async def say_hello(socket: ClientConnection, hello: dict[str, Any]) -> dict[str, Any]:
+    """Send ``hello`` until it is not rate-limited; return the answer (``ready`` or error)."""
+    while True:
+        await socket.send(json.dumps(hello))
+        answer: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        if answer.get("code") != "rate_limited":
+            return answer
+        # Many clients on one address: wait as told, as a polite client does.
+        await asyncio.sleep(float(answer.get("retry_after", 1.0)))
+
+
 async def hold_idle(urls: Sequence[str], key: str, count: int) -> list[ClientConnection]:
     """Open ``count`` authenticated connections that then say nothing (a capacity check)."""
     sockets: list[ClientConnection] = []
+    hello = {"type": "hello", "v": 1, "key": key, "channel": "widget"}
     for index in range(count):
         socket = await connect(urls[index % len(urls)], open_timeout=10)
-        await socket.send(json.dumps({"type": "hello", "v": 1, "key": key, "channel": "widget"}))
-        ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        ready = await say_hello(socket, hello)
         if ready.get("type") != "ready":
             await socket.close()
             raise UserError(f"idle connection {index} was refused: {ready}")
