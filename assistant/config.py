@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -13,6 +14,8 @@ from assistant.errors import UserError
 ENV_PREFIX = "ASSISTANT_"
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,13 @@ class Settings:
     secret: str = ""
     # The public key the demo pages embed; empty: the one in <data_dir>/demo-keys.json.
     demo_public_key: str = ""
+    # Gateway rate limits, "RATE/BURST" frames per second: per client address, and per key
+    # (a public key is shared by every visitor of a store, hence the larger bucket).
+    rate_ip: str = "20/60"
+    rate_key: str = "200/600"
+    # Comma-separated addresses or CIDRs of the load balancers in front of the gateways: a
+    # connection from one of them is rate-limited by the X-Forwarded-For client instead.
+    trusted_proxies: str = ""
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -85,6 +95,9 @@ class Settings:
             raise UserError(
                 f"unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
             )
+        parse_rate(self.rate_ip, "rate_ip")
+        parse_rate(self.rate_key, "rate_key")
+        parse_networks(self.trusted_proxies, "trusted_proxies")
 
     @property
     def effective_database_url(self) -> str:
@@ -98,6 +111,38 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def parse_rate(text: str, name: str = "rate") -> tuple[float, float]:
+    """``"RATE/BURST"`` (frames per second, bucket size) as numbers; UserError when malformed."""
+    rate_text, slash, burst_text = text.partition("/")
+    try:
+        rate, burst = float(rate_text), float(burst_text)
+    except ValueError:
+        rate = burst = float("nan")
+    # NaN fails both comparisons, so malformed and non-finite values land here too.
+    if not slash or not (0 < rate < 1e9) or not (1 <= burst < 1e9):
+        raise UserError(
+            f"setting {name} must be RATE/BURST frames per second, e.g. 20/60 (a rate above 0 "
+            f"and a burst of at least 1), got {text!r} (ASSISTANT_{name.upper()})"
+        )
+    return rate, burst
+
+
+def parse_networks(text: str, name: str = "trusted_proxies") -> tuple[IPNetwork, ...]:
+    """Comma-separated IP addresses or CIDRs (``10.0.0.0/8, ::1``); UserError when malformed."""
+    networks: list[IPNetwork] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise UserError(
+                f"setting {name} takes IP addresses or CIDRs separated by commas, e.g. "
+                f"10.0.0.0/8,192.168.1.7; {item!r} is neither (ASSISTANT_{name.upper()})"
+            ) from None
+    return tuple(networks)
 
 
 def _field_type(name: str) -> str:

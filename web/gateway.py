@@ -56,8 +56,10 @@ class Gateway:
 
     def __init__(self, settings: Settings, options: GatewayOptions | None = None) -> None:
         self.settings = settings
-        self.options = options or GatewayOptions()
-        self.redis = connect(settings.redis_url)
+        self.options = options or GatewayOptions.from_settings(settings)
+        self.redis = connect(
+            settings.redis_url, socket_timeout_s=self.options.redis_socket_timeout_s
+        )
         self.keys = Keys(settings.key_prefix)
         self.engine = create_engine(settings.effective_database_url)
         self.store = Store(self.engine)

@@ -1,11 +1,16 @@
-"""The gateway's own Prometheus counters, and /metrics: them plus the workers' metrics."""
+"""The gateway's own Prometheus counters, and /metrics: them, the process's memory and file
+descriptors, and the workers' metrics."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import resource
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis.asyncio as aioredis
 import structlog
@@ -54,6 +59,66 @@ class GatewayMetrics:
         return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class ProcessStats:
+    """This process's resources; None where the platform does not tell."""
+
+    resident_bytes: int | None
+    open_fds: int | None
+
+    def render(self) -> str:
+        """Prometheus text in the names of the official client's process collector (pure)."""
+        lines: list[str] = []
+        if self.resident_bytes is not None:
+            lines += [
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+                "# TYPE process_resident_memory_bytes gauge",
+                f"process_resident_memory_bytes {self.resident_bytes}",
+            ]
+        if self.open_fds is not None:
+            lines += [
+                "# HELP process_open_fds Number of open file descriptors.",
+                "# TYPE process_open_fds gauge",
+                f"process_open_fds {self.open_fds}",
+            ]
+        return "".join(line + "\n" for line in lines)
+
+
+def parse_vm_rss(status: str) -> int | None:
+    """Bytes of the ``VmRSS:`` line of a /proc/<pid>/status text (pure)."""
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                unit = parts[2].lower() if len(parts) > 2 else "kb"
+                return int(parts[1]) * (1024 if unit == "kb" else 1)
+    return None
+
+
+def resident_bytes(proc: Path = Path("/proc/self")) -> int | None:
+    """Current resident memory from /proc; elsewhere the peak from getrusage (the best there is)."""
+    try:
+        found = parse_vm_rss((proc / "status").read_text())
+    except OSError:
+        found = None
+    if found is not None:
+        return found
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in KiB on Linux and in bytes on macOS.
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def open_fds(proc: Path = Path("/proc/self")) -> int | None:
+    try:
+        return len(os.listdir(proc / "fd"))
+    except OSError:
+        return None
+
+
+def process_stats() -> ProcessStats:
+    return ProcessStats(resident_bytes(), open_fds())
+
+
 async def workers_text(redis: aioredis.Redis, keys: Keys) -> str:
     """The workers' metrics published in Redis, or "" where this build cannot collect them."""
     try:
@@ -75,7 +140,7 @@ async def workers_text(redis: aioredis.Redis, keys: Keys) -> str:
 
 async def exposition(metrics: GatewayMetrics, redis: aioredis.Redis, keys: Keys) -> str:
     workers = await workers_text(redis, keys)
-    text = metrics.render()
+    text = metrics.render() + process_stats().render()
     if workers:
         text += workers if workers.endswith("\n") else workers + "\n"
     return text

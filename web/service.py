@@ -21,7 +21,6 @@ from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import Keys
 from assistant.bus.ratelimit import Bucket, RateLimiter
 from assistant.bus.schema import (
-    Event,
     ExerciseEvent,
     HandoffEvent,
     OperatorMessageEvent,
@@ -36,11 +35,13 @@ from assistant.bus.streams import (
     TurnInFlight,
     TurnQueue,
 )
+from assistant.config import IPNetwork, Settings, parse_networks, parse_rate
 from assistant.db.models import Channel as DbChannel
 from assistant.db.models import Conversation, KeyKind, Message, Owner, Role
 from assistant.db.repository import NotFound, Store
 from assistant.errors import UserError
 from assistant.log import bind_turn
+from assistant.redis_conn import SOCKET_TIMEOUT_S
 from assistant.tutoring.exercises import KINDS as EXERCISE_KINDS
 from assistant.tutoring.exercises import generate
 from web import auth
@@ -82,7 +83,21 @@ class GatewayOptions:
     max_queued_frames: int = 1000
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
+    # How long one read of a conversation's events blocks; cut to half the Redis socket
+    # timeout (see assistant.redis_conn.bounded_block_ms), and read again when it ends.
     follow_block_ms: int = 5000
+    redis_socket_timeout_s: float = SOCKET_TIMEOUT_S
+    # Load balancers whose X-Forwarded-For is believed (web/client_ip.py).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatewayOptions:
+        """The production defaults with the deployment's rate limits and proxies."""
+        return cls(
+            ip_bucket=Bucket(*parse_rate(settings.rate_ip, "rate_ip")),
+            key_bucket=Bucket(*parse_rate(settings.rate_key, "rate_key")),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+        )
 
 
 @dataclass(frozen=True)
@@ -428,7 +443,14 @@ class ConversationService:
             frame.conversation_id, who.operator_id, frame.text, frame.id
         )
         if not created:
-            return  # a retry: its event is already in the log
+            if message.role is not Role.OPERATOR:
+                raise ProtocolError(
+                    ErrorCode.BAD_FRAME, "this id belongs to another message", ref=frame.id
+                )
+            # A retry: echo it only if its event never reached the log (the first attempt
+            # died in between), so the console's pending message is still acknowledged.
+            if await self._operator_message_logged(message):
+                return
         await self.bus.events.append(
             frame.conversation_id,
             OperatorMessageEvent(
@@ -437,13 +459,15 @@ class ConversationService:
                 text=message.text,
                 operator_id=str(who.operator_id),
                 operator_name=who.operator_name,
+                client_id=frame.id,
             ),
         )
         await self.bus.activity.append(who.tenant_id, frame.conversation_id, "message")
 
-    async def note_worker_event(self, who: Identity, event: Event) -> None:
-        """A worker's final or handoff changes the console's list. The worker does not write
-        the activity stream, so every gateway relaying the event (to the visitor, or to an
-        operator watching) notes it; a note written twice only costs a second SQL read."""
-        if event.turn_id and event.type in ("final", "handoff", "error"):
-            await self.bus.activity.append(who.tenant_id, event.conversation_id, event.type)
+    async def _operator_message_logged(self, message: Message) -> bool:
+        conversation_id = message.conversation_id
+        last = await self.bus.events.last_seq(conversation_id)
+        recent = await self.bus.events.read_from(conversation_id, max(0, last - _RETRY_LOOKBACK))
+        return any(
+            isinstance(e, OperatorMessageEvent) and e.message_id == message.id for e in recent
+        )

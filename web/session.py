@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from assistant.bus.schema import Event
 from assistant.log import bind_turn
+from web.client_ip import client_ip
 from web.metrics import GatewayMetrics
 from web.protocol import (
     Cancel,
@@ -77,7 +77,10 @@ class Session:
         self.followers: dict[str, asyncio.Task[None]] = {}
         self.activity: asyncio.Task[None] | None = None
         address = ws.remote_address
-        self.ip = str(address[0]) if address else "unknown"
+        forwarded = ws.request.headers.get_all("X-Forwarded-For") if ws.request else []
+        # The address the per-address rate limit counts: behind a trusted load balancer,
+        # the client it forwards, not the balancer (else all its clients share one bucket).
+        self.ip = client_ip(str(address[0]) if address else "", forwarded, options.trusted_proxies)
 
     # the connection's life ------------------------------------------------------------------
 
@@ -290,18 +293,9 @@ class Session:
                 last = event.seq
                 if not self.queue.put(event.to_dict()):
                     return
-                await self._note(event)
                 # Let the writer take it: drafts coalesce only when the socket is slow, not
                 # because a replay put a hundred events into the queue at once.
                 await asyncio.sleep(0)
-
-    async def _note(self, event: Event) -> None:
-        if self.who is None:
-            return
-        try:
-            await self.service.note_worker_event(self.who, event)
-        except (RedisError, OSError) as exc:
-            log.warning("cannot note activity", error=str(exc))
 
     async def _subscribe(self, who: Identity) -> None:
         if self.activity is not None:

@@ -41,7 +41,7 @@ from assistant.bus.schema import FinalEvent, TurnRequest
 from assistant.bus.streams import EventLog, TurnQueue
 from assistant.embedded_redis import EmbeddedRedis
 from assistant.log import configure_logging
-from assistant.redis_conn import connect
+from assistant.redis_conn import bounded_block_ms, connect
 
 # the helper processes ----------------------------------------------------------------------
 
@@ -176,9 +176,11 @@ def raw_turn(client: aioredis.Redis, prefix: str) -> Callable[[], Awaitable[floa
         reply = f"{prefix}:raw:rep:{next(numbers)}"
         started = time.perf_counter()
         await client.xadd(requests, {"reply": reply}, maxlen=10_000, approximate=True)
-        got = await client.xread({reply: "0-0"}, block=10_000)
+        # Within the socket timeout, or the client gives up on the read before Redis does.
+        block_ms = bounded_block_ms(client, 10_000) or 10_000
+        got = await client.xread({reply: "0-0"}, block=block_ms)
         if not got:
-            raise RuntimeError("the echo process did not answer within 10 s")
+            raise RuntimeError(f"the echo process did not answer within {block_ms / 1000:g} s")
         return (time.perf_counter() - started) * 1000
 
     return one

@@ -14,7 +14,9 @@ Shape of a worker process (one per accelerator):
   round) (tool calls), so a redelivered turn stores nothing twice and runs no tool twice
   (``ReplayingRunner`` reuses a finished call's stored result). Acked only once the reply is
   stored and the final event published; an exception leaves the turn pending, to be
-  redelivered and, after ``max_deliveries``, dead-lettered with an error event.
+  redelivered and, after ``max_deliveries``, dead-lettered with an error event. A final, a
+  handoff and a dead-lettered turn are also noted in the tenant's activity stream, so the
+  consoles' lists update even when no gateway relays the conversation.
 - ``stop()`` (SIGTERM): stop claiming, let turns in flight finish for ``grace_s``, then cancel
   the rest without acking them, so another worker (or this one restarted) takes them over.
 - ``render_metrics()``: Prometheus text of this process's counters, gauges and histograms.
@@ -51,6 +53,7 @@ from assistant.agent import (
     TurnFinished,
 )
 from assistant.bus import metrics as bus_metrics
+from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, Keys
 from assistant.bus.schema import (
     DraftEvent,
@@ -61,7 +64,7 @@ from assistant.bus.schema import (
     ToolResultEvent,
     TurnRequest,
 )
-from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer
+from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer, note_activity
 from assistant.config import Settings
 from assistant.db.models import Message, MessageStatus, Owner, ToolCallStatus
 from assistant.db.repository import Store
@@ -427,6 +430,7 @@ class TurnRelay:
                     conversation_id=turn.conversation_id, turn_id=turn.turn_id, owner="human"
                 )
             )
+            await self.handler.note(turn, "handoff")
 
     async def _finished(self, event: TurnFinished) -> TurnResult:
         turn, metrics = self.turn, self.handler.metrics
@@ -440,6 +444,7 @@ class TurnRelay:
             log.info("reply was already stored by another delivery", message_id=message.id)
         # The final supersedes any held draft: it is the whole reply.
         await self.publisher.publish(final_event(turn, message), drop_draft=True)
+        await self.handler.note(turn, "final")
         if event.milliseconds_to_first_draft is not None:
             metrics.first_draft.observe(event.milliseconds_to_first_draft / 1000)
         metrics.final.observe(time.perf_counter() - self.started)
@@ -479,6 +484,7 @@ class TurnHandler:
         modes: Mapping[str, DecodingMode],
         default_mode: str,
         metrics: Metrics,
+        activity: ActivityLog | None = None,
         draft_interval_s: float = 0.05,
         max_rounds: int = 3,
         final_lookback: int = 200,
@@ -495,6 +501,7 @@ class TurnHandler:
         self.modes = modes
         self.default_mode = default_mode
         self.metrics = metrics
+        self.activity = activity or ActivityLog(events.redis, keys=events.keys)
         self.draft_interval_s = draft_interval_s
         self.max_rounds = max_rounds
         self.final_lookback = final_lookback
@@ -509,6 +516,10 @@ class TurnHandler:
             self.metrics.turn_done(result.outcome)
             log.info("turn done", outcome=result.outcome, message_id=result.message_id)
             return result
+
+    async def note(self, turn: TurnRequest, kind: str) -> None:
+        """The tenant's consoles update their list (a final, a handoff): see note_activity."""
+        await note_activity(self.activity, turn.tenant_id, turn.conversation_id, kind)
 
     def mode(self, name: str | None) -> DecodingMode:
         if name is None or name == "":
@@ -548,6 +559,7 @@ class TurnHandler:
             return
         log.info("redelivered turn: publishing the stored final")
         await self.events.append(turn.conversation_id, final_event(turn, message))
+        await self.note(turn, "final")
 
 
 # the worker ------------------------------------------------------------------------------
@@ -608,12 +620,14 @@ class Worker:
         self.generator = generator
         self.metrics = metrics or METRICS
         self.events = EventLog(redis, keys=keys)
+        self.activity = ActivityLog(redis, keys=keys)
         self.consumer = TurnConsumer(
             redis,
             opts.consumer_name or default_consumer_name(),
             keys=keys,
             max_deliveries=opts.max_deliveries,
             events=self.events,
+            activity=self.activity,
         )
         self.cancellation = Cancellation(redis, keys=keys)
         self.handler: Handles
@@ -645,6 +659,7 @@ class Worker:
             modes=modes or decoding_modes(),
             default_mode=opts.default_mode,
             metrics=self.metrics,
+            activity=self.activity,
             draft_interval_s=opts.draft_interval_s,
             max_rounds=opts.max_rounds,
         )

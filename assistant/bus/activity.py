@@ -1,7 +1,10 @@
 """Per-tenant activity: a short stream of "conversation X changed" notes for the console.
 
-Entries carry only the conversation id and what happened; the console's gateway reads the
-conversation's current state from SQL, so a note appended twice or out of date is harmless.
+Gateways write what clients and operators do; workers write what a turn did (its final, a
+handoff, a failed turn), so the list is current even where no gateway relays the
+conversation. Entries carry only the conversation id and what happened; the console's
+gateway reads the conversation's current state from SQL, so a note appended twice or out of
+date is harmless.
 The stream is trimmed by length: a console that subscribes starts from its newest entry.
 """
 
@@ -13,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from assistant.bus.keys import DEFAULT_KEYS, Keys
+from assistant.redis_conn import bounded_block_ms
 
 
 def _str(value: Any) -> str:
@@ -23,7 +27,7 @@ def _str(value: Any) -> str:
 class Activity:
     stream_id: str
     conversation_id: str
-    kind: str  # created | message | owner | final | handoff | exercise
+    kind: str  # created | message | owner | exercise (gateway); final | handoff | turn_failed
 
 
 class ActivityLog:
@@ -48,8 +52,11 @@ class ActivityLog:
     async def read_after(
         self, tenant_id: str, after_id: str, block_ms: int | None = None, count: int = 100
     ) -> list[Activity]:
+        """Entries after ``after_id``; ``block_ms`` waits for one, within the socket timeout."""
         reply: Any = await self.redis.xread(
-            {self.keys.activity(tenant_id): after_id}, count=count, block=block_ms
+            {self.keys.activity(tenant_id): after_id},
+            count=count,
+            block=bounded_block_ms(self.redis, block_ms),
         )
         out: list[Activity] = []
         streams = reply.items() if isinstance(reply, dict) else reply or []

@@ -312,6 +312,9 @@ class OperatorMessageEvent(Event):
     text: str
     operator_id: str = ""
     operator_name: str = ""
+    # The console's own id of the frame, so it can match the echo to what it sent; empty in
+    # events written before the field existed.
+    client_id: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,10 +38,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
+from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, Keys
 from assistant.bus.schema import ErrorEvent, Event, SchemaError, TurnRequest
+from assistant.redis_conn import bounded_block_ms
 
 log = structlog.get_logger(__name__)
 
@@ -192,14 +194,17 @@ class EventLog:
     ) -> list[Event]:
         """Events with seq > ``after_seq``, oldest first.
 
-        With ``block_ms``, wait up to that long (0: forever) for one when there is none yet.
-        An entry this build cannot read is logged and skipped, so one bad entry cannot wedge
-        a relay.
+        With ``block_ms``, wait up to that long (0: forever) for one when there is none yet,
+        but never longer than the client's socket timeout allows (``bounded_block_ms``): an
+        empty list is not the end of the log, callers read again. An entry this build cannot
+        read is logged and skipped, so one bad entry cannot wedge a relay.
         """
         if after_seq < 0:
             raise ValueError(f"after_seq must be >= 0, got {after_seq}")
         response = await self.redis.xread(
-            {self.keys.events(conversation_id): f"{after_seq}-0"}, count=count, block=block_ms
+            {self.keys.events(conversation_id): f"{after_seq}-0"},
+            count=count,
+            block=bounded_block_ms(self.redis, block_ms),
         )
         events: list[Event] = []
         for stream_id, fields in _entries(response):
@@ -416,6 +421,7 @@ class TurnConsumer:
         dead_maxlen: int = 10_000,
         events: EventLog | None = None,
         in_flight: InFlight | None = None,
+        activity: ActivityLog | None = None,
     ) -> None:
         if not consumer:
             raise ValueError("consumer name must not be empty")
@@ -426,6 +432,7 @@ class TurnConsumer:
         self.dead_maxlen = dead_maxlen
         self.events = events or EventLog(redis, keys=keys)
         self.in_flight = in_flight or InFlight(redis, keys=keys)
+        self.activity = activity or ActivityLog(redis, keys=keys)
         self._history_cursor: str | None = "0-0"  # None once own pending turns are re-read
         self._autoclaim_cursor = "0-0"
         self._keep_alive = redis.register_script(_KEEP_ALIVE)
@@ -544,6 +551,7 @@ class TurnConsumer:
         turn = delivery.turn
         await self._write_dead(delivery.stream_id, turn.to_fields(), reason, delivery.attempt)
         await self._tell_client(turn.conversation_id, turn.turn_id)
+        await note_activity(self.activity, turn.tenant_id, turn.conversation_id, TURN_FAILED)
         await self._ack(delivery.stream_id)
         await self.in_flight.release(turn.conversation_id, turn.turn_id)
         log.error(
@@ -558,6 +566,7 @@ class TurnConsumer:
 
     async def _read(self, stream_id: str, count: int, block_ms: int | None) -> list[Entry]:
         streams: dict[Any, Any] = {self.keys.turns: stream_id}
+        block_ms = bounded_block_ms(self.redis, block_ms)
         try:
             reply = await self.redis.xreadgroup(
                 self.keys.group, self.consumer, streams, count=count, block=block_ms
@@ -647,6 +656,9 @@ class TurnConsumer:
         conversation_id, turn_id = text.get("conversation_id"), text.get("turn_id", "")
         if conversation_id:
             await self._tell_client(conversation_id, turn_id)
+            tenant_id = text.get("tenant_id")
+            if tenant_id:
+                await note_activity(self.activity, tenant_id, conversation_id, TURN_FAILED)
         await self._ack(stream_id)
         log.error("unreadable turn dead-lettered", stream_id=stream_id, reason=reason)
 
@@ -662,6 +674,24 @@ class TurnConsumer:
                 self.keys.turns, stream_id, stream_id
             ):
                 await self.redis.xack(self.keys.turns, self.keys.group, stream_id)
+
+
+async def note_activity(
+    activity: ActivityLog, tenant_id: str, conversation_id: str, kind: str
+) -> None:
+    """Tell the tenant's consoles the conversation changed; a failure only delays their list.
+
+    Written by whoever publishes the change (the worker for finals, handoffs and failed
+    turns), so the list updates whether or not any gateway relays the conversation. Never
+    raised: the event itself is already published, and failing the turn for a note would
+    have it delivered again.
+    """
+    try:
+        await activity.append(tenant_id, conversation_id, kind)
+    except (RedisError, OSError, ValueError) as exc:
+        log.warning(
+            "cannot note activity", conversation_id=conversation_id, kind=kind, error=str(exc)
+        )
 
 
 # cancellation ----------------------------------------------------------------------------

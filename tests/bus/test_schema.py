@@ -79,6 +79,9 @@ EVENTS: list[Event] = [
     OperatorMessageEvent(
         conversation_id="c1", message_id="m3", text="Hi, Ana here.", operator_id="7"
     ),
+    OperatorMessageEvent(
+        conversation_id="c1", message_id="m7", text="Still here.", operator_id="7", client_id="o1"
+    ),
     HandoffEvent(conversation_id="c1", owner="human", operator_id="7"),
     HandoffEvent(conversation_id="c1", owner="bot"),
     UserMessageEvent(
@@ -128,6 +131,13 @@ def test_event_round_trip(event: Event) -> None:
     assert decoded == appended
     assert type(decoded) is type(event)
     assert type(event).from_fields(fields) == appended
+
+
+def test_operator_message_written_before_client_id_reads_as_empty() -> None:
+    """An operator_message entry without client_id (an older writer) decodes with ""."""
+    fields = {"v": "1", "type": "operator_message", "conversation_id": "c1", "seq": "4"}
+    event = Event.from_fields({**fields, "message_id": "m3", "text": "Hi", "operator_id": "7"})
+    assert isinstance(event, OperatorMessageEvent) and event.client_id == ""
 
 
 def test_event_without_seq_has_no_seq_field() -> None:

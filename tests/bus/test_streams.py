@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS as KEYS
 from assistant.bus.schema import DraftEvent, ErrorEvent, Event, FinalEvent, TurnRequest
 from assistant.bus.streams import (
@@ -28,7 +29,7 @@ from assistant.bus.streams import (
     TurnQueue,
 )
 from assistant.embedded_redis import EmbeddedRedis
-from assistant.redis_conn import connect
+from assistant.redis_conn import block_limit_ms, bounded_block_ms, connect
 
 
 def reconnecting(url: str) -> aioredis.Redis:
@@ -130,6 +131,38 @@ async def test_blocking_read_wakes_on_append(redis_client: aioredis.Redis) -> No
     await log.append("c", draft("c", "hello"))
     events = await asyncio.wait_for(relay, 2)
     assert [(e.seq, e.type) for e in events] == [(1, "draft")]
+
+
+def test_block_stays_within_the_socket_timeout() -> None:
+    """A BLOCK is cut to half the socket timeout; forever (0) too; no timeout, no cut."""
+    assert block_limit_ms(10.0) == 5000
+    assert block_limit_ms(0.001) == 1
+    assert block_limit_ms(None) is None
+    client = aioredis.Redis(socket_timeout=1.0)
+    assert [bounded_block_ms(client, ms) for ms in (None, 0, 200, 500, 5000)] == [
+        None,
+        500,
+        200,
+        500,
+        500,
+    ]
+    assert bounded_block_ms(aioredis.Redis(socket_timeout=None), 0) == 0
+
+
+async def test_blocking_read_longer_than_the_socket_timeout_returns_empty(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """A read asked to block past the socket timeout returns [] instead of timing out."""
+    client = connect(redis_server.url, socket_timeout_s=1.0)
+    try:
+        before = (await client.info("stats"))["total_connections_received"]
+        log = EventLog(client)
+        assert await log.read_from("quiet", 0, block_ms=0) == []
+        assert await ActivityLog(client).read_after("tenant", "0-0", block_ms=5000) == []
+        # A timed-out read would have dropped the connection and opened another.
+        assert (await client.info("stats"))["total_connections_received"] == before
+    finally:
+        await client.aclose()
 
 
 async def test_trimming_keeps_the_newest(redis_client: aioredis.Redis) -> None:
@@ -335,6 +368,8 @@ async def test_turn_is_dead_lettered_after_max_deliveries(
     [error] = await EventLog(redis_client).read_from(t.conversation_id, 0)
     assert isinstance(error, ErrorEvent)
     assert (error.code, error.turn_id) == (TURN_FAILED, t.turn_id)
+    [note] = await ActivityLog(redis_client).read_after(t.tenant_id, "0-0")
+    assert (note.conversation_id, note.kind) == (t.conversation_id, TURN_FAILED)
     assert await redis_client.xlen(KEYS.turns) == 0
     assert await InFlight(redis_client).holder(t.conversation_id) is None
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings
+from assistant.config import Settings, parse_networks, parse_rate
 from assistant.errors import UserError
 
 
@@ -48,6 +48,11 @@ def test_flags_override_environment() -> None:
         ({"ASSISTANT_LOG_FORMAT": "xml"}, "unknown log format"),
         ({"ASSISTANT_LOG_LEVEL": "loud"}, "unknown log level"),
         ({"ASSISTANT_CLAIM_IDLE_S": "0"}, "claim idle time 0 s is out of range"),
+        ({"ASSISTANT_RATE_IP": "20"}, "rate_ip must be RATE/BURST"),
+        ({"ASSISTANT_RATE_IP": "0/60"}, "rate_ip must be RATE/BURST"),
+        ({"ASSISTANT_RATE_KEY": "200/0.5"}, "rate_key must be RATE/BURST"),
+        ({"ASSISTANT_RATE_KEY": "fast/600"}, "ASSISTANT_RATE_KEY"),
+        ({"ASSISTANT_TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"}, "'lb.internal' is neither"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
@@ -60,3 +65,17 @@ def test_round_trip_through_child_environment() -> None:
     """to_env reproduces the settings in a child process."""
     settings = Settings.load(env={}, port=1234, redis_url="redis://h:1/0")
     assert Settings.load(env=settings.to_env()) == settings
+
+
+def test_rate_limits_and_proxies() -> None:
+    """Rates default to 20/60 and 200/600; proxies are addresses or networks, comma-separated."""
+    defaults = Settings.load(env={})
+    assert (parse_rate(defaults.rate_ip), parse_rate(defaults.rate_key)) == (
+        (20.0, 60.0),
+        (200.0, 600.0),
+    )
+    assert parse_networks(defaults.trusted_proxies) == ()
+    env = {"ASSISTANT_RATE_IP": "2.5/10", "ASSISTANT_TRUSTED_PROXIES": " 10.0.0.0/8, ::1 ,"}
+    settings = Settings.load(env=env)
+    assert parse_rate(settings.rate_ip) == (2.5, 10.0)
+    assert [str(n) for n in parse_networks(settings.trusted_proxies)] == ["10.0.0.0/8", "::1/128"]

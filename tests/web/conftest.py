@@ -163,11 +163,14 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def client(
-    gateway: Gateway, origin: str | None = None, **kwargs: Any
+    gateway: Gateway,
+    origin: str | None = None,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[Client]:
     url = f"ws://127.0.0.1:{gateway.port}/ws"
-    headers = {"Origin": origin} if origin else None
-    async with connect(url, additional_headers=headers, max_size=None, **kwargs) as ws:
+    sent = {**({"Origin": origin} if origin else {}), **(headers or {})}
+    async with connect(url, additional_headers=sent or None, max_size=None, **kwargs) as ws:
         yield Client(ws)
 
 

@@ -7,19 +7,25 @@ part on the bus (releasing the in-flight lock), so nothing here waits on a model
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import structlog
+from structlog.testing import CapturingLogger
 from websockets.exceptions import ConnectionClosed
 
+import web.session
 from assistant.bus.keys import DEFAULT_KEYS
 from assistant.bus.ratelimit import Bucket
-from assistant.bus.streams import InFlight
+from assistant.bus.schema import HandoffEvent, OperatorMessageEvent
+from assistant.bus.streams import EventLog, InFlight
 from assistant.db.models import Owner, Role, ToolCallStatus
 from assistant.db.repository import Store
+from assistant.loadtest.client import gateway_rss_bytes
 from tests.web.conftest import (
     BOTH_DATABASES,
     Client,
@@ -87,6 +93,22 @@ async def test_health_readiness_and_metrics(gateway: Gateway, tenant: Tenant) ->
     assert "gateway_connections_total 1" in text
     assert 'gateway_errors_total{code="unknown_type"} 1' in text
     assert "gateway_frames_in_total 2" in text
+
+
+async def test_metrics_report_the_process(gateway: Gateway, tenant: Tenant) -> None:
+    """/metrics has the process's memory and descriptors, which the load test reads."""
+    async with client(gateway) as c:
+        await widget(c, tenant)
+        _, _, body = await http_get(gateway.port, "/metrics")
+    text = body.decode()
+    for name in ("process_resident_memory_bytes", "process_open_fds", "gateway_connections_open"):
+        assert f"# TYPE {name} gauge" in text and f"# HELP {name} " in text
+    values = dict(line.split() for line in text.splitlines() if not line.startswith("#"))
+    assert int(values["process_resident_memory_bytes"]) > 0
+    assert int(values["process_open_fds"]) > 0
+    assert values["gateway_connections_open"] == "1"
+    rss = await asyncio.to_thread(gateway_rss_bytes, f"ws://127.0.0.1:{gateway.port}/ws")
+    assert rss is not None and rss > 0
 
 
 async def test_static_files_and_pages(gateway: Gateway, tmp_path: Path) -> None:
@@ -258,6 +280,25 @@ async def test_flood_is_rate_limited_and_nothing_stored_is_lost(
     assert {m.client_id: m.text for m in stored[len(before) :]} == {k: sent[k] for k in echoed}
 
 
+async def test_trusted_proxy_forwards_the_client_address(
+    start_gateway: GatewayFactory, tenant: Tenant, redis_client: aioredis.Redis
+) -> None:
+    """Behind a trusted proxy each X-Forwarded-For client has its own per-address bucket."""
+    loopback = (ipaddress.ip_network("127.0.0.1/32"),)
+    gw = await start_gateway(ip_bucket=Bucket(rate=0.01, burst=2), trusted_proxies=loopback)
+    first = {"X-Forwarded-For": "6.6.6.6, 203.0.113.5"}
+    async with client(gw, headers=first) as a:
+        await widget(a, tenant)
+        await a.send(type="cancel")  # the bucket's second frame: taken
+        await a.send(type="cancel")
+        assert (await expect_error(a, "rate_limited"))["retry_after"] > 0
+    async with client(gw, headers={"X-Forwarded-For": "203.0.113.6"}) as b:
+        await widget(b, tenant)  # another client behind the same proxy is not limited
+    assert await redis_client.exists(KEYS.rate_limit("ip", "203.0.113.5"))
+    assert await redis_client.exists(KEYS.rate_limit("ip", "203.0.113.6"))
+    assert not await redis_client.exists(KEYS.rate_limit("ip", "127.0.0.1"))
+
+
 # conversations -----------------------------------------------------------------------------
 
 
@@ -340,6 +381,28 @@ async def test_busy_keeps_the_message_and_a_resend_starts_the_turn(
     assert await turns_in_stream(redis_client) == [echo["turn_id"]]
 
 
+async def test_idle_follower_outlasts_the_socket_timeout(
+    start_gateway: GatewayFactory,
+    tenant: Tenant,
+    redis_client: aioredis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle widget over three Redis socket timeouts: no retry, no reconnect, next event."""
+    logged = CapturingLogger()
+    monkeypatch.setattr(web.session, "log", structlog.wrap_logger(logged, processors=[]))
+    # The follower asks to block 5 s on a client that gives up on a read after 1 s.
+    gw = await start_gateway(redis_socket_timeout_s=1.0, follow_block_ms=5000)
+    async with client(gw) as c:
+        cid = (await widget(c, tenant))["conversation_id"]
+        before = (await redis_client.info("stats"))["total_connections_received"]
+        await asyncio.sleep(3.5)
+        after = (await redis_client.info("stats"))["total_connections_received"]
+        await EventLog(redis_client).append(cid, HandoffEvent(conversation_id=cid, owner="bot"))
+        assert (await c.until(of_type("handoff")))["seq"] == 1
+    assert [call.kwargs.get("event") for call in logged.calls if call.method_name != "info"] == []
+    assert after == before  # a read cut by the socket timeout reconnects
+
+
 async def test_feedback_on_own_replies_only(gateway: Gateway, tenant: Tenant, store: Store) -> None:
     """A reply of this conversation can be rated; another conversation's is not_found."""
     async with client(gateway) as other:
@@ -413,6 +476,32 @@ async def test_take_over_operator_message_hand_back(
     assert conversation is not None and conversation.owner is Owner.BOT
     texts = [(m.role, m.text) for m in await store.history(cid)]
     assert texts == [(Role.USER, "is anyone there?"), (Role.OPERATOR, "Ana here!")]
+
+
+async def test_retried_operator_message_is_stored_and_echoed_once(
+    gateway: Gateway, tenant: Tenant, store: Store, redis_client: aioredis.Redis
+) -> None:
+    """An operator_message resent with its id: one row, one event, which carries the id."""
+    async with client(gateway) as visitor:
+        cid = (await widget(visitor, tenant))["conversation_id"]
+    # Stored by an attempt that died before its event: the retry echoes it, once.
+    await store.set_owner(cid, Owner.HUMAN, tenant.operator_id)
+    await store.add_operator_message(cid, tenant.operator_id, "Lost echo", "o-lost")
+    async with client(gateway) as op:
+        await console(op, tenant)
+        await op.send(type="open", conversation_id=cid)
+        await op.until(of_type("history"))
+        for frame_id, text in [("o-lost", "Lost echo"), ("o1", "Hello"), ("o1", "Hello")]:
+            await op.send(type="operator_message", conversation_id=cid, id=frame_id, text=text)
+        await op.send(type="operator_message", conversation_id=cid, id="o-lost", text="Lost echo")
+        await op.send(type="open", conversation_id="marker")  # answered after the retries
+        await expect_error(op, "not_found")
+    events = await EventLog(redis_client).read_from(cid, 0)
+    said = [(e.client_id, e.text) for e in events if isinstance(e, OperatorMessageEvent)]
+    assert said == [("o-lost", "Lost echo"), ("o1", "Hello")]
+    echoes = [f for f in op.seen if f["type"] == "operator_message"]
+    assert [(f["client_id"], f["seq"]) for f in echoes] == [("o-lost", 1), ("o1", 2)]
+    assert await store.count_messages(cid, Role.OPERATOR) == 2
 
 
 @BOTH_DATABASES

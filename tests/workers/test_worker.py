@@ -28,6 +28,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from transformers import PreTrainedTokenizerFast
 
+from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, GROUP
 from assistant.bus.metrics import collect
 from assistant.bus.schema import (
@@ -510,6 +511,48 @@ async def test_handoff_tool_gives_the_conversation_to_a_human(
     conversation = await store.get_conversation(turn.conversation_id)
     assert conversation is not None and conversation.owner is Owner.HUMAN
     assert await replies(store, turn.conversation_id) == 1
+
+
+async def activity_kinds(redis: aioredis.Redis, turn: TurnRequest) -> list[str]:
+    notes = await ActivityLog(redis).read_after(turn.tenant_id, "0-0")
+    assert {n.conversation_id for n in notes} <= {turn.conversation_id}
+    return [n.kind for n in notes]
+
+
+async def test_worker_notes_activity_for_handoff_and_final(
+    redis_client: aioredis.Redis,
+    store: Store,
+    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
+) -> None:
+    """With no gateway relaying, the tenant's activity stream gets the handoff and the final."""
+    tokenizer = loaded[1]
+    script = Script(tokenizer, [tool_call("handoff_to_human", reason="customer_request"), "Ok."])
+    worker = make_worker(redis_client, store, script, tokenizer)
+    turn = await new_turn(store, redis_client, "a human please")
+    async with running(worker):
+        await wait_until(lambda: has_final(redis_client, turn))
+        await wait_until(lambda: settled(redis_client))
+    assert await activity_kinds(redis_client, turn) == ["handoff", "final"]
+
+
+async def test_dead_lettered_turn_notes_activity(
+    redis_client: aioredis.Redis,
+    store: Store,
+    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
+) -> None:
+    """A turn that is given up on notes turn_failed in its tenant's activity stream."""
+    turn = TurnRequest(
+        turn_id=uuid.uuid4().hex,
+        conversation_id="gone",
+        tenant_id="tenant-a",
+        channel="widget",
+        user_message_id="m",
+    )
+    await TurnQueue(redis_client).submit(turn)
+    worker = make_worker(redis_client, store, *loaded, min_idle_ms=300)
+    async with running(worker):
+        await wait_until(lambda: settled(redis_client))
+    assert await activity_kinds(redis_client, turn) == ["turn_failed"]
 
 
 class BrokenBackend(MemoryBackend):

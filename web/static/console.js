@@ -555,8 +555,16 @@
     }
   }
 
-  /** The echo of an operator message may carry no client_id: match it by text. */
+  /**
+   * The echo acknowledges the message it repeats: by its client_id (the client does that on
+   * its own; repeated here so the rule is in one place), or, for an echo from a gateway
+   * older than that field, by operator and text.
+   */
   function ackOperatorMessage(frame) {
+    if (frame.client_id) {
+      connection.acknowledge(frame.client_id);
+      return;
+    }
     if (!isMe(frame.operator_id)) return;
     var match = connection.pending.find(function (f) {
       return f.type === "operator_message" && f.conversation_id === frame.conversation_id &&
