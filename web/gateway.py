@@ -150,6 +150,7 @@ class Gateway:
             )
             await self.server.wait_closed()
             self.server = None
+        await self.service.bus.fanout.close()
         await self.redis.aclose()
         await self.engine.dispose()
 

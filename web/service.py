@@ -45,6 +45,7 @@ from assistant.redis_conn import SOCKET_TIMEOUT_S
 from assistant.tutoring.exercises import KINDS as EXERCISE_KINDS
 from assistant.tutoring.exercises import generate
 from web import auth
+from web.fanout import EventFanout
 from web.protocol import (
     HISTORY_LIMIT,
     Channel,
@@ -136,6 +137,9 @@ class Bus:
         self.cancellation = Cancellation(redis, keys=keys)
         self.activity = ActivityLog(redis, keys=keys)
         self.limiter = RateLimiter(redis, keys=keys)
+        # A short block bounds how late a follower that joined during a read is served when
+        # its wake-up (CLIENT UNBLOCK) overtook the read it was meant to end.
+        self.fanout = EventFanout(self.events, redis, min(options.follow_block_ms, 1000))
 
 
 def derive_turn_id(conversation_id: str, client_id: str) -> str:

@@ -276,26 +276,17 @@ class Session:
 
     async def _relay_events(self, conversation_id: str, after: int) -> None:
         """Every event with seq > ``after``, once each and in order, until cancelled."""
-        events = self.service.bus.events
-        last = after
-        while not self.queue.closing:
-            try:
-                batch = await events.read_from(
-                    conversation_id, last, block_ms=self.options.follow_block_ms, count=100
-                )
-            except (RedisError, OSError) as exc:
-                log.warning("cannot read events; retrying", error=str(exc))
-                await asyncio.sleep(1.0)
-                continue
-            for event in batch:
-                if event.seq is None or event.seq <= last:
-                    continue
-                last = event.seq
-                if not self.queue.put(event.to_dict()):
+        fanout = self.service.bus.fanout
+        follower = fanout.follow(conversation_id, after)
+        try:
+            async for event in follower.events():
+                if self.queue.closing or not self.queue.put(event.to_dict()):
                     return
                 # Let the writer take it: drafts coalesce only when the socket is slow, not
                 # because a replay put a hundred events into the queue at once.
                 await asyncio.sleep(0)
+        finally:
+            fanout.unfollow(follower)
 
     async def _subscribe(self, who: Identity) -> None:
         if self.activity is not None:

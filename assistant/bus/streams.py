@@ -219,6 +219,48 @@ class EventLog:
                 )
         return events
 
+    async def read_many(
+        self,
+        after: dict[str, int],
+        block_ms: int | None = None,
+        count: int | None = None,
+        client: aioredis.Redis | None = None,
+    ) -> dict[str, list[Event]]:
+        """Events after each conversation's seq in ``after``, in one XREAD (one Redis server).
+
+        ``client`` runs the read (a dedicated connection that another one may unblock with
+        CLIENT UNBLOCK); by default this log's client. Conversations with nothing new are
+        left out of the result.
+        """
+        if not after:
+            return {}
+        reader = client or self.redis
+        by_key = {self.keys.events(cid): cid for cid in after}
+        response: Any = await reader.xread(
+            {key: f"{after[cid]}-0" for key, cid in by_key.items()},
+            count=count,
+            block=bounded_block_ms(reader, block_ms),
+        )
+        if not response:
+            return {}
+        streams = response.items() if isinstance(response, dict) else response
+        out: dict[str, list[Event]] = {}
+        for name, entries in streams:
+            if entries and isinstance(entries[0], list):  # RESP3 shape nests one more level
+                entries = entries[0]
+            conversation_id = by_key[_str(name)]
+            for stream_id, fields in entries:
+                try:
+                    out.setdefault(conversation_id, []).append(Event.from_fields(fields or {}))
+                except SchemaError as exc:
+                    log.error(
+                        "unreadable event skipped",
+                        conversation_id=conversation_id,
+                        stream_id=_str(stream_id),
+                        error=str(exc),
+                    )
+        return out
+
     async def last_seq(self, conversation_id: str) -> int:
         """The seq of the newest event, 0 when there is none."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -7,6 +7,7 @@ part on the bus (releasing the in-flight lock), so nothing here waits on a model
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 from pathlib import Path
@@ -18,6 +19,7 @@ import structlog
 from structlog.testing import CapturingLogger
 from websockets.exceptions import ConnectionClosed
 
+import web.fanout
 import web.session
 from assistant.bus.keys import DEFAULT_KEYS
 from assistant.bus.ratelimit import Bucket
@@ -389,7 +391,8 @@ async def test_idle_follower_outlasts_the_socket_timeout(
 ) -> None:
     """An idle widget over three Redis socket timeouts: no retry, no reconnect, next event."""
     logged = CapturingLogger()
-    monkeypatch.setattr(web.session, "log", structlog.wrap_logger(logged, processors=[]))
+    for module in (web.session, web.fanout):
+        monkeypatch.setattr(module, "log", structlog.wrap_logger(logged, processors=[]))
     # The follower asks to block 5 s on a client that gives up on a read after 1 s.
     gw = await start_gateway(redis_socket_timeout_s=1.0, follow_block_ms=5000)
     async with client(gw) as c:
@@ -401,6 +404,22 @@ async def test_idle_follower_outlasts_the_socket_timeout(
         assert (await c.until(of_type("handoff")))["seq"] == 1
     assert [call.kwargs.get("event") for call in logged.calls if call.method_name != "info"] == []
     assert after == before  # a read cut by the socket timeout reconnects
+
+
+async def test_many_followed_conversations_share_one_redis_read(
+    gateway: Gateway, tenant: Tenant, redis_client: aioredis.Redis
+) -> None:
+    """150 open widgets (more than redis-py's pool of 100) each get their events."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(client(gateway)) for _ in range(150)]
+        ids = [(await widget(c, tenant))["conversation_id"] for c in clients]
+        connected = (await redis_client.info("clients"))["connected_clients"]
+        log = EventLog(redis_client)
+        for cid in ids:
+            await log.append(cid, HandoffEvent(conversation_id=cid, owner="human"))
+        for c in clients:
+            assert (await c.until(of_type("handoff")))["owner"] == "human"
+    assert connected < 20  # not one connection per followed conversation
 
 
 async def test_feedback_on_own_replies_only(gateway: Gateway, tenant: Tenant, store: Store) -> None:
