@@ -97,12 +97,6 @@ def test_tutor_gives_feedback_on_a_wrong_and_a_right_answer(
         context.close()
 
 
-@pytest.mark.xfail(
-    reason="known model defect: after a skipped exercise the bundled model checks the answer "
-    "against the first exercise of the conversation (e.g. exercise '5n - 5 = 45', answer "
-    "'9 x 5' for 'What is 9 x 5?')",
-    strict=False,
-)
 def test_tutor_checks_the_current_exercise_after_a_skip(browser: Any, server: Server) -> None:
     """Skipping an exercise with Next, the answer is checked against the one shown."""
     context, page, _errors = open_page(browser, server.base_url + "/tutor?kind=arithmetic")
