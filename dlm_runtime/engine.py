@@ -365,6 +365,16 @@ class KVPool:
                 t[dst, :, :n] = t[src, :, :n]
         self.lengths[dst], self.lengths[src] = n, 0
 
+    def swap(self, a: int, b: int) -> None:
+        """Exchange rows ``a`` and ``b`` (the batch is reordered so like rows sit together)."""
+        na, nb = self.lengths[a], self.lengths[b]
+        if self._k and (na or nb):
+            for t in self._k + self._v:
+                saved = t[a, :, :na].clone()
+                t[a, :, :nb] = t[b, :, :nb]
+                t[b, :, :na] = saved
+        self.lengths[a], self.lengths[b] = nb, na
+
     def clear(self, row: int) -> None:
         """Forget row ``row``'s cache."""
         self.lengths[row] = 0
@@ -445,31 +455,59 @@ class BatchBuilder:
         return Batch(ids, pos, mask[:, None], pool.view(b, s, first_row), lengths)
 
 
-# A row with at most this many query positions is "short" (a decode step); longer ones are
-# prompts being prefilled. Padding a batch of short rows to a prompt's length multiplies
-# their cost (measured: 16 rows of 8 positions padded to a 200-token prompt is 10x the work).
-SHORT_QUERY = 32
-# What a second model call costs beyond its positions, in padded positions (a guess on the
-# safe side: kernel launches and per-layer Python for a small model are worth a few dozen).
+# What a model call costs beyond its positions, in padded positions: kernel launches and
+# per-layer Python for a small model (measured on the bundled model, 2-core CPU: one row of
+# 16 positions costs about what 30 extra padded positions do in a batch of 16).
 FORWARD_OVERHEAD = 64
 
 
-def split_rows(lengths: Sequence[int], short: int = SHORT_QUERY) -> list[tuple[int, int]]:
-    """Contiguous ``(start, end)`` row ranges to forward separately, in order.
+def plan_forwards(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous ``(start, end)`` row ranges, one forward each, for rows sorted by length.
 
-    Short rows followed by long ones (new requests join at the end of the batch, so their
-    prompts are there) become two forwards when that computes fewer padded positions;
-    anything else stays one forward.
+    A forward pads its rows to the longest, so rows of 8 positions (a decoding step) next to
+    one of 16 (a block finished: its tokens enter the cache) or 250 (a new prompt) would all
+    cost the longest. Splitting costs a call each; the plan minimises padded positions plus
+    ``FORWARD_OVERHEAD`` per call, over splits between runs of equal length.
     """
-    n = len(lengths)
-    split = n
-    while split > 0 and lengths[split - 1] > short:
-        split -= 1
-    if split in (0, n) or max(lengths[:split]) > short:
-        return [(0, n)]
-    together = n * max(lengths)
-    apart = split * max(lengths[:split]) + (n - split) * max(lengths[split:])
-    return [(0, split), (split, n)] if apart + FORWARD_OVERHEAD < together else [(0, n)]
+    if list(lengths) != sorted(lengths):
+        raise ValueError("plan_forwards needs rows sorted by length")
+    runs: list[tuple[int, int]] = []  # (end row, length) of each run of equal lengths
+    for row, n in enumerate(lengths):
+        if runs and runs[-1][1] == n:
+            runs[-1] = (row + 1, n)
+        else:
+            runs.append((row + 1, n))
+    best: list[tuple[float, list[tuple[int, int]]]] = [(0.0, [])]
+    for i in range(1, len(runs) + 1):
+        end, longest = runs[i - 1]
+        options = []
+        for j in range(i):
+            start = runs[j - 1][0] if j else 0
+            cost = best[j][0] + (end - start) * longest + FORWARD_OVERHEAD
+            options.append((cost, [*best[j][1], (start, end)]))
+        best.append(min(options, key=lambda option: option[0]))
+    return best[-1][1]
+
+
+def sort_rows(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """Row swaps that sort rows by length, moving as few rows as possible.
+
+    Rows of equal length are interchangeable, so a row stays where its length already fits;
+    each swap copies two cache rows, and most steps need none or one.
+    """
+    now = list(lengths)
+    wanted = sorted(now)
+    swaps: list[tuple[int, int]] = []
+    for target in range(len(now)):
+        if now[target] == wanted[target]:
+            continue
+        candidates = [j for j in range(target + 1, len(now)) if now[j] == wanted[target]]
+        # Prefer a row that is out of place itself: one swap then fixes two positions.
+        misplaced = [j for j in candidates if now[j] != wanted[j]]
+        other = (misplaced or candidates)[0]
+        swaps.append((target, other))
+        now[target], now[other] = now[other], now[target]
+    return swaps
 
 
 @functools.lru_cache(maxsize=512)
@@ -1258,9 +1296,15 @@ class Engine:
         started = time.perf_counter()
         active = self._active
         queries = [state.query() for state in active]
+        lengths = [int(q.tokens.shape[0]) for q in queries]
+        for a, b in sort_rows(lengths):
+            active[a], active[b] = active[b], active[a]
+            queries[a], queries[b] = queries[b], queries[a]
+            self._pool.swap(a, b)
+        lengths.sort()
         out_events: list[tuple[_Handle, Update]] = []
         leaving: list[int] = []
-        for first, end in split_rows([int(q.tokens.shape[0]) for q in queries]):
+        for first, end in plan_forwards(lengths):
             self._forward_rows(first, queries[first:end], out_events, leaving)
         delivering = time.perf_counter()
         self._deliver(out_events)

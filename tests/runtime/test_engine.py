@@ -29,7 +29,8 @@ from dlm_runtime.engine import (
     GenerationRequest,
     KVPool,
     Query,
-    split_rows,
+    plan_forwards,
+    sort_rows,
 )
 from dlm_runtime.modeling import DLMConfig, DLMModel, prepare_forward
 from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise
@@ -823,15 +824,36 @@ async def test_forward_failure_ends_the_batch_with_error(tok: PreTrainedTokenize
     ("lengths", "expected"),
     [
         ([8, 8, 8, 208], [(0, 3), (3, 4)]),  # a prompt joins decoding rows: two forwards
-        ([8, 8, 150, 208], [(0, 2), (2, 4)]),
+        ([8] * 15 + [16], [(0, 15), (15, 16)]),  # a finished block's row costs 16 positions
+        ([8] * 13 + [16, 16, 250], [(0, 13), (13, 15), (15, 16)]),
         ([8, 8, 8, 8], [(0, 4)]),  # all decoding
         ([208], [(0, 1)]),
-        ([208, 8, 8], [(0, 3)]),  # a prompt not at the end: one forward
-        ([8, 40], [(0, 2)]),  # barely longer: splitting saves nothing worth a second call
+        ([8, 8, 8, 16], [(0, 4)]),  # a second call would cost more than the padding
+        ([], []),
     ],
 )
-def test_prompts_are_forwarded_apart_from_decoding_rows(
+def test_rows_of_different_lengths_get_their_own_forward(
     lengths: list[int], expected: list[tuple[int, int]]
 ) -> None:
-    """Long trailing rows get their own forward when that computes fewer padded positions."""
-    assert split_rows(lengths) == expected
+    """Sorted rows are split where a call's overhead costs less than the padding it saves."""
+    assert plan_forwards(lengths) == expected
+
+
+def test_plan_needs_sorted_rows() -> None:
+    """An unsorted batch is a caller's bug, refused."""
+    with pytest.raises(ValueError, match="sorted"):
+        plan_forwards([16, 8])
+
+
+@pytest.mark.parametrize(
+    "lengths", [[8, 16, 8, 8], [250, 8, 16, 8, 8, 250], [8] * 5, [16, 8], list(range(9, 0, -1))]
+)
+def test_row_swaps_sort_by_length_with_few_moves(lengths: list[int]) -> None:
+    """Applying the swaps sorts the rows; rows already in a fitting place stay."""
+    rows = list(lengths)
+    swaps = sort_rows(lengths)
+    for a, b in swaps:
+        rows[a], rows[b] = rows[b], rows[a]
+    assert rows == sorted(lengths)
+    misplaced = [have != want for have, want in zip(lengths, sorted(lengths), strict=True)]
+    assert len(swaps) <= sum(misplaced)
