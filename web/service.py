@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from assistant.bus.activity import ActivityLog
+from assistant.bus.fanout import EventFanout
 from assistant.bus.keys import Keys
 from assistant.bus.ratelimit import Bucket, RateLimiter
 from assistant.bus.schema import (
@@ -45,7 +46,6 @@ from assistant.redis_conn import SOCKET_TIMEOUT_S
 from assistant.tutoring.exercises import KINDS as EXERCISE_KINDS
 from assistant.tutoring.exercises import generate
 from web import auth
-from web.fanout import EventFanout
 from web.protocol import (
     HISTORY_LIMIT,
     Channel,

@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 import redis
 import redis.asyncio as aioredis
 
+from assistant.bus.fanout import EventFanout
 from assistant.bus.keys import Keys
 from assistant.bus.schema import FinalEvent, TurnRequest
 from assistant.bus.streams import EventLog, TurnQueue
@@ -142,7 +143,8 @@ async def load(
 def bus_turn(client: aioredis.Redis, keys: Keys) -> Callable[[], Awaitable[float]]:
     # A backlog bound above any concurrency used here: the benchmark measures, it never sheds.
     queue = TurnQueue(client, keys=keys, max_backlog=1_000_000)
-    events = EventLog(client, keys=keys)
+    # As a gateway does: one blocking read follows every conversation in flight.
+    fanout = EventFanout(EventLog(client, keys=keys), client, block_ms=1000)
     run, numbers = uuid.uuid4().hex[:8], itertools.count()
 
     async def one() -> float:
@@ -156,15 +158,18 @@ def bus_turn(client: aioredis.Redis, keys: Keys) -> Callable[[], Awaitable[float
             user_message_id=f"m{conversation}",
         )
         started = time.perf_counter()
-        await queue.submit(turn)
-        seen = 0
-        while True:
-            got = await events.read_from(conversation, seen, block_ms=10_000)
-            if not got:
-                raise RuntimeError(f"no final for turn {turn.turn_id} within 10 s")
-            if any(isinstance(e, FinalEvent) for e in got):
-                return (time.perf_counter() - started) * 1000
-            seen = got[-1].seq or seen
+        follower = fanout.follow(conversation, 0)
+        try:
+            await queue.submit(turn)
+            async with asyncio.timeout(10):
+                async for event in follower.events():
+                    if isinstance(event, FinalEvent):
+                        return (time.perf_counter() - started) * 1000
+        except TimeoutError:
+            raise RuntimeError(f"no final for turn {turn.turn_id} within 10 s") from None
+        finally:
+            fanout.unfollow(follower)
+        raise AssertionError("unreachable: a follower's events never end")
 
     return one
 
@@ -273,7 +278,9 @@ async def bench(args: argparse.Namespace, url: str, server_pid: int | None) -> N
     print(
         "included: submit (XLEN, SET NX, XADD) -> worker claim (XREADGROUP, XPENDING) -> "
         "draft and final appends (Lua) -> ack (XACK+XDEL, lock release) -> the producer's "
-        "blocking XREAD of the events until the final; plus the workers' background tasks"
+        "event fanout (one blocking XREAD over every turn in flight, woken by CLIENT UNBLOCK "
+        "when a turn starts, as in the gateway) until the final; plus the workers' "
+        "background tasks"
     )
     print(
         "excluded: SQL (history, stored reply), the agent loop (prompt, tokenizer, tool "

@@ -19,7 +19,7 @@ import structlog
 from structlog.testing import CapturingLogger
 from websockets.exceptions import ConnectionClosed
 
-import web.fanout
+import assistant.bus.fanout
 import web.session
 from assistant.bus.keys import DEFAULT_KEYS
 from assistant.bus.ratelimit import Bucket
@@ -391,7 +391,7 @@ async def test_idle_follower_outlasts_the_socket_timeout(
 ) -> None:
     """An idle widget over three Redis socket timeouts: no retry, no reconnect, next event."""
     logged = CapturingLogger()
-    for module in (web.session, web.fanout):
+    for module in (web.session, assistant.bus.fanout):
         monkeypatch.setattr(module, "log", structlog.wrap_logger(logged, processors=[]))
     # The follower asks to block 5 s on a client that gives up on a read after 1 s.
     gw = await start_gateway(redis_socket_timeout_s=1.0, follow_block_ms=5000)
