@@ -156,6 +156,7 @@ class EngineStats:
     schedule_seconds: float = 0.0  # admission, cancellation, removal, cache writes
     finished: int = 0
     tokens: int = 0  # reply tokens of finished requests
+    prefix_tokens_reused: int = 0  # prompt tokens copied from PrefixStore, not prefilled
     batches: deque[tuple[str, ...]] = field(default_factory=lambda: deque(maxlen=4096))
 
     def reset(self) -> None:
@@ -365,6 +366,22 @@ class KVPool:
                 t[dst, :, :n] = t[src, :, :n]
         self.lengths[dst], self.lengths[src] = n, 0
 
+    def read(self, row: int) -> KV:
+        """A copy of row ``row``'s cache, ``[1, H, length, D]`` per layer."""
+        n = self.lengths[row]
+        return [
+            (k[row : row + 1, :, :n].clone(), v[row : row + 1, :, :n].clone())
+            for k, v in zip(self._k, self._v, strict=True)
+        ]
+
+    def load(self, row: int, kv: KV, length: int) -> None:
+        """Make the first ``length`` positions of ``kv`` row ``row``'s whole cache."""
+        self._reserve(kv, length)
+        for (k, v), (saved_k, saved_v) in zip(zip(self._k, self._v, strict=True), kv, strict=True):
+            k[row, :, :length] = saved_k[0, :, :length].to(k.dtype)
+            v[row, :, :length] = saved_v[0, :, :length].to(v.dtype)
+        self.lengths[row] = length
+
     def swap(self, a: int, b: int) -> None:
         """Exchange rows ``a`` and ``b`` (the batch is reordered so like rows sit together)."""
         na, nb = self.lengths[a], self.lengths[b]
@@ -383,6 +400,42 @@ class KVPool:
         """Free all memory (only when no row is in use)."""
         self._k, self._v = [], []
         self.lengths = [0] * self.rows
+
+
+class PrefixStore:
+    """Causal K/V of recently finished requests, reused by requests whose prompt extends one.
+
+    An agent's second round (after a tool) sends the first round's prompt again with the
+    tool call and result appended; the causal K/V of those leading tokens is the same
+    whatever follows, so a new request copies it into its cache row and prefills only the
+    rest. Entries are matched on the longest common token prefix and evicted oldest first.
+    """
+
+    def __init__(self, capacity: int = 32, min_tokens: int = 16) -> None:
+        self.capacity = capacity
+        self.min_tokens = min_tokens  # shorter matches are not worth a copy
+        self._entries: deque[tuple[torch.Tensor, KV]] = deque()
+
+    def put(self, tokens: torch.Tensor, kv: KV) -> None:
+        if int(tokens.shape[0]) < self.min_tokens:
+            return
+        self._entries.append((tokens, kv))
+        while len(self._entries) > self.capacity:
+            self._entries.popleft()
+
+    def match(self, prompt: torch.Tensor) -> tuple[int, KV | None]:
+        """The longest reusable prefix of ``prompt`` (leaving its last token to compute)."""
+        best, found = 0, None
+        limit = int(prompt.shape[0]) - 1
+        for tokens, kv in self._entries:
+            n = min(limit, int(tokens.shape[0]))
+            if n <= best:
+                continue
+            differs = (tokens[:n] != prompt[:n]).nonzero()
+            common = int(differs[0, 0]) if differs.numel() else n
+            if common > best:
+                best, found = common, kv
+        return (best, found) if best >= self.min_tokens else (0, None)
 
 
 @dataclass
@@ -614,6 +667,30 @@ class _Handle:
         )
 
 
+class CausalRow:
+    """A request whose cache row holds the causal K/V of prompt + reply tokens fed so far.
+
+    Such a row can start from a stored prefix (:class:`PrefixStore`) and be stored in turn.
+    """
+
+    prompt: torch.Tensor
+    reply: list[int]
+    pending: torch.Tensor  # tokens not in the cache yet (prefilled with the next step)
+    cached: int
+
+    def start_after(self, reused: int) -> None:
+        """The first ``reused`` prompt tokens are in the cache row already (a prefix hit)."""
+        self.cached = reused
+        self.pending = self.prompt[reused:]
+
+    def cached_tokens(self) -> torch.Tensor:
+        """The tokens whose K/V fill the row: the prompt, then the fed reply tokens."""
+        if self.cached <= int(self.prompt.shape[0]):
+            return self.prompt[: self.cached]
+        done = torch.tensor(self.reply, dtype=torch.long, device=self.prompt.device)
+        return torch.cat([self.prompt, done])[: self.cached]
+
+
 class RequestState(ABC):
     """Decoding state of one request; the scheduler calls :meth:`query` then :meth:`consume`."""
 
@@ -749,12 +826,12 @@ class _BlockDiffusion(RequestState):
         """Hook: ``block`` is final and another block follows."""
 
 
-class PrefixCausalState(_BlockDiffusion):
+class PrefixCausalState(CausalRow, _BlockDiffusion):
     """Exact causal cache of prompt + finished blocks; the block attends bidirectionally."""
 
     def __init__(self, handle: _Handle, info: ModelInfo, stats: EngineStats) -> None:
         super().__init__(handle, info, stats)
-        self.pending = self.prompt  # tokens not in the cache yet (prefilled with the next step)
+        self.pending = self.prompt
         self.cached = 0
 
     def query(self) -> Query:
@@ -845,7 +922,7 @@ class PrefixCacheState(BidirectionalState):
         self.refresh = True
 
 
-class AutoregressiveState(RequestState):
+class AutoregressiveState(CausalRow, RequestState):
     """Causal decoding, one token per forward; the first forward prefills the prompt."""
 
     def __init__(self, handle: _Handle, info: ModelInfo, stats: EngineStats) -> None:
@@ -1024,6 +1101,7 @@ class Engine:
         pad = self.info.fill_id if self.info.fill_id is not None else self.info.mask_id
         self._builder = BatchBuilder(self.device, pad)
         self._pool = KVPool(self.max_batch, self.info.context)
+        self._prefixes = PrefixStore()
         self._stats = EngineStats()
         self._stats_lock = threading.Lock()  # the step log is copied from other threads
         self._cv = threading.Condition()
@@ -1279,12 +1357,27 @@ class Engine:
                 failed.append((handle, self._idle_final(handle, "error", repr(exc))))
                 continue
             self._active.append(state)
+            if isinstance(state, CausalRow):
+                self._reuse_prefix(len(self._active) - 1, state)
         self._deliver(failed)
+
+    def _reuse_prefix(self, row: int, state: CausalRow) -> None:
+        reused, kv = self._prefixes.match(state.prompt)
+        if kv is not None:
+            self._pool.load(row, kv, reused)
+            state.start_after(reused)
+            self._stats.prefix_tokens_reused += reused
+
+    def _keep_prefix(self, row: int) -> None:
+        state = self._active[row]
+        if isinstance(state, CausalRow) and state.cached and self._pool.capacity:
+            self._prefixes.put(state.cached_tokens(), self._pool.read(row))
 
     def _remove(self, rows: Sequence[int]) -> None:
         """Drop batch rows, keeping rows compact: the last request moves into each hole."""
         for row in sorted(rows, reverse=True):
             last = len(self._active) - 1
+            self._keep_prefix(row)
             self._pool.clear(row)
             if row != last:
                 self._active[row] = self._active[last]

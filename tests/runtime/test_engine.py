@@ -857,3 +857,25 @@ def test_row_swaps_sort_by_length_with_few_moves(lengths: list[int]) -> None:
     assert rows == sorted(lengths)
     misplaced = [have != want for have, want in zip(lengths, sorted(lengths), strict=True)]
     assert len(swaps) <= sum(misplaced)
+
+
+@pytest.mark.parametrize(
+    ("mode", "policy"),
+    [
+        ("diffusion", fast(threshold=0.6, block_size=4, max_new_tokens=12)),
+        ("autoregressive", fast(block_size=4, max_new_tokens=12)),
+    ],
+)
+async def test_second_round_reuses_the_first_rounds_cache(
+    tok: PreTrainedTokenizerFast, dlm: DLMModel, mode: str, policy: DecodingPolicy
+) -> None:
+    """A prompt that extends a finished request's tokens prefills only the new part, same output."""
+    first = req("round-1", prompt(40, seed=1), policy, mode)
+    async with Engine(dlm, tok) as engine:
+        reply = final(await collect(engine, first)).token_ids
+        second = req("round-2", [*first.prompt_ids, *reply, *prompt(7, seed=2)], policy, mode)
+        reused = final(await collect(engine, second)).token_ids
+        assert engine.stats.prefix_tokens_reused >= len(first.prompt_ids)
+    async with Engine(dlm, tok) as fresh:
+        assert final(await collect(fresh, second)).token_ids == reused
+        assert fresh.stats.prefix_tokens_reused == 0
