@@ -25,6 +25,7 @@ from assistant.agent import AgentLoop, ToolCalled, ToolFinished, TurnFinished
 from assistant.corpus.build import read_dialogues
 from assistant.corpus.dialogue import Dialogue, TurnExpectation
 from assistant.demo.store import build_store
+from assistant.prompting import HistoryItem
 from assistant.slots import SlotTable
 from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
 
@@ -59,6 +60,17 @@ class TurnScore:
     tokens: int
     forward_passes: int
     reply: str
+    # What a failure dump shows (not part of the summary).
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return (
+            self.tool_called != self.tool_expected
+            or self.arguments_match is False
+            or not self.facts_ok
+            or self.verdict_ok is False
+        )
 
 
 @dataclass
@@ -113,6 +125,18 @@ def says_correct(reply: str, tool_values: Sequence[str]) -> bool:
     return not any(marker in text for marker in NEGATIVE_MARKERS)
 
 
+def _context(history: Sequence[HistoryItem], results: Sequence[dict[str, Any]]) -> str:
+    """Every value the reply may legitimately quote: the conversation's texts, the results
+    of tools called in earlier turns (their values live in the payload, not the text) and
+    this turn's results."""
+    earlier = [item.payload for item in history if item.role == "tool_result"]
+    return (
+        " ".join(item.text for item in history)
+        + json.dumps(earlier, ensure_ascii=False)
+        + json.dumps(list(results), ensure_ascii=False)
+    )
+
+
 async def score_turn(
     loop: AgentLoop, dialogue: Dialogue, turn: TurnExpectation, backend: MemoryBackend
 ) -> TurnScore:
@@ -135,8 +159,10 @@ async def score_turn(
     if turn.tool == "create_ticket" and results and "ticket_id" in results[0]:
         # Ticket numbers are issued when the tool runs: check the one it issued.
         facts = [f for f in facts if not f.startswith("T-")] + [results[0]["ticket_id"]]
-    context = " ".join(item.text for item in history) + json.dumps(results, ensure_ascii=False)
-    facts_ok = all(fact in reply for fact in facts) and not invented_figures(reply, context)
+    context = _context(history, results)
+    missing = [fact for fact in facts if fact not in reply]
+    invented = invented_figures(reply, context)
+    facts_ok = not missing and not invented
     tool_called = called.name if called else None
     arguments_match = None
     if turn.tool is not None and tool_called == turn.tool:
@@ -156,6 +182,18 @@ async def score_turn(
         tokens=finished.usage.tokens,
         forward_passes=finished.usage.forward_passes,
         reply=reply,
+        detail={
+            "intent": dialogue.intent,
+            "history": [[item.role, item.text] for item in history[:-1]],
+            "user": history[-1].text,
+            "expected_tool": turn.tool,
+            "expected_arguments": turn.arguments,
+            "called_arguments": called.arguments if called else None,
+            "tool_results": results,
+            "missing_facts": missing,
+            "invented_figures": invented,
+            "expected_verdict": turn.verdict,
+        },
     )
 
 
@@ -195,6 +233,29 @@ COLUMNS = [
     ("latency_p50_ms", "p50 ms", "{:.0f}"),
     ("latency_p95_ms", "p95 ms", "{:.0f}"),
 ]
+
+
+def write_failures(reports: Sequence[ModeReport], path: Path) -> int:
+    """Write each failed turn (accuracy runs only) as one JSON line; return how many."""
+    count = 0
+    with path.open("w", encoding="utf-8") as handle:
+        for report in reports:
+            for score in report.scores:
+                if not score.failed:
+                    continue
+                record = {
+                    "mode": report.mode,
+                    "concurrency": report.concurrency,
+                    "tool_called": score.tool_called,
+                    "arguments_match": score.arguments_match,
+                    "facts_ok": score.facts_ok,
+                    "verdict_ok": score.verdict_ok,
+                    "reply": score.reply,
+                    **score.detail,
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+    return count
 
 
 def format_table(reports: Sequence[ModeReport]) -> str:

@@ -29,10 +29,16 @@ class SlotKind(enum.StrEnum):
     KB = "KB"
     HINT = "HINT"
     TICKET = "TICKET"
+    # A carrier name from an order lookup: a closed set (UPS, USPS, ...) whose similar names
+    # a small model swapped when it had to copy them from the tool result.
+    CARRIER = "CARRIER"
 
 
 # Kinds no pattern extracts: only tool results fill them.
-_UNEXTRACTED = frozenset({"PRODUCT", "KB", "HINT", "TICKET"})
+_UNEXTRACTED = frozenset({"PRODUCT", "KB", "HINT", "TICKET", "CARRIER"})
+# Kinds whose short values must stand as whole words to be replaced in free text ("UPS"
+# must not match inside a tracking number or "USPS").
+_WHOLE_WORD = frozenset({"CARRIER"})
 
 PLACEHOLDER = re.compile(r"\[(?P<kind>[A-Z][A-Z_]*?)_(?P<index>\d+)\]")
 # What a placeholder looks like while its tokens are still being drafted: an opening bracket
@@ -153,7 +159,11 @@ class SlotTable:
             and value
         ]
         for value, placeholder in sorted(known, key=lambda pair: -len(pair[0])):
-            text = text.replace(value, placeholder)
+            if placeholder[1:].rsplit("_", 1)[0] in _WHOLE_WORD:
+                pattern = rf"(?<![\w\[]){re.escape(value)}(?!\w)"
+                text = re.sub(pattern, placeholder, text)
+            else:
+                text = text.replace(value, placeholder)
         return text
 
     def delexicalize_fields(self, obj: Any, kinds: Mapping[str, SlotKind]) -> Any:

@@ -85,6 +85,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     # Stop after this many seconds of training (checkpointed; run again to resume). 0 = off.
     time_budget_s: float = 0.0
+    # Keep the weights with the lowest held-out loss (ar + diffusion) in OUT_DIR/best and
+    # export those at the end: the model that generalises best, not the last one.
+    keep_best: bool = True
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -281,6 +284,8 @@ class Trainer:
         )
         self.step = 0
         self.seconds = 0.0
+        self.best_loss = math.inf
+        self.best_step = 0
         self._resume()
 
     @staticmethod
@@ -327,6 +332,35 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.out / "checkpoint"
 
+    @property
+    def best_dir(self) -> Path:
+        return self.out / "best"
+
+    def save_best(self) -> None:
+        """Write the current weights as the best ones (atomically, like checkpoints)."""
+        tmp = self.out / "best.tmp"
+        tmp.mkdir(exist_ok=True)
+        save_file(
+            {k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
+        (tmp / "best.json").write_text(
+            json.dumps({"step": self.best_step, "held_out_loss": self.best_loss})
+        )
+        if self.best_dir.exists():
+            for child in self.best_dir.iterdir():
+                child.unlink()
+            self.best_dir.rmdir()
+        tmp.rename(self.best_dir)
+
+    def note_held_out(self, loss: float) -> bool:
+        """Record a held-out loss; keep the weights when it is the lowest so far."""
+        if not self.config.keep_best or loss >= self.best_loss:
+            return False
+        self.best_loss, self.best_step = loss, self.step
+        self.save_best()
+        return True
+
     def save_checkpoint(self) -> None:
         tmp = self.out / "checkpoint.tmp"
         tmp.mkdir(exist_ok=True)
@@ -343,6 +377,8 @@ class Trainer:
                 "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "config": asdict(self.config),
+                "best_loss": self.best_loss,
+                "best_step": self.best_step,
             },
             tmp / "state.pt",
         )
@@ -362,14 +398,25 @@ class Trainer:
         self.rng.setstate(state["rng"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        self.best_loss = state.get("best_loss", math.inf)
+        self.best_step = state.get("best_step", 0)
         self.log(f"resumed at step {self.step} ({self.seconds / 60:.1f} min trained)")
 
-    def export(self, directory: Path, dtype: torch.dtype = torch.float16) -> None:
-        """Write a loadable checkpoint: config.json, model.safetensors, tokenizer files."""
+    def export(
+        self, directory: Path, dtype: torch.dtype = torch.float16, best: bool = False
+    ) -> None:
+        """Write a loadable checkpoint: config.json, model.safetensors, tokenizer files.
+
+        ``best``: the weights with the lowest held-out loss, when they were kept.
+        """
         from dlm_runtime.loading import save_model
 
         model = DLMModel(self.model.config)
-        model.load_state_dict(self.model.state_dict())
+        weights = self.best_dir / "model.safetensors"
+        if best and weights.is_file():
+            model.load_state_dict(load_file(str(weights)))
+        else:
+            model.load_state_dict(self.model.state_dict())
         save_model(model.to(dtype), directory)
         save_tokenizer(self.tokenizer, directory)
 
@@ -453,9 +500,10 @@ class Trainer:
             )
             if self.step % c.eval_every == 0 or self.step == c.max_steps:
                 held = self.evaluate()
+                improved = self.note_held_out(held["ar"] + held["diffusion"])
                 self.log(
                     f"step {self.step}: held-out ar {held['ar']:.3f} "
-                    f"diffusion {held['diffusion']:.3f}"
+                    f"diffusion {held['diffusion']:.3f}" + (" (best so far)" if improved else "")
                 )
             if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
                 self.save_checkpoint()
@@ -464,8 +512,16 @@ class Trainer:
                 self.log(f"time budget reached at step {self.step}; run again to resume")
                 break
         bar.close()
-        self.export(self.out / "model")
-        self.log(f"exported {self.out / 'model'} at step {self.step}")
+        self.export(self.out / "model", best=self.config.keep_best)
+        self.log(f"exported {self.out / 'model'}: {self.exported_what()}")
+
+    def exported_what(self) -> str:
+        if self.config.keep_best and (self.best_dir / "model.safetensors").is_file():
+            return (
+                f"best held-out loss {self.best_loss:.3f} at step {self.best_step} "
+                f"(trained to step {self.step})"
+            )
+        return f"step {self.step}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -480,7 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--export-only",
         metavar="DIR",
-        help="write the latest checkpoint as a loadable model to DIR and exit (no training)",
+        help="write the checkpoint as a loadable model to DIR and exit (no training): the "
+        "best held-out weights when keep_best, else the latest",
     )
     args = parser.parse_args(argv)
     try:
@@ -493,8 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.time_budget_s = args.time_budget
     trainer = Trainer(config)
     if args.export_only:
-        trainer.export(Path(args.export_only))
-        trainer.log(f"exported step {trainer.step} to {args.export_only}")
+        trainer.export(Path(args.export_only), best=config.keep_best)
+        trainer.log(f"exported {trainer.exported_what()} to {args.export_only}")
         return 0
     trainer.run()
     return 0

@@ -7,7 +7,10 @@
   the last message being the turn to learn;
 * ``heldout_dialogues.jsonl``: held-out conversations with real values and, per user turn,
   what the assistant must do (for ``assistant eval``);
-* ``added_words.json``: the placeholders the tokenizer keeps as single tokens.
+* ``added_words.json``: the placeholders the tokenizer keeps as single tokens;
+* ``dev_dialogues.jsonl`` (``dev_dialogues`` > 0): conversations like the held-out ones but
+  made from the *training* templates and entities with another seed, for tuning decoding
+  settings without looking at the held-out set.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.corpus import support
+from assistant.corpus.augment import augment_dialogue
 from assistant.corpus.dialogue import Dialogue
 from assistant.corpus.refusals import refusal
 from assistant.corpus.smalltalk import smalltalk
@@ -76,11 +80,19 @@ def added_words() -> list[str]:
 
 
 def build_corpus(
-    out_dir: Path, train_dialogues: int = 20000, heldout_dialogues: int = 1500, seed: int = 11
+    out_dir: Path,
+    train_dialogues: int = 20000,
+    heldout_dialogues: int = 1500,
+    seed: int = 11,
+    augment: bool = True,
+    dev_dialogues: int = 0,
 ) -> dict[str, Any]:
+    """Write the corpus files; ``augment`` adds noise to training user turns only."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = build_store()
     stats: dict[str, Any] = {}
+    # Its own generator: augmenting never shifts what the dialogue generators draw.
+    noise = random.Random(f"{seed}-augment")
     for split, count in (("train", train_dialogues), ("heldout", heldout_dialogues)):
         domains: Counter[str] = Counter()
         examples = 0
@@ -94,13 +106,25 @@ def build_corpus(
         ):
             for dialogue in dialogues(count, split, seed, store):
                 domains[dialogue.domain] += 1
+                if augment and split == "train":
+                    dialogue = augment_dialogue(dialogue, noise)
                 for example in training_examples(dialogue):
                     handle.write(json.dumps(example, ensure_ascii=False) + "\n")
                     examples += 1
                 raw.write(json.dumps(_dialogue_record(dialogue), ensure_ascii=False) + "\n")
         stats[split] = {"dialogues": count, "examples": examples, "domains": dict(domains)}
     (out_dir / "added_words.json").write_text(json.dumps(added_words()))
+    if dev_dialogues:
+        write_dev_dialogues(out_dir / "dev_dialogues.jsonl", dev_dialogues, seed, store)
+        stats["dev"] = {"dialogues": dev_dialogues, "examples": 0, "domains": {}}
     return stats
+
+
+def write_dev_dialogues(path: Path, count: int, seed: int, store: Store) -> None:
+    """Training-split dialogues from a seed the training files never use (not augmented)."""
+    with path.open("w", encoding="utf-8") as handle:
+        for dialogue in dialogues(count, "train", seed + 100_003, store):
+            handle.write(json.dumps(_dialogue_record(dialogue), ensure_ascii=False) + "\n")
 
 
 def _dialogue_record(dialogue: Dialogue) -> dict[str, Any]:

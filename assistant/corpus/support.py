@@ -835,3 +835,206 @@ GENERATORS: list[tuple[Callable[[random.Random, Store, str], Dialogue], int]] = 
     (order_problem, 12),
     (handoff, 8),
 ]
+
+
+# Training-only phrasings ----------------------------------------------------------------
+# The first model mapped unseen wordings of these requests to the wrong tool (or none):
+# more ways to say each thing, offered to the training split only. None repeats a held-out
+# template, and candidates that mirrored a held-out one (or used a word only held-out
+# phrasings use, such as "supervisor") were left out; the held-out dialogues are unchanged.
+_EXTRA_TRAINING: list[tuple[Phrases, list[str]]] = [
+    (
+        ASK_STATUS,
+        [
+            "Where's order {order}? Email is {email}",
+            "can u check {order} pls, {email}",
+            "I placed order {order} with {email}, what's happening with it?",
+            "{email} here. Status of {order}?",
+            "Please check the status of {order} for me, my email is {email}.",
+            "What's going on with my order {order}? {email}",
+            "When is {order} arriving? My email: {email}",
+            "Need an update on order {order} ({email}).",
+            "look up order {order} email {email}",
+            "Did {order} ship? It's under {email}.",
+        ],
+    ),
+    (
+        ASK_TRACKING,
+        [
+            "Give me the tracking code for {order}. {email}",
+            "What carrier is shipping {order}? {email}",
+            "Can you tell me how to follow {order}? Email {email}",
+            "Where do I follow my package {order}? I'm {email}",
+        ],
+    ),
+    (
+        ASK_STATUS_NO_EMAIL,
+        [
+            "what's happening with {order}?",
+            "Status of {order}?",
+            "Did order {order} ship yet?",
+            "Could you check {order} for me?",
+            "When does {order} arrive?",
+            "Where's {order}?",
+        ],
+    ),
+    (
+        ASK_STATUS_NO_ID,
+        [
+            "My order hasn't come yet.",
+            "Is my order on its way?",
+            "I'm still waiting for my order.",
+            "Can you tell me when my package comes?",
+            "my parcel hasn't arrived",
+        ],
+    ),
+    (
+        FOLLOW_ETA,
+        [
+            "when does it come?",
+            "and when will I have it?",
+            "What's the expected delivery?",
+            "arrival date?",
+            "how soon will it be here?",
+            "When is it supposed to arrive?",
+        ],
+    ),
+    (
+        FOLLOW_ITEMS,
+        [
+            "What did I buy?",
+            "which things were in that order?",
+            "list what I ordered please",
+            "What products did I get?",
+            "what does it contain?",
+        ],
+    ),
+    (
+        FOLLOW_TOTAL,
+        [
+            "what did it cost?",
+            "how much was the order?",
+            "the total?",
+            "price of the order?",
+            "what was I charged?",
+        ],
+    ),
+    (
+        HUMAN_REQUEST,
+        [
+            "real person please",
+            "I want a human, not a bot.",
+            "Can someone from your team help me?",
+            "connect me to an agent",
+            "Let me speak to customer service.",
+            "I need to talk to someone.",
+        ],
+    ),
+    (
+        COMPLAINT,
+        [
+            "I want to complain to someone in charge.",
+            "I want a manager, now.",
+            "I'd like to make a complaint to a real person.",
+            "This is unacceptable, escalate it to a manager.",
+        ],
+    ),
+]
+_EXTRA_POLICY: dict[str, list[str]] = {
+    "shipping": [
+        "How long does delivery take?",
+        "what does shipping cost",
+        "Is there free shipping?",
+        "How quickly will my order ship?",
+        "shipping time?",
+    ],
+    "returns": [
+        "Can I send an item back?",
+        "how can I return my order",
+        "What's the return window?",
+        "returns?",
+        "I'd like to return a jacket.",
+    ],
+    "refunds": [
+        "How long until I get my money back?",
+        "When will my refund arrive?",
+        "How do I get a refund?",
+        "Where does the refund go?",
+    ],
+    "exchanges": [
+        "Can I swap an item for another size?",
+        "I need to exchange something.",
+        "Can I exchange my boots?",
+        "These are too small, can I get a different size?",
+    ],
+    "warranty": [
+        "Is there a warranty on your products?",
+        "My backpack strap ripped, can you fix it?",
+        "warranty?",
+        "Something broke after a few weeks.",
+    ],
+    "payment": [
+        "Which payment methods can I use?",
+        "Do you take Visa?",
+        "Can I pay by card?",
+        "When do you charge my card?",
+    ],
+    "account": [
+        "I can't sign in.",
+        "How do I update my account details?",
+        "password reset?",
+        "How do I change my shipping address?",
+    ],
+    "cancellation": [
+        "Can I still cancel my order?",
+        "I'd like to cancel my purchase.",
+        "how to cancel an order",
+        "cancel?",
+        "Can you stop my order?",
+    ],
+    "international": [
+        "Do you ship outside the US?",
+        "Can I get delivery to Spain?",
+        "Do you ship worldwide?",
+        "shipping to Canada?",
+        "Are there customs fees?",
+    ],
+    "contact": [
+        "What are your opening hours?",
+        "How do I get in touch with you?",
+        "Is support open on Sunday?",
+        "when are you available?",
+        "customer service hours?",
+    ],
+}
+_EXTRA_PROBLEM: dict[str, list[str]] = {
+    "damaged": [
+        "My order {order} came broken. {email}",
+        "The stuff in order {order} arrived ruined ({email}).",
+    ],
+    "wrong_item": [
+        "Wrong item in my order {order}. Email {email}",
+        "You sent the wrong product for {order}, {email}",
+    ],
+    "missing_item": [
+        "Something is missing from {order}. {email}",
+        "My order {order} is incomplete, email {email}",
+        "{order} came without one of the items. {email}",
+    ],
+    "billing": [
+        "Wrong amount charged for order {order}, {email}",
+        "{order} was billed twice! Email {email}",
+    ],
+}
+
+
+def _add_training_phrasings() -> None:
+    for phrases, extra in _EXTRA_TRAINING:
+        phrases.add_training(extra)
+    for topic, extra in _EXTRA_POLICY.items():
+        POLICY_QUESTION[topic].add_training(extra)
+    for category, extra in _EXTRA_PROBLEM.items():
+        PROBLEM[category].add_training(extra)
+
+
+_add_training_phrasings()

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from assistant.evaluation import ModeReport, TurnScore, format_table, invented_figures, says_correct
+import json
+from pathlib import Path
+
+from assistant.evaluation import (
+    ModeReport,
+    TurnScore,
+    _context,
+    format_table,
+    invented_figures,
+    says_correct,
+    write_failures,
+)
+from assistant.prompting import HistoryItem
 
 
 def test_invented_figures() -> None:
@@ -25,3 +37,28 @@ def test_table_has_a_row_per_report() -> None:
     report = ModeReport("fast-diffusion", 1, [score], wall_s=1.0)
     table = format_table([report])
     assert "| fast-diffusion | 1 | 100.0 | 100.0 | 100.0 | nan | 20 | 0.50 |" in table
+
+
+def test_context_holds_results_of_tools_called_in_earlier_turns() -> None:
+    """A follow-up reply may quote an earlier lookup's total: that is no invention."""
+    history = [
+        HistoryItem("user", "where is NW-123456? ann@example.com"),
+        HistoryItem("tool_call", tool="lookup_order", payload={"order_id": "NW-123456"}),
+        HistoryItem("tool_result", tool="lookup_order", payload={"total": "$108.00"}),
+        HistoryItem("assistant", "It shipped."),
+        HistoryItem("user", "how much did I pay?"),
+    ]
+    context = _context(history, [])
+    assert invented_figures("You paid $108.00.", context) == []
+    assert invented_figures("You paid $109.00.", context) == ["$109.00"]
+
+
+def test_failures_are_dumped_one_per_line(tmp_path: Path) -> None:
+    """Only failed turns are written, with what the model did."""
+    ok = TurnScore("search_kb", "search_kb", True, True, None, 1.0, 1.0, 5, 5, "fine")
+    wrong = TurnScore("search_kb", None, None, False, None, 1.0, 1.0, 5, 5, "nope", {"user": "hi"})
+    report = ModeReport("autoregressive", 1, [ok, wrong])
+    out = tmp_path / "fails.jsonl"
+    assert write_failures([report], out) == 1
+    record = json.loads(out.read_text())
+    assert record["reply"] == "nope" and record["user"] == "hi" and record["tool_called"] is None

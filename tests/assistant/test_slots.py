@@ -114,3 +114,16 @@ def test_round_trip(text: str) -> None:
     resolved = table.resolve(delexicalized)
     assert not [p for p in PLACEHOLDER.findall(resolved.text) if p in table.values]
     assert resolved.unresolved == []
+
+
+def test_carrier_from_a_tool_result_is_a_whole_word_slot() -> None:
+    """A carrier becomes a placeholder, in results and in later texts, as a whole word only."""
+    table = SlotTable()
+    view = table.delexicalize_fields(
+        {"carrier": "UPS", "tracking_number": "1ZUPS0000000000001"},
+        {"carrier": SlotKind.CARRIER, "tracking_number": SlotKind.TRACKING},
+    )
+    assert view == {"carrier": "[CARRIER_1]", "tracking_number": "[TRACKING_1]"}
+    text = table.delexicalize("Shipped with UPS (not USPS), tracking 1ZUPS0000000000001.")
+    assert text == "Shipped with [CARRIER_1] (not USPS), tracking [TRACKING_1]."
+    assert table.resolve(text).text == "Shipped with UPS (not USPS), tracking 1ZUPS0000000000001."

@@ -124,3 +124,43 @@ def test_tiny_training_run_resumes_and_exports(tmp_path: Path) -> None:
     assert model.config.mask_token_id == resumed.mask_id
     assert (tmp_path / "run" / "model" / "tokenizer.json").is_file()
     assert resumed.tokenizer.convert_tokens_to_ids("[ORDER_ID_1]") >= 10
+
+
+def test_best_held_out_weights_are_kept_resumed_and_exported(tmp_path: Path) -> None:
+    """The lowest held-out loss is remembered across a resume and its weights exported."""
+    data = _corpus(tmp_path / "train.jsonl")
+    words = tmp_path / "words.json"
+    words.write_text(json.dumps(["[ORDER_ID_1]"]))
+    config = TrainConfig(
+        train_file=str(data),
+        eval_file=str(data),
+        out_dir=str(tmp_path / "run"),
+        added_words_file=str(words),
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        batch_size=4,
+        max_steps=2,
+        warmup_steps=1,
+        eval_every=1,
+        eval_batches=1,
+        checkpoint_every=1,
+        block_sizes=[2],
+    )
+    trainer = Trainer(config)
+    trainer.run()
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best["step"] == trainer.best_step and best["held_out_loss"] == trainer.best_loss
+    # A worse loss keeps the old best; a better one replaces it.
+    assert not trainer.note_held_out(trainer.best_loss + 1.0)
+    resumed = Trainer(config)
+    assert (resumed.best_step, resumed.best_loss) == (trainer.best_step, trainer.best_loss)
+    resumed.export(tmp_path / "exported", best=True)
+    exported = load_model(tmp_path / "exported", dtype="float32")
+    kept = load_model(tmp_path / "run" / "model", dtype="float32")
+    for name, tensor in exported.state_dict().items():
+        assert torch.equal(tensor, kept.state_dict()[name])

@@ -1,0 +1,135 @@
+"""Training-only noise on user turns: deterministic, entity-safe, never on held-out data."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from assistant.corpus import augment, support
+from assistant.corpus.build import build_corpus, dialogues, read_dialogues
+from assistant.corpus.dialogue import Dialogue
+from assistant.corpus.phrases import Phrases
+from assistant.demo.store import build_store
+from assistant.prompting import model_messages
+from assistant.slots import SlotTable
+
+
+def _texts(split: str, count: int = 200) -> list[str]:
+    store = build_store()
+    return [
+        item.text
+        for d in dialogues(count, split, 7, store)
+        for item in d.items
+        if item.role == "user"
+    ]
+
+
+def _augmented(seed: int) -> list[Dialogue]:
+    store, rng = build_store(), random.Random(seed)
+    return [augment.augment_dialogue(d, rng) for d in dialogues(50, "train", 7, store)]
+
+
+def test_augmentation_is_deterministic() -> None:
+    """The same seed gives the same noise; another seed gives other noise."""
+    assert [d.items for d in _augmented(5)] == [d.items for d in _augmented(5)]
+    assert [d.items for d in _augmented(5)] != [d.items for d in _augmented(6)]
+
+
+def test_extra_training_phrasings_stay_out_of_heldout() -> None:
+    """Phrasings added for training are offered to training only, never held out."""
+    extended = [p for p in _all_phrases() if p.extra_train]
+    assert extended
+    for phrases in extended:
+        assert set(phrases.extra_train) <= set(phrases.of("train"))
+        assert not set(phrases.extra_train) & set(phrases.of("heldout"))
+    with pytest.raises(ValueError):
+        Phrases(["a", "b", "c", "d", "e"], extra_train=["e"])
+
+
+def test_heldout_dialogues_are_refused() -> None:
+    store = build_store()
+    held = next(iter(dialogues(1, "heldout", 7, store)))
+    with pytest.raises(ValueError):
+        augment.augment_dialogue(held, random.Random(0))
+
+
+def test_augmentation_keeps_every_entity() -> None:
+    """The slots the extractor finds are the same before and after the noise."""
+    rng = random.Random(3)
+    changed = 0
+    for text in _texts("train"):
+        for _ in range(3):
+            noisy = augment.augment_text(text, rng)
+            changed += noisy != text
+            before, after = SlotTable(), SlotTable()
+            before.delexicalize(text)
+            after.delexicalize(noisy)
+            assert sorted(before.values.values()) == sorted(after.values.values()), (text, noisy)
+    assert changed > 100
+
+
+def test_heldout_corpus_is_the_same_with_and_without_augmentation(tmp_path: Path) -> None:
+    """Augmenting draws from its own generator: held-out files are byte-for-byte equal."""
+    plain, noisy = tmp_path / "plain", tmp_path / "noisy"
+    build_corpus(plain, train_dialogues=200, heldout_dialogues=100, seed=3, augment=False)
+    build_corpus(noisy, train_dialogues=200, heldout_dialogues=100, seed=3, augment=True)
+    for name in ("heldout.jsonl", "heldout_dialogues.jsonl"):
+        assert (plain / name).read_bytes() == (noisy / name).read_bytes()
+    assert (plain / "train.jsonl").read_bytes() != (noisy / "train.jsonl").read_bytes()
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"[^a-z ]", "", text.lower()).strip()
+
+
+def _all_phrases() -> list[Phrases]:
+    found: list[Phrases] = []
+    for value in vars(support).values():
+        if isinstance(value, Phrases):
+            found.append(value)
+        elif isinstance(value, dict):
+            found += [v for v in value.values() if isinstance(v, Phrases)]
+    return found
+
+
+def test_fillers_are_not_heldout_templates() -> None:
+    """No opener or closer repeats a held-out phrasing (greetings, thanks, ...)."""
+    held = {_normal(t) for phrases in _all_phrases() for t in phrases.of("heldout")}
+    for filler in augment.OPENERS + augment.CLOSERS:
+        assert _normal(filler) not in held, filler
+
+
+def test_typos_and_casing_leave_entities_alone() -> None:
+    text = "Where is my order NW-123456? My email is Ann.Lee@example.com and I paid $12.50."
+    rng = random.Random(0)
+    for _ in range(50):
+        noisy = augment.upper_case(augment.add_typos(text, rng), rng)
+        for entity in ("NW-123456", "Ann.Lee@example.com", "$12.50."):
+            assert entity in noisy
+
+
+def test_model_view_of_an_augmented_turn_keeps_its_tool_arguments() -> None:
+    store = build_store()
+    rng = random.Random(1)
+    for d in dialogues(100, "train", 7, store):
+        noisy = augment.augment_dialogue(d, rng)
+        calls = [m for m in model_messages(noisy.channel, noisy.items) if m.get("tool_calls")]
+        originals = [m for m in model_messages(d.channel, d.items) if m.get("tool_calls")]
+        assert calls == originals
+
+
+def test_dev_dialogues_come_from_training_templates_and_entities(tmp_path: Path) -> None:
+    """The tuning set is training-split material, never held-out, and not the training
+    files' own dialogues."""
+    build_corpus(tmp_path, train_dialogues=100, heldout_dialogues=20, seed=3, dev_dialogues=50)
+    dev = list(read_dialogues(tmp_path / "dev_dialogues.jsonl"))
+    assert len(dev) == 50 and all(d.split == "train" for d in dev)
+    store = build_store()
+    held_numbers = {o.number for o in store.orders_in("heldout")}
+    text = (tmp_path / "dev_dialogues.jsonl").read_text()
+    assert not any(number in text for number in held_numbers)
+    train = [d.items for d in dialogues(100, "train", 3, store)]
+    assert not any(d.items in train for d in dev if d.domain == "support")
