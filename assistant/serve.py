@@ -45,17 +45,27 @@ def check_model_path(settings: Settings) -> None:
 class Supervisor:
     """Starts child processes of this package, restarts those that die, stops them together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, workers: int = 1) -> None:
         self.settings = settings
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        # Workers share the cores rather than each spreading over all of them: measured
+        # with 50 clients on 2 cores, two workers of one thread carried 11.9 turns/s
+        # against 8.5 for one worker of two (docs/benchmarks.md). OMP_NUM_THREADS in the
+        # environment overrides this.
+        cores = os.cpu_count() or 1
+        self.thread_env = {"OMP_NUM_THREADS": str(max(1, cores // max(1, workers)))}
         self._args: dict[str, tuple[str, ...]] = {}
         self._restarts: dict[str, list[float]] = {}
 
     def spawn(self, name: str, *args: str) -> None:
-        # Torch's OpenMP threads spin while waiting; with several processes on few cores
-        # that spinning starves the others (measured here: training 9x slower). Passive
-        # waiting costs nothing when a process has the cores to itself.
-        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **self.settings.to_env()}
+        # Torch's OpenMP threads spin after each parallel region (libgomp's default spins
+        # ~300k times); with several processes on few cores that starves the others
+        # (measured here: training 9x slower). Passive waiting is no cure for a small
+        # model: its many tiny ops pay a thread wake-up each (bundled model, 2 cores:
+        # autoregressive 99 tokens/s passive against 254 spinning). A short spin keeps
+        # most of the speed (228) and yields the cores soon after a forward.
+        env = {"GOMP_SPINCOUNT": "10000", **self.thread_env, **os.environ}
+        env.update(self.settings.to_env())
         process = subprocess.Popen(
             [sys.executable, "-m", "assistant", *args],
             env=env,
@@ -141,7 +151,7 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
             redis_server = EmbeddedRedis(settings.data_dir / "redis")
             redis_server.start()
             settings = settings.with_(redis_url=redis_server.url)
-        supervisor = Supervisor(settings)
+        supervisor = Supervisor(settings, workers)
         for index, port in enumerate(ports):
             supervisor.spawn(f"gateway-{index}", "gateway", "--port", str(port))
         for index in range(workers):
