@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from transformers import PreTrainedTokenizerFast
 
@@ -225,7 +225,11 @@ def test_decode_draft_special_tokens(tok: PreTrainedTokenizerFast) -> None:
 def test_decode_draft_without_masks_equals_decode(tok: PreTrainedTokenizerFast, text: str) -> None:
     """With no masks decode_draft's text equals tokenizer.decode."""
     ids = tok.encode(text, add_special_tokens=False)
-    assert decode_draft(tok, ids, special_token_ids(tok).mask).text == text
+    mask = special_token_ids(tok).mask
+    # Raw encode parses a literal "<|mask|>" as the mask token (encode_chat escapes it):
+    # such a text is not a draft without masks.
+    assume(mask not in ids)
+    assert decode_draft(tok, ids, mask).text == text
 
 
 @SETTINGS
