@@ -535,26 +535,6 @@ async def test_worker_notes_activity_for_handoff_and_final(
     assert await activity_kinds(redis_client, turn) == ["handoff", "final"]
 
 
-async def test_dead_lettered_turn_notes_activity(
-    redis_client: aioredis.Redis,
-    store: Store,
-    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
-) -> None:
-    """A turn that is given up on notes turn_failed in its tenant's activity stream."""
-    turn = TurnRequest(
-        turn_id=uuid.uuid4().hex,
-        conversation_id="gone",
-        tenant_id="tenant-a",
-        channel="widget",
-        user_message_id="m",
-    )
-    await TurnQueue(redis_client).submit(turn)
-    worker = make_worker(redis_client, store, *loaded, min_idle_ms=300)
-    async with running(worker):
-        await wait_until(lambda: settled(redis_client))
-    assert await activity_kinds(redis_client, turn) == ["turn_failed"]
-
-
 class BrokenBackend(MemoryBackend):
     """Tools misbehave: garbage from one, an exception from another, a hang from the third."""
 
@@ -613,7 +593,7 @@ async def test_poison_turn_is_dead_lettered(
     store: Store,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
-    """A turn that always fails is retried, then dead-lettered; the client gets an error."""
+    """A turn that always fails is dead-lettered; the client and the console hear of it."""
     turn = TurnRequest(
         turn_id=uuid.uuid4().hex,
         conversation_id="no-such-conversation",
@@ -628,6 +608,7 @@ async def test_poison_turn_is_dead_lettered(
     (error,) = await events_of(redis_client, turn.conversation_id)
     assert isinstance(error, ErrorEvent) and error.code == "turn_failed"
     assert await redis_client.xlen(KEYS.dead) == 1
+    assert await activity_kinds(redis_client, turn) == ["turn_failed"]
     assert worker.metrics.turn_errors == 2
 
 
