@@ -53,6 +53,10 @@ class Keys:
         """Counter of the last sequence number given out."""
         return self._conversation(conversation_id, "seq")
 
+    def once(self, conversation_id: str) -> str:
+        """Hash of events appended at most once (a turn's final) -> their seq."""
+        return self._conversation(conversation_id, "once")
+
     def turn(self, conversation_id: str) -> str:
         """The id of the one turn in flight (a lock with a TTL)."""
         return self._conversation(conversation_id, "turn")

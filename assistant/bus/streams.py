@@ -42,7 +42,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, Keys
-from assistant.bus.schema import ErrorEvent, Event, SchemaError, TurnRequest
+from assistant.bus.schema import ErrorEvent, Event, FinalEvent, SchemaError, TurnRequest
 from assistant.redis_conn import bounded_block_ms
 
 log = structlog.get_logger(__name__)
@@ -103,10 +103,15 @@ class TurnInFlight(BusError):
 # event log -----------------------------------------------------------------------------
 
 _APPEND = """
--- KEYS[1] seq counter, KEYS[2] event stream; ARGV[1] maxlen, ARGV[2] ttl ms, ARGV[3] append
--- id, ARGV[4..] fields. A client that resends an append whose reply it lost (its connection
--- dropped) finds its append id on the newest entry and gets that entry's seq back instead
--- of a second copy of the event.
+-- KEYS[1] seq counter, KEYS[2] event stream, KEYS[3] once-hash; ARGV[1] maxlen, ARGV[2] ttl
+-- ms, ARGV[3] append id, ARGV[4] once token ('' for none), ARGV[5..] fields. A client that
+-- resends an append whose reply it lost (its connection dropped) finds its append id on the
+-- newest entry and gets that entry's seq back instead of a second copy of the event. An
+-- event with a once token (a turn's final) is appended at most once per conversation.
+if ARGV[4] ~= '' then
+  local earlier = redis.call('HGET', KEYS[3], ARGV[4])
+  if earlier then return tonumber(earlier) end
+end
 local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if newest then
   local fields = newest[2]
@@ -118,7 +123,7 @@ if newest then
 end
 local seq = redis.call('INCR', KEYS[1])
 local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'seq', tostring(seq)}
-for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
 args[#args + 1] = 'aid'
 args[#args + 1] = ARGV[3]
 local added = redis.pcall(unpack(args))
@@ -135,6 +140,10 @@ if type(added) == 'table' and added.err then
   args[6] = seq .. '-0'
   args[8] = tostring(seq)
   redis.call(unpack(args))
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[4], seq)
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -179,9 +188,22 @@ class EventLog:
         fields = event.to_fields()
         fields.pop("seq", None)  # the script sets it
         flat = [item for pair in fields.items() for item in pair]
+        # A turn has one final, even when two deliveries of it run at once (a worker that
+        # lost Redis for a while and the one that took its turn over): the second is dropped.
+        once = f"final:{event.turn_id}" if isinstance(event, FinalEvent) and event.turn_id else ""
         seq = await self._append(
-            keys=[self.keys.seq(conversation_id), self.keys.events(conversation_id)],
-            args=[self.maxlen, self.ttl_ms, f"{self._aid_prefix}{next(self._aids)}", *flat],
+            keys=[
+                self.keys.seq(conversation_id),
+                self.keys.events(conversation_id),
+                self.keys.once(conversation_id),
+            ],
+            args=[
+                self.maxlen,
+                self.ttl_ms,
+                f"{self._aid_prefix}{next(self._aids)}",
+                once,
+                *flat,
+            ],
         )
         return int(seq)
 

@@ -500,3 +500,14 @@ async def test_events_and_turns_survive_a_redis_restart(private_redis: EmbeddedR
     finally:
         await producer.aclose()
         await worker_client.aclose()
+
+
+async def test_a_turn_has_one_final_event(redis_client: aioredis.Redis) -> None:
+    """Two deliveries publishing the same turn's final leave one final; other events append."""
+    log = EventLog(redis_client)
+    final = FinalEvent(conversation_id="c1", turn_id="t1", message_id="m1", text="Shipped.")
+    first = await log.append("c1", final)
+    assert await log.append("c1", final) == first
+    other = FinalEvent(conversation_id="c1", turn_id="t2", message_id="m2", text="Next.")
+    assert await log.append("c1", other) == first + 1
+    assert [e.seq for e in await log.read_from("c1", 0)] == [first, first + 1]
