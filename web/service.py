@@ -292,14 +292,30 @@ class ConversationService:
         holder = await self.bus.in_flight.holder(conversation_id)
         if holder is None or holder == turn_id:
             return
+        if await self._release_if_done(conversation_id, holder):
+            return
         # A new message makes the reply in flight obsolete: stop it, then answer the new one.
         await self.bus.cancellation.request(conversation_id, holder)
         log.info("new message cancels the reply in flight", cancelled_turn=holder)
         deadline = time.monotonic() + self.options.cancel_wait_s
+        polls = 0
         while await self.bus.in_flight.holder(conversation_id) == holder:
             if time.monotonic() >= deadline:
                 raise _busy(1.0, "the previous reply is still stopping", ref)
+            polls += 1
+            if polls % 10 == 0 and await self._release_if_done(conversation_id, holder):
+                return
             await asyncio.sleep(0.05)
+
+    async def _release_if_done(self, conversation_id: str, holder: str) -> bool:
+        """Free a lock whose turn already has its stored reply (its worker lost Redis or died
+        after storing it, before releasing): without this, every message would be busy until
+        the lock's TTL ran out."""
+        if await self.store.reply_for_turn(holder) is None:
+            return False
+        await self.bus.in_flight.release(conversation_id, holder)
+        log.info("released the lock of a finished turn", finished_turn=holder)
+        return True
 
     async def _echo(self, who: Identity, message: Message, *, turn_id: str) -> None:
         await self.bus.events.append(

@@ -360,6 +360,21 @@ async def test_new_message_cancels_the_reply_in_flight(
     assert await holds(redis_client, conversation_id, second["turn_id"])
 
 
+async def test_lock_of_a_finished_turn_does_not_make_messages_busy(
+    gateway: Gateway, tenant: Tenant, store: Store, redis_client: aioredis.Redis
+) -> None:
+    """A lock left by a turn whose reply is stored (its worker lost Redis) is freed at once."""
+    async with client(gateway) as c:
+        ready = await widget(c, tenant)
+        conversation_id = ready["conversation_id"]
+        await InFlight(redis_client).acquire(conversation_id, "finished-turn")
+        await store.store_reply(conversation_id, "finished-turn", "Your order shipped.")
+        await c.send(type="user_message", id="next", text="thanks, and returns?")
+        echo = await c.until(of_type("user_message", client_id="next"))
+    assert await holds(redis_client, conversation_id, echo["turn_id"])
+    assert await redis_client.get(KEYS.cancel(conversation_id)) is None
+
+
 async def test_busy_keeps_the_message_and_a_resend_starts_the_turn(
     start_gateway: GatewayFactory, tenant: Tenant, store: Store, redis_client: aioredis.Redis
 ) -> None:
