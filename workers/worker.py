@@ -432,13 +432,27 @@ class TurnRelay:
             )
             await self.handler.note(turn, "handoff")
 
+    async def _cancel_requested(self) -> bool:
+        events = self.handler.events
+        try:
+            return await Cancellation(events.redis, keys=events.keys).is_cancelled(
+                self.turn.conversation_id, self.turn.turn_id
+            )
+        except (RedisError, OSError):
+            return False  # the poller decides then; a reply is not lost over a failed check
+
     async def _finished(self, event: TurnFinished) -> TurnResult:
         turn, metrics = self.turn, self.handler.metrics
         stats: dict[str, Any] = {**event.usage.as_dict(), "mode": self.mode.name}
         if event.problem is not None:
             stats["problem"] = event.problem
+        status = MessageStatus(event.status)
+        if status is MessageStatus.COMPLETE and await self._cancel_requested():
+            # Stop pressed while the reply was finishing: the poller (~100 ms) had not seen it
+            # yet, but the user asked before the reply was stored, so it counts as stopped.
+            status = MessageStatus.CANCELLED
         message, created = await self.handler.store.store_reply(
-            turn.conversation_id, turn.turn_id, event.text, MessageStatus(event.status), stats
+            turn.conversation_id, turn.turn_id, event.text, status, stats
         )
         if not created:
             log.info("reply was already stored by another delivery", message_id=message.id)
