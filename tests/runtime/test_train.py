@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -89,12 +90,12 @@ def _corpus(path: Path) -> Path:
     return path
 
 
-def test_tiny_training_run_resumes_and_exports(tmp_path: Path) -> None:
-    """A few steps train, checkpoint, resume from the checkpoint and export a loadable model."""
+def _tiny_config(tmp_path: Path, **schedule: Any) -> TrainConfig:
+    """A two-layer run on the tiny corpus; ``schedule`` sets steps, evals and blocks."""
     data = _corpus(tmp_path / "train.jsonl")
     words = tmp_path / "words.json"
     words.write_text(json.dumps(["[ORDER_ID_1]"]))
-    config = TrainConfig(
+    return TrainConfig(
         train_file=str(data),
         eval_file=str(data),
         out_dir=str(tmp_path / "run"),
@@ -106,10 +107,18 @@ def test_tiny_training_run_resumes_and_exports(tmp_path: Path) -> None:
         num_attention_heads=2,
         num_key_value_heads=1,
         batch_size=4,
+        eval_batches=1,
+        **schedule,
+    )
+
+
+def test_tiny_training_run_resumes_and_exports(tmp_path: Path) -> None:
+    """A few steps train, checkpoint, resume from the checkpoint and export a loadable model."""
+    config = _tiny_config(
+        tmp_path,
         max_steps=4,
         warmup_steps=2,
         eval_every=2,
-        eval_batches=1,
         checkpoint_every=2,
         block_sizes=[2, 4],
     )
@@ -128,25 +137,11 @@ def test_tiny_training_run_resumes_and_exports(tmp_path: Path) -> None:
 
 def test_best_held_out_weights_are_kept_resumed_and_exported(tmp_path: Path) -> None:
     """The lowest held-out loss is remembered across a resume and its weights exported."""
-    data = _corpus(tmp_path / "train.jsonl")
-    words = tmp_path / "words.json"
-    words.write_text(json.dumps(["[ORDER_ID_1]"]))
-    config = TrainConfig(
-        train_file=str(data),
-        eval_file=str(data),
-        out_dir=str(tmp_path / "run"),
-        added_words_file=str(words),
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        batch_size=4,
+    config = _tiny_config(
+        tmp_path,
         max_steps=2,
         warmup_steps=1,
         eval_every=1,
-        eval_batches=1,
         checkpoint_every=1,
         block_sizes=[2],
     )
