@@ -169,11 +169,27 @@ def train_tokenizer(
     for expected_id, token in enumerate(SPECIAL_TOKENS):
         if backend.token_to_id(token) != expected_id:  # pragma: no cover - tokenizers invariant
             raise RuntimeError(f"special token {token!r} did not get id {expected_id}")
-    if any(not word or any(ch.isspace() for ch in word) for word in added_words):
+    _add_words(backend, added_words)
+    return wrap_tokenizer(backend)
+
+
+def _add_words(backend: Tokenizer, words: Sequence[str]) -> None:
+    if any(not word or any(ch.isspace() for ch in word) for word in words):
         raise ValueError("added words must be non-empty and contain no whitespace")
-    backend.add_tokens(
-        [AddedToken(word, special=False, normalized=False) for word in added_words]
-    )
+    backend.add_tokens([AddedToken(word, special=False, normalized=False) for word in words])
+
+
+def extend_tokenizer(
+    tok: PreTrainedTokenizerFast, added_words: Sequence[str]
+) -> PreTrainedTokenizerFast:
+    """A copy of ``tok`` with the ``added_words`` it lacks appended as single tokens.
+
+    Existing ids keep their meaning, so a trained model continues with the new words as
+    new embedding rows (fine-tuning a checkpoint onto a wider slot scheme).
+    """
+    backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    vocab = backend.get_vocab(with_added_tokens=True)
+    _add_words(backend, [word for word in added_words if word not in vocab])
     return wrap_tokenizer(backend)
 
 

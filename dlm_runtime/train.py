@@ -31,10 +31,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from dlm_runtime.loading import read_config, read_weights
 from dlm_runtime.modeling import DLMConfig, DLMModel
 from dlm_runtime.tokenizer import (
     SPECIAL_TOKENS,
     encode_chat,
+    extend_tokenizer,
     load_tokenizer,
     save_tokenizer,
     special_token_ids,
@@ -51,6 +53,10 @@ class TrainConfig:
     out_dir: str = "data/train-run"
     # Existing tokenizer directory; empty trains one on train_file into out_dir/tokenizer.
     tokenizer_dir: str = ""
+    # A trained model directory to continue from (fine-tuning): its weights, shape and
+    # tokenizer, the tokenizer extended by the added words it lacks (their embedding rows
+    # start at the mean of the others). The shape keys below are then ignored.
+    init_from: str = ""
     vocab_size: int = 8192
     # JSON list of words that become single tokens (e.g. entity placeholders); optional.
     added_words_file: str = "data/corpus/added_words.json"
@@ -73,6 +79,9 @@ class TrainConfig:
     block_sizes: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
     ar_weight: float = 1.0
     diffusion_weight: float = 1.0
+    # Next-token loss on the prompt's tokens too (user text, tool results), at this weight:
+    # more signal per example about how users phrase things. 0 = replies only.
+    prompt_ar_weight: float = 0.0
     # Share of the noised copy's unmasked reply tokens replaced by random tokens. Training to
     # restore them (and to keep the untouched ones) gives committed tokens a meaningful
     # probability, which self-revision uses to decide what to re-mask.
@@ -88,6 +97,9 @@ class TrainConfig:
     # Keep the weights with the lowest held-out loss (ar + diffusion) in OUT_DIR/best and
     # export those at the end: the model that generalises best, not the last one.
     keep_best: bool = True
+    # Also export a loadable fp16 model every this many steps to OUT_DIR/snapshots/step-N,
+    # to choose among on dev dialogues (held-out loss is a poor guide to task accuracy).
+    snapshot_every: int = 0
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -141,6 +153,7 @@ class JointBatch:
     position_ids: torch.Tensor  # [B, L + R]
     attention_mask: torch.Tensor  # [B, 1, L + R, L + R]
     ar_targets: torch.Tensor  # [B, L]: next-token target per clean position, -100 = none
+    prompt_targets: torch.Tensor  # [B, L]: the same inside the prompt, -100 = none
     diffusion_targets: torch.Tensor  # [B, R]: target at masked noised positions, -100 = none
     diffusion_weights: torch.Tensor  # [B, R]: 1 / t at masked positions
     reply_tokens: int  # reply tokens in the batch (normaliser of the diffusion loss)
@@ -168,6 +181,7 @@ def joint_batch(
     position_ids = torch.zeros((batch, total), dtype=torch.long)
     mask = torch.zeros((batch, total, total), dtype=torch.bool)
     ar_targets = torch.full((batch, clean_len), -100, dtype=torch.long)
+    prompt_targets = torch.full((batch, clean_len), -100, dtype=torch.long)
     diffusion_targets = torch.full((batch, noised_len), -100, dtype=torch.long)
     diffusion_weights = torch.zeros((batch, noised_len))
     causal = torch.ones(clean_len, clean_len, dtype=torch.bool).tril()
@@ -180,6 +194,7 @@ def joint_batch(
         mask[row, :length, :length] = causal[:length, :length]
         # Next-token targets for the reply (the prompt is given, never predicted).
         ar_targets[row, prompt_len - 1 : length - 1] = clean[prompt_len:]
+        prompt_targets[row, : prompt_len - 1] = clean[1:prompt_len]
 
         padded = reply_lens[row]
         reply = torch.full((padded,), end_id, dtype=torch.long)
@@ -218,6 +233,7 @@ def joint_batch(
         position_ids=position_ids,
         attention_mask=mask.unsqueeze(1),
         ar_targets=ar_targets,
+        prompt_targets=prompt_targets,
         diffusion_targets=diffusion_targets,
         diffusion_weights=diffusion_weights,
         reply_tokens=sum(reply_lens),
@@ -225,7 +241,11 @@ def joint_batch(
 
 
 def joint_loss(
-    model: DLMModel, batch: JointBatch, ar_weight: float = 1.0, diffusion_weight: float = 1.0
+    model: DLMModel,
+    batch: JointBatch,
+    ar_weight: float = 1.0,
+    diffusion_weight: float = 1.0,
+    prompt_ar_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     out = model(
         input_ids=batch.input_ids,
@@ -247,7 +267,16 @@ def joint_loss(
     )
     diffusion = (per_token * batch.diffusion_weights.reshape(-1)).sum() / batch.reply_tokens
     loss = ar_weight * ar + diffusion_weight * diffusion
-    return loss, {"ar": ar.item(), "diffusion": diffusion.item()}
+    parts = {"ar": ar.item(), "diffusion": diffusion.item()}
+    if prompt_ar_weight:
+        prompt = F.cross_entropy(
+            logits[:, :clean_len].reshape(-1, logits.shape[-1]),
+            batch.prompt_targets.reshape(-1),
+            ignore_index=-100,
+        )
+        loss = loss + prompt_ar_weight * prompt
+        parts["prompt"] = prompt.item()
+    return loss, parts
 
 
 class Trainer:
@@ -276,6 +305,8 @@ class Trainer:
             f"{config.max_len} left out), {len(self.eval)} held-out"
         )
         self.model = DLMModel(self._model_config()).to(config.device)
+        if config.init_from:
+            self._load_initial_weights()
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.lr,
@@ -292,26 +323,38 @@ class Trainer:
     def log(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
 
+    def _added_words(self) -> list[str]:
+        words_file = Path(self.config.added_words_file)
+        return json.loads(words_file.read_text()) if words_file.is_file() else []
+
     def _tokenizer(self, conversations: list[list[dict[str, Any]]]) -> Any:
         if self.config.tokenizer_dir:
             return load_tokenizer(self.config.tokenizer_dir)
         directory = self.out / "tokenizer"
         if (directory / "tokenizer.json").is_file():
             return load_tokenizer(directory)
+        if self.config.init_from:
+            tokenizer = extend_tokenizer(load_tokenizer(self.config.init_from), self._added_words())
+            save_tokenizer(tokenizer, directory)
+            return tokenizer
         texts = (
             message.get("content") or json.dumps(message.get("tool_calls", ""))
             for messages in conversations
             for message in messages
         )
-        words_file = Path(self.config.added_words_file)
-        words = json.loads(words_file.read_text()) if words_file.is_file() else []
-        tokenizer = train_tokenizer(texts, vocab_size=self.config.vocab_size, added_words=words)
+        tokenizer = train_tokenizer(
+            texts, vocab_size=self.config.vocab_size, added_words=self._added_words()
+        )
         save_tokenizer(tokenizer, directory)
         return tokenizer
 
     def _model_config(self) -> DLMConfig:
         c = self.config
         special = special_token_ids(self.tokenizer)
+        if c.init_from:
+            config = DLMConfig.from_dict(read_config(c.init_from))
+            config.vocab_size = len(self.tokenizer)
+            return config
         return DLMConfig(
             vocab_size=len(self.tokenizer),
             hidden_size=c.hidden_size,
@@ -325,6 +368,29 @@ class Trainer:
             eos_token_id=special.end,
             pad_token_id=special.pad,
         )
+
+    def _load_initial_weights(self) -> None:
+        """Start from ``init_from``'s weights, embedding rows added for new tokens."""
+        weights = read_weights(self.config.init_from)
+        own = self.model.state_dict()
+        for name, tensor in weights.items():
+            tensor = tensor.float()
+            rows = own[name].shape[0] if name in own and own[name].dim() else 0
+            if tensor.dim() == 2 and rows > tensor.shape[0]:
+                extra = tensor.mean(dim=0, keepdim=True).expand(rows - tensor.shape[0], -1)
+                tensor = torch.cat([tensor, extra])
+            weights[name] = tensor
+        self.model.load_state_dict(weights, strict=not self.model.config.tie_word_embeddings)
+        self.log(f"initialised from {self.config.init_from}")
+
+    def save_snapshot(self) -> None:
+        from dlm_runtime.loading import save_model
+
+        directory = self.out / "snapshots" / f"step-{self.step}"
+        model = DLMModel(self.model.config)
+        model.load_state_dict(self.model.state_dict())
+        save_model(model.to(torch.float16), directory)
+        save_tokenizer(self.tokenizer, directory)
 
     # Checkpoints --------------------------------------------------------------------------
 
@@ -485,7 +551,9 @@ class Trainer:
                 group["lr"] = self.lr_at(self.step)
             started = time.monotonic()
             batch = self._batch(self.train, self.rng)
-            loss, parts = joint_loss(self.model, batch, c.ar_weight, c.diffusion_weight)
+            loss, parts = joint_loss(
+                self.model, batch, c.ar_weight, c.diffusion_weight, c.prompt_ar_weight
+            )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -507,6 +575,8 @@ class Trainer:
                 )
             if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
                 self.save_checkpoint()
+            if c.snapshot_every and self.step % c.snapshot_every == 0:
+                self.save_snapshot()
             if c.time_budget_s and time.monotonic() - session_start > c.time_budget_s:
                 self.save_checkpoint()
                 self.log(f"time budget reached at step {self.step}; run again to resume")

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dlm_runtime.loading import load_model
+from dlm_runtime.tokenizer import load_tokenizer
 from dlm_runtime.train import Example, TrainConfig, Trainer, joint_batch
 
 MASK, END, PAD = 1, 7, 0
@@ -58,6 +59,13 @@ def test_targets() -> None:
     assert (targets[~masked] == -100).all()
     # The shorter example's reply is padded with end tokens to a whole block.
     assert batch.reply_tokens == 4 + 2
+
+
+def test_prompt_targets_cover_the_prompt_only() -> None:
+    """Prompt targets are the next prompt tokens; the reply's stay with the AR targets."""
+    batch = _batch()
+    assert batch.prompt_targets[0].tolist() == [20, 21, -100, -100, -100, -100, -100]
+    assert batch.prompt_targets[1].tolist() == [22, -100, -100, -100, -100, -100, -100]
 
 
 def test_corruption_puts_visible_tokens_in_the_loss() -> None:
@@ -159,3 +167,43 @@ def test_best_held_out_weights_are_kept_resumed_and_exported(tmp_path: Path) -> 
     kept = load_model(tmp_path / "run" / "model", dtype="float32")
     for name, tensor in exported.state_dict().items():
         assert torch.equal(tensor, kept.state_dict()[name])
+
+
+def test_snapshots_and_prompt_loss(tmp_path: Path) -> None:
+    """With snapshot_every, loadable models are written along the way; prompt loss trains."""
+    config = _tiny_config(
+        tmp_path, max_steps=2, warmup_steps=1, eval_every=2, snapshot_every=1, block_sizes=[2]
+    )
+    config.prompt_ar_weight = 0.5
+    Trainer(config).run()
+    for step in (1, 2):
+        snapshot = tmp_path / "run" / "snapshots" / f"step-{step}"
+        assert load_model(snapshot).config.vocab_size == len(load_tokenizer(snapshot))
+
+
+def test_fine_tuning_extends_the_vocabulary_and_keeps_the_weights(tmp_path: Path) -> None:
+    """init_from continues a trained model: old ids and weights kept, new words appended."""
+    (tmp_path / "base").mkdir()
+    base = _tiny_config(tmp_path / "base", max_steps=1, warmup_steps=1, block_sizes=[2])
+    Trainer(base).run()
+    base_dir = tmp_path / "base" / "run" / "model"
+    words = tmp_path / "more-words.json"
+    words.write_text(json.dumps(["[ORDER_ID_1]", "[CARRIER_1]"]))
+    tuned = _tiny_config(tmp_path, max_steps=1, warmup_steps=1, block_sizes=[2])
+    tuned.init_from, tuned.added_words_file = str(base_dir), str(words)
+    tuned.hidden_size = 999  # ignored: the shape comes from the base model
+    trainer = Trainer(tuned)
+    old = load_tokenizer(base_dir)
+    assert len(trainer.tokenizer) == len(old) + 1
+    assert trainer.tokenizer.convert_tokens_to_ids("[CARRIER_1]") == len(old)
+    assert trainer.tokenizer.convert_tokens_to_ids("[ORDER_ID_1]") == old.convert_tokens_to_ids(
+        "[ORDER_ID_1]"
+    )
+    base_model = load_model(base_dir, dtype="float32")
+    assert trainer.model.config.hidden_size == base_model.config.hidden_size
+    embedding = trainer.model.state_dict()["embed_tokens.weight"]
+    base_embedding = base_model.state_dict()["embed_tokens.weight"]
+    assert torch.equal(embedding[: len(old)], base_embedding)
+    assert torch.allclose(embedding[len(old)], base_embedding.mean(dim=0))
+    trainer.run()
+    assert load_model(tmp_path / "run" / "model").config.vocab_size == len(old) + 1
