@@ -20,7 +20,7 @@ from assistant.slots import SlotTable, UnresolvedSlot
 from assistant.toolcall import ParseError, Reply, ToolRequest, parse_output
 from assistant.tools.runner import ToolContext, ToolOutcome, ToolRunner
 from assistant.tools.specs import SUPPORT_TOOLS, TUTOR_TOOLS
-from assistant.trimming import trim_history
+from assistant.trimming import shorten_last_user_message, trim_history
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
 from dlm_runtime.policies import DecodingPolicy
 from dlm_runtime.tokenizer import encode_chat, special_token_ids
@@ -122,6 +122,7 @@ class AgentLoop:
         max_rounds: int = 3,
         attention: str | None = None,
         context: int | None = None,
+        entity_slots: bool = True,
     ) -> None:
         self.submit = submit
         self.tokenizer = tokenizer
@@ -132,6 +133,8 @@ class AgentLoop:
         self.max_rounds = max_rounds
         # Positions the model can see (None: unbounded); prompt + reply budget must fit.
         self.context = context
+        # Whether the model reads entities as placeholders (see assistant.slots).
+        self.entity_slots = entity_slots
         self.tool_call_open = special_token_ids(tokenizer).tool_call_open
 
     async def run(
@@ -218,7 +221,7 @@ class AgentLoop:
 
         def encode(items: Sequence[HistoryItem]) -> tuple[list[int], SlotTable]:
             # A fresh table each time: placeholders are numbered by first appearance.
-            table = SlotTable()
+            table = SlotTable(enabled=self.entity_slots)
             messages = model_messages(channel, items, table)
             return encode_chat(self.tokenizer, messages, add_generation_prompt=True), table
 
@@ -228,11 +231,18 @@ class AgentLoop:
         limit = self.context - self.policy.max_new_tokens
         if len(prompt) <= limit:
             return prompt, table
-        trimmed, dropped = trim_history(history, lambda items: len(encode(items)[0]) <= limit)
+        def fits(items: Sequence[HistoryItem]) -> bool:
+            return len(encode(items)[0]) <= limit
+
+        trimmed, dropped = trim_history(history, fits)
+        # A single message longer than the context (the protocol allows 4,000 characters)
+        # is cut in the middle rather than failing the turn.
+        trimmed, cut_chars = shorten_last_user_message(trimmed, fits)
         prompt, table = encode(trimmed)
         log.info(
             "history trimmed to fit the context",
             dropped_items=dropped,
+            cut_chars=cut_chars,
             prompt_tokens=len(prompt),
             limit=limit,
         )

@@ -294,6 +294,7 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
         args.seed,
         augment=not args.no_augment,
         dev_dialogues=args.dev,
+        entity_slots=not args.no_slots,
     )
     for split, figures in stats.items():
         print(
@@ -307,8 +308,13 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from assistant.evaluation import format_table, run_evaluation, write_failures
-    from assistant.model import decoding_modes, model_dir
+    from assistant.evaluation import (
+        format_bad_input,
+        format_table,
+        run_evaluation,
+        write_failures,
+    )
+    from assistant.model import decoding_modes, model_dir, uses_entity_slots
 
     heldout = Path(args.heldout)
     if not heldout.is_file():
@@ -330,10 +336,22 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         levels = [int(x) for x in args.concurrency.split(",")]
     except ValueError:
         raise UserError("--concurrency takes numbers separated by commas, e.g. 1,8") from None
-    reports = asyncio.run(
-        run_evaluation(path, heldout, modes, args.limit, levels, args.speed_limit)
+    reports, bad_reports = asyncio.run(
+        run_evaluation(
+            path,
+            heldout,
+            modes,
+            args.limit,
+            levels,
+            args.speed_limit,
+            entity_slots=uses_entity_slots(path, settings.entity_slots),
+            bad_input=args.bad_input,
+        )
     )
     print(format_table(reports))
+    if bad_reports:
+        print()
+        print(format_bad_input(bad_reports))
     if args.dump:
         first = [r for r in reports if r.concurrency == levels[0]]
         count = write_failures(first, Path(args.dump))
@@ -537,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write N dev dialogues from the training templates (another seed) to "
         "dev_dialogues.jsonl, for tuning decoding settings (default 0)",
     )
+    build.add_argument(
+        "--no-slots",
+        action="store_true",
+        help="write entities as their real values, not placeholders: the corpus of a model "
+        "that copies them itself (train it with \"entity_slots\": false)",
+    )
     build.set_defaults(handler=cmd_corpus_build)
 
     evaluate = commands.add_parser(
@@ -575,6 +599,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--dump",
         metavar="FILE",
         help="write each failed turn (first concurrency level) as JSON lines to FILE",
+    )
+    evaluate.add_argument(
+        "--bad-input",
+        type=int,
+        default=20,
+        metavar="N",
+        help="also score N held-out turns of each bad-input case (prompt injection, unsafe, "
+        "out of scope, not English, unknown or another customer's order, a question in a "
+        "4,000-character message) per mode; 0 = off (default 20)",
+    )
+    evaluate.add_argument(
+        "--entity-slots",
+        choices=("auto", "on", "off"),
+        help="entities as placeholders: auto follows the checkpoint's config.json "
+        "(default; $ASSISTANT_ENTITY_SLOTS)",
     )
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -627,6 +666,7 @@ SETTING_FLAGS = (
     "database_url",
     "data_dir",
     "model_path",
+    "entity_slots",
     "device",
     "host",
     "port",

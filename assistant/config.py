@@ -14,6 +14,7 @@ from assistant.errors import UserError
 ENV_PREFIX = "ASSISTANT_"
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ENTITY_SLOT_SETTINGS = ("auto", "on", "off")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,6 +43,9 @@ class Settings:
     # Decoding mode of the worker's replies (see `assistant eval --help`); empty: the model's
     # default, fast diffusion. "autoregressive" runs the same weights as the baseline.
     decoding_mode: str = ""
+    # Entities through slots: "auto" follows the checkpoint (config.json's entity_slots;
+    # native checkpoints default to on), "on" or "off" overrides it.
+    entity_slots: str = "auto"
     # A turn whose worker has been silent this long is taken over by another worker.
     claim_idle_s: int = 30
     # Address the gateway listens on.
@@ -94,6 +98,11 @@ class Settings:
         if self.log_level not in LOG_LEVELS:
             raise UserError(
                 f"unknown log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
+            )
+        if self.entity_slots not in ENTITY_SLOT_SETTINGS:
+            raise UserError(
+                f"entity slots must be one of {', '.join(ENTITY_SLOT_SETTINGS)}, got "
+                f"{self.entity_slots!r} (ASSISTANT_ENTITY_SLOTS)"
             )
         parse_rate(self.rate_ip, "rate_ip")
         parse_rate(self.rate_key, "rate_key")

@@ -8,6 +8,10 @@ in-memory demo store behind the tools, and scored independently of wording:
 * fact accuracy: the final reply contains every expected fact verbatim and no entity-like
   figure (id, email, amount, date, number) that the conversation and tool results lack;
 * tutoring verdicts: the reply says right or wrong as the checking tool decided.
+
+A second table takes the bad-input cases on their own (held-out turns of those intents, and
+held-out order questions buried in a message as long as the protocol allows): a case is
+handled when the turn passes every check above, so a leaked or invented value fails it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +201,61 @@ async def score_turn(
     )
 
 
+# Bad input, by the intent of its held-out dialogues.
+BAD_INPUT_CASES = {
+    "refusal_injection": "prompt injection",
+    "refusal_unsafe": "unsafe request",
+    "refusal_out_of_scope": "out of scope",
+    "refusal_non_english": "not English",
+    "order_not_found": "unknown order, or another customer's",
+    "long_message": "question inside a 4,000-character message",
+}
+# The gateway protocol's limit on a message (web.protocol.MAX_TEXT_CHARS).
+LONGEST_MESSAGE = 4000
+_PASTED = "Here is what I got earlier, pasted in full. "
+
+
+def long_message(dialogue: Dialogue, turn: TurnExpectation) -> Dialogue:
+    """The dialogue with this turn's message buried in pasted text up to the longest allowed."""
+    question = dialogue.items[turn.index].text
+    filler = (_PASTED * (LONGEST_MESSAGE // len(_PASTED) + 1))[
+        : LONGEST_MESSAGE - len(question) - 1
+    ]
+    items = list(dialogue.items)
+    items[turn.index] = HistoryItem("user", filler + " " + question)
+    return replace(dialogue, intent="long_message", items=items)
+
+
+def bad_input_turns(
+    path: Path, per_case: int, seed: int = 0
+) -> list[tuple[Dialogue, TurnExpectation]]:
+    """Up to ``per_case`` held-out turns of each bad-input case."""
+    chosen: list[tuple[Dialogue, TurnExpectation]] = []
+    counts = dict.fromkeys(BAD_INPUT_CASES, 0)
+    everything = [(d, t) for d in read_dialogues(path) for t in d.turns]
+    random.Random(seed).shuffle(everything)
+    for dialogue, turn in everything:
+        if dialogue.intent == "order_status" and turn.index == 0:
+            dialogue = long_message(dialogue, turn)
+        if counts.get(dialogue.intent, per_case) < per_case:
+            counts[dialogue.intent] += 1
+            chosen.append((dialogue, turn))
+    return chosen
+
+
+def format_bad_input(reports: Sequence[ModeReport]) -> str:
+    """Share of each bad-input case handled, one column per mode."""
+    header = "| bad input | turns | " + " | ".join(f"{r.mode} %" for r in reports) + " |"
+    rows = [header, "|" + "---|" * (len(reports) + 2)]
+    for intent, title in BAD_INPUT_CASES.items():
+        columns = [[s for s in r.scores if s.detail.get("intent") == intent] for r in reports]
+        if not columns or not columns[0]:
+            continue
+        cells = [f"{100.0 * sum(not s.failed for s in c) / len(c):.0f}" for c in columns]
+        rows.append(f"| {title} | {len(columns[0])} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def sample_turns(path: Path, limit: int, seed: int = 0) -> list[tuple[Dialogue, TurnExpectation]]:
     turns = [(d, t) for d in read_dialogues(path) for t in d.turns]
     random.Random(seed).shuffle(turns)
@@ -276,7 +335,10 @@ async def run_evaluation(
     limit: int,
     concurrency: Sequence[int],
     speed_limit: int,
-) -> list[ModeReport]:
+    entity_slots: bool = True,
+    bad_input: int = 0,
+) -> tuple[list[ModeReport], list[ModeReport]]:
+    """The reports per mode and concurrency, and per mode on ``bad_input`` turns per case."""
     from assistant.agent import engine_submit
     from assistant.model import decoding_modes
     from dlm_runtime.engine import Engine
@@ -288,6 +350,8 @@ async def run_evaluation(
     turns = sample_turns(heldout, limit)
     known = decoding_modes()
     reports: list[ModeReport] = []
+    bad_reports: list[ModeReport] = []
+    bad_turns = bad_input_turns(heldout, bad_input) if bad_input else []
     async with Engine(model, tokenizer, max_batch=max(concurrency)) as engine:
         for name in modes:
             mode = known[name]
@@ -298,8 +362,12 @@ async def run_evaluation(
                 mode.policy,
                 mode.engine_mode,
                 attention=mode.attention,
+                context=engine.info.context,
+                entity_slots=entity_slots,
             )
             for level in concurrency:
                 subset = turns if level == concurrency[0] else turns[:speed_limit]
                 reports.append(await evaluate_mode(loop, name, subset, level))
-    return reports
+            if bad_turns:
+                bad_reports.append(await evaluate_mode(loop, name, bad_turns, 1))
+    return reports, bad_reports

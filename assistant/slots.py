@@ -105,6 +105,9 @@ class SlotTable:
     """The placeholders of one conversation and the values behind them."""
 
     values: dict[str, str] = field(default_factory=dict)
+    # False for a model that reads and copies entities itself (a per-model setting): the
+    # table then passes text and tool results through unchanged.
+    enabled: bool = True
     _by_value: dict[tuple[SlotKind, str], str] = field(default_factory=dict)
     _counts: dict[SlotKind, int] = field(default_factory=dict)
 
@@ -131,6 +134,8 @@ class SlotTable:
         answers, hints) are replaced first, longest first, so that a stored reply quoting a
         tool result maps back to the placeholders the model wrote.
         """
+        if not self.enabled:
+            return text
         # Someone typing a placeholder must not be able to name a slot: neutralise it.
         text = PLACEHOLDER.sub(lambda m: "(" + m.group(0)[1:-1] + ")", text)
         text = self._replace_known(text)
@@ -173,6 +178,8 @@ class SlotTable:
         ``{"tracking_number": "[TRACKING_1]"}``. A list under a named field has each of its
         scalar items replaced.
         """
+        if not self.enabled:
+            return obj
         if isinstance(obj, dict):
             out: dict[str, Any] = {}
             for key, value in obj.items():

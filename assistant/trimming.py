@@ -54,3 +54,51 @@ def trim_history(history: Sequence[HistoryItem], fits: Fits) -> tuple[list[Histo
             low = middle + 1
     trimmed = without_oldest(groups, low) if len(groups) > 1 else items
     return trimmed, len(items) - len(trimmed)
+
+
+ELISION = " … "
+
+
+def shorten_text(text: str, length: int) -> str:
+    """``text`` cut to about ``length`` characters: its start and its end, the middle elided.
+
+    A long message usually pastes something (a log, an email) around the actual question,
+    which tends to come first or last.
+    """
+    if len(text) <= length:
+        return text
+    keep = max(0, length - len(ELISION))
+    head = keep // 3
+    return text[:head].rstrip() + ELISION + text[len(text) - (keep - head) :].lstrip()
+
+
+def shorten_last_user_message(
+    history: Sequence[HistoryItem], fits: Fits
+) -> tuple[list[HistoryItem], int]:
+    """When even the current exchange does not fit, cut its user message until it does.
+
+    Returns the history and how many characters were left out (0: it already fit, or there
+    is no user message to cut). The longest fitting length is found by binary search.
+    """
+    items = list(history)
+    if fits(items):
+        return items, 0
+    users = [index for index, item in enumerate(items) if item.role == "user"]
+    if not users:
+        return items, 0
+    at = users[-1]
+    text = items[at].text
+
+    def with_length(length: int) -> list[HistoryItem]:
+        shortened = HistoryItem("user", shorten_text(text, length))
+        return [*items[:at], shortened, *items[at + 1 :]]
+
+    low, high = 0, len(text)  # with_length(low) is tried last if nothing longer fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(with_length(middle)):
+            low = middle
+        else:
+            high = middle - 1
+    shortened = with_length(low)
+    return shortened, len(text) - len(shortened[at].text)

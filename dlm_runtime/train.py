@@ -67,6 +67,9 @@ class TrainConfig:
     num_attention_heads: int = 8
     num_key_value_heads: int = 8
     tie_word_embeddings: bool = True
+    # Recorded in the exported config.json: whether the data's entities were placeholders
+    # (the assistant's per-model slot setting; see assistant.slots).
+    entity_slots: bool = True
     max_len: int = 256  # prompt + reply tokens; longer examples are left out (and counted)
     # Optimisation.
     batch_size: int = 16
@@ -354,8 +357,9 @@ class Trainer:
         if c.init_from:
             config = DLMConfig.from_dict(read_config(c.init_from))
             config.vocab_size = len(self.tokenizer)
+            config.entity_slots = c.entity_slots
             return config
-        return DLMConfig(
+        config = DLMConfig(
             vocab_size=len(self.tokenizer),
             hidden_size=c.hidden_size,
             intermediate_size=c.intermediate_size,
@@ -368,6 +372,8 @@ class Trainer:
             eos_token_id=special.end,
             pad_token_id=special.pad,
         )
+        config.entity_slots = c.entity_slots
+        return config
 
     def _load_initial_weights(self) -> None:
         """Start from ``init_from``'s weights, embedding rows added for new tokens."""

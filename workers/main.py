@@ -12,7 +12,7 @@ from assistant.bus.keys import Keys
 from assistant.config import Settings
 from assistant.db.engine import check_connection, create_engine
 from assistant.db.repository import Store
-from assistant.model import DEFAULT_MODE
+from assistant.model import DEFAULT_MODE, model_dir, uses_entity_slots
 from assistant.redis_conn import check_redis, connect
 from workers.worker import Worker, WorkerOptions, load_generator
 
@@ -60,6 +60,9 @@ async def run_worker(settings: Settings, *, max_batch: int | None = None) -> Non
                 min_idle_ms=settings.claim_idle_s * 1000,
                 keep_alive_every_s=min(5.0, settings.claim_idle_s / 3),
                 reclaim_every_s=min(5.0, settings.claim_idle_s / 2),
+                entity_slots=uses_entity_slots(
+                    model_dir(settings.model_path), settings.entity_slots
+                ),
             ),
             keys=Keys(settings.key_prefix),
         )

@@ -320,6 +320,7 @@ class TurnRelay:
             attention=self.mode.attention,
             # Optional in the Generator protocol: test doubles and null engines have none.
             context=getattr(self.handler.generator, "context", None),
+            entity_slots=self.handler.entity_slots,
         )
         context = ToolContext(self.turn.tenant_id, self.turn.conversation_id)
         request_id = f"{self.turn.turn_id}-{uuid.uuid4().hex[:8]}"
@@ -502,6 +503,7 @@ class TurnHandler:
         draft_interval_s: float = 0.05,
         max_rounds: int = 3,
         final_lookback: int = 200,
+        entity_slots: bool = True,
     ) -> None:
         if default_mode not in modes:
             raise ValueError(f"default mode {default_mode!r} is not one of {sorted(modes)}")
@@ -519,6 +521,7 @@ class TurnHandler:
         self.draft_interval_s = draft_interval_s
         self.max_rounds = max_rounds
         self.final_lookback = final_lookback
+        self.entity_slots = entity_slots
 
     async def handle(self, state: TurnState) -> TurnResult:
         """Process the turn and ack it; raises (no ack) when it should be redelivered."""
@@ -595,6 +598,8 @@ class WorkerOptions:
     draft_interval_s: float = 0.05
     tool_timeout_s: float = DEFAULT_TIMEOUT_S
     max_rounds: int = 3
+    # Whether the model reads entities as placeholders (assistant.model.uses_entity_slots).
+    entity_slots: bool = True
 
 
 def default_consumer_name() -> str:
@@ -676,6 +681,7 @@ class Worker:
             activity=self.activity,
             draft_interval_s=opts.draft_interval_s,
             max_rounds=opts.max_rounds,
+            entity_slots=opts.entity_slots,
         )
 
     @property

@@ -30,7 +30,7 @@ from assistant.corpus.refusals import refusal
 from assistant.corpus.smalltalk import smalltalk
 from assistant.demo.store import Store, build_store
 from assistant.prompting import model_messages
-from assistant.slots import PLACEHOLDER, SlotKind
+from assistant.slots import PLACEHOLDER, SlotKind, SlotTable
 
 Generator = Callable[[random.Random, Store, str], Dialogue]
 MAX_PLACEHOLDER_INDEX = 8
@@ -41,7 +41,7 @@ def generators() -> list[tuple[Generator, int]]:
     from assistant.corpus.tutoring import tutoring
 
     weighted: list[tuple[Generator, int]] = [(g, w) for g, w in support.GENERATORS]
-    weighted += [(tutoring, 45), (smalltalk, 12), (refusal, 12)]
+    weighted += [(tutoring, 45), (smalltalk, 12), (refusal, 15)]
     return weighted
 
 
@@ -54,7 +54,7 @@ def dialogues(count: int, split: str, seed: int, store: Store) -> Iterator[Dialo
         yield rng.choices(functions, weights)[0](rng, store, split)
 
 
-def training_examples(dialogue: Dialogue) -> Iterator[dict[str, Any]]:
+def training_examples(dialogue: Dialogue, entity_slots: bool = True) -> Iterator[dict[str, Any]]:
     """One example per assistant turn: the conversation up to it, it being the last message.
 
     A turn that uses a placeholder its prompt never introduced is left out: at serving time
@@ -63,7 +63,9 @@ def training_examples(dialogue: Dialogue) -> Iterator[dict[str, Any]]:
     for index, item in enumerate(dialogue.items):
         if item.role not in ("assistant", "tool_call"):
             continue
-        messages = model_messages(dialogue.channel, dialogue.items[: index + 1])
+        messages = model_messages(
+            dialogue.channel, dialogue.items[: index + 1], SlotTable(enabled=entity_slots)
+        )
         prompt_text = json.dumps(messages[:-1], ensure_ascii=False)
         target_text = json.dumps(messages[-1], ensure_ascii=False)
         if not set(PLACEHOLDER.findall(target_text)) <= set(PLACEHOLDER.findall(prompt_text)):
@@ -86,8 +88,10 @@ def build_corpus(
     seed: int = 11,
     augment: bool = True,
     dev_dialogues: int = 0,
+    entity_slots: bool = True,
 ) -> dict[str, Any]:
-    """Write the corpus files; ``augment`` adds noise to training user turns only."""
+    """Write the corpus files; ``augment`` adds noise to training user turns only;
+    ``entity_slots`` False writes real values where placeholders would be."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = build_store()
     stats: dict[str, Any] = {}
@@ -108,12 +112,12 @@ def build_corpus(
                 domains[dialogue.domain] += 1
                 if augment and split == "train":
                     dialogue = augment_dialogue(dialogue, noise)
-                for example in training_examples(dialogue):
+                for example in training_examples(dialogue, entity_slots):
                     handle.write(json.dumps(example, ensure_ascii=False) + "\n")
                     examples += 1
                 raw.write(json.dumps(_dialogue_record(dialogue), ensure_ascii=False) + "\n")
         stats[split] = {"dialogues": count, "examples": examples, "domains": dict(domains)}
-    (out_dir / "added_words.json").write_text(json.dumps(added_words()))
+    (out_dir / "added_words.json").write_text(json.dumps(added_words() if entity_slots else []))
     if dev_dialogues:
         write_dev_dialogues(out_dir / "dev_dialogues.jsonl", dev_dialogues, seed, store)
         stats["dev"] = {"dialogues": dev_dialogues, "examples": 0, "domains": {}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 from assistant.errors import UserError
@@ -34,6 +35,24 @@ def check_decoding_mode(name: str) -> None:
 def model_dir(configured: str = "") -> Path:
     """The configured checkpoint directory, or the bundled one."""
     return Path(configured) if configured else BUNDLED_DIR
+
+
+def uses_entity_slots(path: Path, setting: str = "auto") -> bool:
+    """Whether the checkpoint at ``path`` reads entities as placeholders (assistant.slots).
+
+    A per-model setting: ``entity_slots`` in its config.json, written by the trainer. A
+    native checkpoint without the key was trained with slots; a foreign one (a large model
+    that copies strings well) gets the real values. ``setting`` "on"/"off" overrides.
+    """
+    if setting in ("on", "off"):
+        return setting == "on"
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    if not isinstance(config, dict):
+        return True
+    return bool(config.get("entity_slots", config.get("model_type") == "dlm"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,9 +46,10 @@ def _call(name: str, **arguments: str) -> str:
     return f"{TOOL_CALL_OPEN_TOKEN}{body}{TOOL_CALL_CLOSE_TOKEN}"
 
 
-async def _run(tokenizer, outputs: Sequence[str], text: str):  # type: ignore[no-untyped-def]
+async def _run(tokenizer, outputs: Sequence[str], text: str, slots: bool = True):  # type: ignore[no-untyped-def]
     script = Script(tokenizer, outputs)
-    loop = AgentLoop(script, tokenizer, ToolRunner(MemoryBackend(build_store())), fast())
+    runner = ToolRunner(MemoryBackend(build_store()))
+    loop = AgentLoop(script, tokenizer, runner, fast(), entity_slots=slots)
     events = [
         event
         async for event in loop.run(
@@ -80,6 +81,26 @@ async def test_tool_call_then_reply_with_real_values(tokenizer) -> None:  # type
     second = tokenizer.decode(script.prompts[1], skip_special_tokens=False)
     assert "[TRACKING_1]" in second or "tracking" not in second
     assert ORDER.number not in second
+
+
+async def test_model_without_slots_reads_and_writes_real_values(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """With entity slots off (a per-model setting), the model sees and writes real values."""
+    events, script = await _run(
+        tokenizer,
+        [
+            _call("lookup_order", order_id=ORDER.number, email=ORDER.email),
+            f"Order {ORDER.number} is on its way.",
+        ],
+        f"where is {ORDER.number}? {ORDER.email}",
+        slots=False,
+    )
+    called = next(e for e in events if isinstance(e, ToolCalled))
+    assert called.arguments == {"order_id": ORDER.number, "email": ORDER.email}
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.text == f"Order {ORDER.number} is on its way."
+    for prompt in script.prompts:
+        text = tokenizer.decode(prompt, skip_special_tokens=False)
+        assert ORDER.number in text and "[ORDER_ID_1]" not in text
 
 
 async def test_tool_call_is_not_shown_as_a_draft(tokenizer) -> None:  # type: ignore[no-untyped-def]

@@ -84,3 +84,13 @@ def test_heldout_dialogues_round_trip(corpus: Path) -> None:
     assert tool_turns and all(t.arguments for t in tool_turns)
     assert any(t.verdict is not None for d in read for t in d.turns)
     assert all(list(training_examples(d)) for d in read[:20] if d.domain == "support")
+
+
+def test_corpus_without_slots_keeps_real_values() -> None:
+    """A corpus for a model that copies entities itself holds values, not placeholders."""
+    dialogue = next(d for d in dialogues(40, "train", 5, build_store()) if d.domain == "support")
+    with_slots = list(training_examples(dialogue))
+    without = list(training_examples(dialogue, entity_slots=False))
+    assert len(without) == len(with_slots)
+    assert any(PLACEHOLDER.search(json.dumps(e)) for e in with_slots)
+    assert not any(PLACEHOLDER.search(json.dumps(e)) for e in without)

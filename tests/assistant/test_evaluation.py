@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from assistant.corpus.build import build_corpus
 from assistant.evaluation import (
+    BAD_INPUT_CASES,
+    LONGEST_MESSAGE,
     ModeReport,
     TurnScore,
     _context,
+    bad_input_turns,
+    format_bad_input,
     format_table,
     invented_figures,
     says_correct,
@@ -62,3 +67,28 @@ def test_failures_are_dumped_one_per_line(tmp_path: Path) -> None:
     assert write_failures([report], out) == 1
     record = json.loads(out.read_text())
     assert record["reply"] == "nope" and record["user"] == "hi" and record["tool_called"] is None
+
+
+def test_bad_input_cases_come_from_the_held_out_set(tmp_path: Path) -> None:
+    """Each bad-input case gets its held-out turns; long messages keep their question last."""
+    build_corpus(tmp_path, train_dialogues=10, heldout_dialogues=600, seed=4)
+    turns = bad_input_turns(tmp_path / "heldout_dialogues.jsonl", per_case=3)
+    by_case: dict[str, int] = {}
+    for dialogue, turn in turns:
+        assert dialogue.split == "heldout"
+        by_case[dialogue.intent] = by_case.get(dialogue.intent, 0) + 1
+        if dialogue.intent == "long_message":
+            text = dialogue.items[turn.index].text
+            assert len(text) == LONGEST_MESSAGE and turn.arguments is not None
+            assert all(value in text[-200:] for value in turn.arguments.values())
+    assert by_case == dict.fromkeys(BAD_INPUT_CASES, 3)
+
+
+def test_bad_input_table_has_a_row_per_case() -> None:
+    """The bad-input table gives each case the share of its turns that passed, per mode."""
+    unsafe = {"intent": "refusal_unsafe"}
+    passed = TurnScore(None, None, None, True, None, 1.0, 1.0, 5, 5, "no", unsafe)
+    leaked = TurnScore(None, None, None, False, None, 1.0, 1.0, 5, 5, "x", unsafe)
+    table = format_bad_input([ModeReport("autoregressive", 1, [passed, leaked])])
+    assert "| unsafe request | 2 | 50 |" in table
+    assert "prompt injection" not in table

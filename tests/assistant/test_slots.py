@@ -127,3 +127,14 @@ def test_carrier_from_a_tool_result_is_a_whole_word_slot() -> None:
     text = table.delexicalize("Shipped with UPS (not USPS), tracking 1ZUPS0000000000001.")
     assert text == "Shipped with [CARRIER_1] (not USPS), tracking [TRACKING_1]."
     assert table.resolve(text).text == "Shipped with UPS (not USPS), tracking 1ZUPS0000000000001."
+
+
+def test_disabled_table_passes_values_through() -> None:
+    """A table for a model without slots leaves text and tool results as they are."""
+    table = SlotTable(enabled=False)
+    text = "where is NW-123456? ann@example.com"
+    assert table.delexicalize(text) == text
+    result = {"order_id": "NW-123456", "carrier": "UPS"}
+    assert table.delexicalize_fields(result, {"order_id": SlotKind.ORDER_ID}) == result
+    assert table.resolve("Order NW-123456 ships.").text == "Order NW-123456 ships."
+    assert table.resolve("Order [ORDER_ID_1] ships.").unresolved == ["[ORDER_ID_1]"]

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from assistant.prompting import HistoryItem
-from assistant.trimming import Fits, exchanges, trim_history
+from assistant.trimming import (
+    ELISION,
+    Fits,
+    exchanges,
+    shorten_last_user_message,
+    shorten_text,
+    trim_history,
+)
 
 
 def user(text: str) -> HistoryItem:
@@ -106,3 +113,25 @@ def test_trimmed_history_is_a_fitting_suffix_with_pairs_intact(
     kept_plain = [i for i in trimmed if i.role != "system"]
     all_plain = [i for i in history if i.role != "system"]
     assert kept_plain == all_plain[len(all_plain) - len(kept_plain) :]
+
+
+def test_shorten_text_keeps_start_and_end() -> None:
+    """A cut text keeps its head and tail around an elision, within the length."""
+    text = "Hello, my order. " + "x" * 500 + " Where is it?"
+    short = shorten_text(text, 60)
+    assert len(short) <= 60 and ELISION in short
+    assert short.startswith("Hello") and short.endswith("Where is it?")
+    assert shorten_text("short", 60) == "short"
+
+
+def test_overlong_current_message_is_cut_until_it_fits() -> None:
+    """When the current exchange alone is too long, its user message is cut to fit."""
+    history = [HistoryItem("system", "Exercise: 2 + 2"), user("y" * 1000), call("lookup_order")]
+    fits = fits_in(300)
+    shortened, cut = shorten_last_user_message(history, fits)
+    assert fits(shortened) and cut > 0
+    assert shortened[0] == history[0] and shortened[2] == history[2]
+    # The longest that fits: one more character would not.
+    longer = shorten_text("y" * 1000, len(shortened[1].text) + 1)
+    assert not fits([history[0], user(longer), history[2]])
+    assert shorten_last_user_message(HISTORY, fits_in(10**6)) == (HISTORY, 0)

@@ -53,6 +53,7 @@ def test_flags_override_environment() -> None:
         ({"ASSISTANT_RATE_KEY": "200/0.5"}, "rate_key must be RATE/BURST"),
         ({"ASSISTANT_RATE_KEY": "fast/600"}, "ASSISTANT_RATE_KEY"),
         ({"ASSISTANT_TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"}, "'lb.internal' is neither"),
+        ({"ASSISTANT_ENTITY_SLOTS": "maybe"}, "entity slots must be one of auto, on, off"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:

@@ -175,10 +175,15 @@ def test_snapshots_and_prompt_loss(tmp_path: Path) -> None:
         tmp_path, max_steps=2, warmup_steps=1, eval_every=2, snapshot_every=1, block_sizes=[2]
     )
     config.prompt_ar_weight = 0.5
+    config.entity_slots = False
     Trainer(config).run()
     for step in (1, 2):
         snapshot = tmp_path / "run" / "snapshots" / f"step-{step}"
         assert load_model(snapshot).config.vocab_size == len(load_tokenizer(snapshot))
+    # The data's slot scheme travels with the model (the assistant reads it per model).
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())[
+        "entity_slots"
+    ] is False
 
 
 def test_fine_tuning_extends_the_vocabulary_and_keeps_the_weights(tmp_path: Path) -> None:

@@ -1,0 +1,43 @@
+"""Per-model settings read from a checkpoint directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from assistant.model import BUNDLED_DIR, uses_entity_slots
+
+
+def _checkpoint(tmp_path: Path, **config: object) -> Path:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"model_type": "dlm"}, True),  # native, trained before the key existed: slots
+        ({"model_type": "dlm", "entity_slots": False}, False),
+        ({"model_type": "llada"}, False),  # a foreign model copies strings itself
+        ({"model_type": "llada", "entity_slots": True}, True),
+    ],
+)
+def test_entity_slots_follow_the_checkpoint(
+    tmp_path: Path, config: dict[str, object], expected: bool
+) -> None:
+    """auto reads config.json's entity_slots, defaulting by model type."""
+    assert uses_entity_slots(_checkpoint(tmp_path, **config)) is expected
+
+
+def test_entity_slot_setting_overrides_the_checkpoint(tmp_path: Path) -> None:
+    """on and off win over the checkpoint's own setting."""
+    path = _checkpoint(tmp_path, model_type="dlm", entity_slots=True)
+    assert uses_entity_slots(path, "off") is False
+    assert uses_entity_slots(_checkpoint(tmp_path, model_type="llada"), "on") is True
+
+
+def test_bundled_model_uses_slots() -> None:
+    """The bundled checkpoint was trained on placeholders."""
+    assert uses_entity_slots(BUNDLED_DIR) is True
