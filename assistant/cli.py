@@ -336,6 +336,12 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         levels = [int(x) for x in args.concurrency.split(",")]
     except ValueError:
         raise UserError("--concurrency takes numbers separated by commas, e.g. 1,8") from None
+    # Sweeps of the fast modes' settings; unset ones keep the served values.
+    sweep = {
+        name: value
+        for name, value in (("threshold", args.fast_threshold), ("revise_below", args.revise_below))
+        if value is not None
+    }
     reports, bad_reports = asyncio.run(
         run_evaluation(
             path,
@@ -346,6 +352,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             args.speed_limit,
             entity_slots=uses_entity_slots(path, settings.entity_slots),
             bad_input=args.bad_input,
+            known=decoding_modes(**sweep),
         )
     )
     print(format_table(reports))
@@ -599,6 +606,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dump",
         metavar="FILE",
         help="write each failed turn (first concurrency level) as JSON lines to FILE",
+    )
+    evaluate.add_argument(
+        "--fast-threshold",
+        type=float,
+        metavar="P",
+        help="fast diffusion commits positions at this probability (default: the served one)",
+    )
+    evaluate.add_argument(
+        "--revise-below",
+        type=float,
+        metavar="P",
+        help="self-revision re-masks committed tokens whose probability fell below this "
+        "(default: the served one)",
     )
     evaluate.add_argument(
         "--bad-input",

@@ -20,10 +20,10 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.agent import AgentLoop, ToolCalled, ToolFinished, TurnFinished
 from assistant.corpus.build import read_dialogues
@@ -32,6 +32,9 @@ from assistant.demo.store import build_store
 from assistant.prompting import HistoryItem
 from assistant.slots import SlotTable
 from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
+
+if TYPE_CHECKING:
+    from assistant.model import DecodingMode
 
 NEGATIVE_MARKERS = (
     "not quite",
@@ -337,6 +340,7 @@ async def run_evaluation(
     speed_limit: int,
     entity_slots: bool = True,
     bad_input: int = 0,
+    known: Mapping[str, DecodingMode] | None = None,
 ) -> tuple[list[ModeReport], list[ModeReport]]:
     """The reports per mode and concurrency, and per mode on ``bad_input`` turns per case."""
     from assistant.agent import engine_submit
@@ -348,7 +352,7 @@ async def run_evaluation(
     model = load_model(model_path, dtype="float32")
     tokenizer = load_tokenizer(model_path)
     turns = sample_turns(heldout, limit)
-    known = decoding_modes()
+    known = known or decoding_modes()
     reports: list[ModeReport] = []
     bad_reports: list[ModeReport] = []
     bad_turns = bad_input_turns(heldout, bad_input) if bad_input else []

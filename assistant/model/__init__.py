@@ -65,7 +65,15 @@ class DecodingMode:
     policy: DecodingPolicy
 
 
-def decoding_modes() -> dict[str, DecodingMode]:
+# Self-revision re-masks a committed token whose probability fell below this.
+REVISE_BELOW = 0.1
+
+
+def decoding_modes(
+    threshold: float = FAST_THRESHOLD, revise_below: float = REVISE_BELOW
+) -> dict[str, DecodingMode]:
+    """The named modes; ``threshold`` and ``revise_below`` set the fast diffusion modes'
+    (for sweeps: ``assistant eval --fast-threshold --revise-below``)."""
     vanilla = dataclasses.replace(
         reference(steps=MAX_REPLY_TOKENS, gen_length=MAX_REPLY_TOKENS, block_length=BLOCK),
         name="vanilla",
@@ -85,15 +93,15 @@ def decoding_modes() -> dict[str, DecodingMode]:
             "fast-diffusion",
             "diffusion",
             "prefix-causal",
-            fast(threshold=FAST_THRESHOLD, block_size=FAST_BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
+            fast(threshold=threshold, block_size=FAST_BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
         ),
         DecodingMode(
             "fast-diffusion+revision",
             "diffusion",
             "prefix-causal",
             fast_revise(
-                threshold=FAST_THRESHOLD,
-                revise_below=0.1,
+                threshold=threshold,
+                revise_below=revise_below,
                 block_size=FAST_BLOCK,
                 max_new_tokens=MAX_REPLY_TOKENS,
             ),

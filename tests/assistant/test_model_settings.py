@@ -1,4 +1,4 @@
-"""Per-model settings read from a checkpoint directory."""
+"""Per-model settings read from a checkpoint directory, and the decoding modes' knobs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.model import BUNDLED_DIR, uses_entity_slots
+from assistant.model import BUNDLED_DIR, FAST_THRESHOLD, decoding_modes, uses_entity_slots
 
 
 def _checkpoint(tmp_path: Path, **config: object) -> Path:
@@ -41,3 +41,13 @@ def test_entity_slot_setting_overrides_the_checkpoint(tmp_path: Path) -> None:
 def test_bundled_model_uses_slots() -> None:
     """The bundled checkpoint was trained on placeholders."""
     assert uses_entity_slots(BUNDLED_DIR) is True
+
+
+def test_fast_modes_take_sweep_settings() -> None:
+    """A sweep sets the fast modes' threshold and revision floor; others are untouched."""
+    served = decoding_modes()
+    swept = decoding_modes(threshold=0.5, revise_below=0.3)
+    assert swept["fast-diffusion"].policy.params["threshold"] == 0.5
+    assert swept["fast-diffusion+revision"].policy.params["revise_below"] == 0.3
+    assert served["fast-diffusion"].policy.params["threshold"] == FAST_THRESHOLD
+    assert swept["autoregressive"] == served["autoregressive"]
