@@ -96,7 +96,8 @@ class LLaDAConfigView:
     input_emb_norm: bool
     scale_logits: bool
     tokenizer_vocab_size: int  # LLaDA's own vocab_size (may be < the embedding rows)
-    copy_entities: bool = True
+    # A large foreign checkpoint copies entities itself unless its config says otherwise.
+    entity_slots: bool = False
     model_type: str = "llada"
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -175,7 +176,7 @@ class LLaDAConfigView:
             input_emb_norm=bool(c["input_emb_norm"]),
             scale_logits=bool(c["scale_logits"]),
             tokenizer_vocab_size=vocab,
-            copy_entities=bool(raw.get("copy_entities", True)),
+            entity_slots=bool(raw.get("entity_slots", False)),
             raw=dict(raw),
         )
 

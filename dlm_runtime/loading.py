@@ -239,7 +239,7 @@ class RemoteConfigView:
     pad_token_id: int | None
     max_position_embeddings: int | None
     model_type: str
-    copy_entities: bool = True
+    entity_slots: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -287,6 +287,7 @@ def _load_remote(
         pad_token_id=raw.get("pad_token_id"),
         max_position_embeddings=raw.get("max_sequence_length", raw.get("max_position_embeddings")),
         model_type=str(raw.get("model_type")),
+        entity_slots=bool(raw.get("entity_slots", False)),
         raw=raw,
     )
     return RemoteCodeModel(inner.to(device).eval(), view)

@@ -178,9 +178,13 @@ class DLMConfig(PretrainedConfig):  # type: ignore[no-untyped-call]
         eos_token_id: int | None = None,  # end of reply
         pad_token_id: int | None = None,  # fills the reply after end of reply
         initializer_range: float = 0.02,  # std of the normal init of fresh weights
-        copy_entities: bool = True,  # per-model setting read by the sampler (not by this module)
+        # Whether the checkpoint was trained on typed entity placeholders ([ORDER_ID_1]) rather
+        # than real values: a per-model setting for the application, not used by this module.
+        entity_slots: bool = True,
         **kwargs: Any,
     ) -> None:
+        # The first checkpoints called it copy_entities (true: the application copies them).
+        entity_slots = bool(kwargs.pop("copy_entities", entity_slots))
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -194,7 +198,7 @@ class DLMConfig(PretrainedConfig):  # type: ignore[no-untyped-call]
         self.rms_norm_eps = rms_norm_eps
         self.mask_token_id = mask_token_id
         self.initializer_range = initializer_range
-        self.copy_entities = copy_entities
+        self.entity_slots = entity_slots
         kwargs.update(
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,

@@ -359,7 +359,7 @@ class Trainer:
             config.vocab_size = len(self.tokenizer)
             config.entity_slots = c.entity_slots
             return config
-        config = DLMConfig(
+        return DLMConfig(
             vocab_size=len(self.tokenizer),
             hidden_size=c.hidden_size,
             intermediate_size=c.intermediate_size,
@@ -371,9 +371,8 @@ class Trainer:
             mask_token_id=special.mask,
             eos_token_id=special.end,
             pad_token_id=special.pad,
+            entity_slots=c.entity_slots,
         )
-        config.entity_slots = c.entity_slots
-        return config
 
     def _load_initial_weights(self) -> None:
         """Start from ``init_from``'s weights, embedding rows added for new tokens."""

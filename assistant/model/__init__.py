@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from assistant.errors import UserError
+from dlm_runtime.loading import CheckpointError, read_config
+from dlm_runtime.modeling import DLMConfig
 from dlm_runtime.policies import DecodingPolicy, fast, fast_revise, reference
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -47,12 +48,12 @@ def uses_entity_slots(path: Path, setting: str = "auto") -> bool:
     if setting in ("on", "off"):
         return setting == "on"
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    if not isinstance(config, dict):
-        return True
-    return bool(config.get("entity_slots", config.get("model_type") == "dlm"))
+        raw = read_config(path)
+    except CheckpointError:
+        return True  # the model load that follows reports what is wrong with it
+    if raw.get("model_type") == DLMConfig.model_type:
+        return bool(DLMConfig(**raw).entity_slots)
+    return bool(raw.get("entity_slots", False))
 
 
 @dataclasses.dataclass(frozen=True)

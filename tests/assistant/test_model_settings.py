@@ -51,3 +51,8 @@ def test_fast_modes_take_sweep_settings() -> None:
     assert swept["fast-diffusion+revision"].policy.params["revise_below"] == 0.3
     assert served["fast-diffusion"].policy.params["threshold"] == FAST_THRESHOLD
     assert swept["autoregressive"] == served["autoregressive"]
+
+
+def test_first_checkpoints_name_for_the_setting_is_read(tmp_path: Path) -> None:
+    """copy_entities, the first checkpoints' key, means the same as entity_slots."""
+    assert uses_entity_slots(_checkpoint(tmp_path, model_type="dlm", copy_entities=False)) is False

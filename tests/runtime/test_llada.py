@@ -226,7 +226,7 @@ def test_config_view_uses_native_names(tmp_path: Path) -> None:
     assert (cfg.mask_token_id, cfg.eos_token_id, cfg.pad_token_id) == (MASK, EOS, EOS)
     assert (cfg.vocab_size, cfg.max_position_embeddings) == (VOCAB, 64)
     assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_hidden_layers) == (4, 2, 2)
-    assert cfg.copy_entities is True and cfg.tie_word_embeddings is False
+    assert cfg.entity_slots is False and cfg.tie_word_embeddings is False
 
 
 def test_cached_block_equals_full(tmp_path: Path) -> None:

@@ -267,7 +267,7 @@ def test_save_load_round_trip(tmp_path: Path, tied: bool) -> None:
         loaded = load_model(tmp_path)
         assert isinstance(loaded, DLMModel) and not loaded.training
         assert loaded.config.tie_word_embeddings is tied
-        assert loaded.config.mask_token_id == VOCAB - 1 and loaded.config.copy_entities is True
+        assert loaded.config.mask_token_id == VOCAB - 1 and loaded.config.entity_slots is True
         assert torch.equal(loaded(x).logits, want)
         auto = AutoModel.from_pretrained(str(tmp_path))
         assert isinstance(auto, DLMModel)
@@ -287,12 +287,14 @@ def test_tied_logits_use_embedding_matrix() -> None:
         assert torch.all(model(x).logits[..., 5] == 0) and not torch.all(out[..., 5] == 0)
 
 
-def test_load_model_dtype_and_copy_entities(tmp_path: Path) -> None:
-    """dtype= casts the weights; copy_entities survives the round trip."""
-    save_model(tiny_model(copy_entities=False), tmp_path)
+def test_load_model_dtype_and_entity_slots(tmp_path: Path) -> None:
+    """dtype= casts the weights; entity_slots survives the round trip."""
+    save_model(tiny_model(entity_slots=False), tmp_path)
     model = load_model(tmp_path, dtype=torch.float64)
     assert next(model.parameters()).dtype == torch.float64
-    assert model.config.copy_entities is False
+    assert model.config.entity_slots is False
+    # The first checkpoints' name for it still loads.
+    assert DLMConfig(copy_entities=False).entity_slots is False
     assert model(ids(1, 3)).logits.dtype == torch.float64
 
 
