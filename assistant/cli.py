@@ -339,7 +339,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     # Sweeps of the fast modes' settings; unset ones keep the served values.
     sweep = {
         name: value
-        for name, value in (("threshold", args.fast_threshold), ("revise_below", args.revise_below))
+        for name, value in (
+            ("threshold", args.fast_threshold),
+            ("revise_below", args.revise_below),
+            ("block_size", args.fast_block),
+        )
         if value is not None
     }
     reports, bad_reports = asyncio.run(
@@ -612,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="P",
         help="fast diffusion commits positions at this probability (default: the served one)",
+    )
+    evaluate.add_argument(
+        "--fast-block",
+        type=int,
+        metavar="N",
+        help="fast diffusion's block length in positions (default: the served one)",
     )
     evaluate.add_argument(
         "--revise-below",

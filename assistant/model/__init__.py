@@ -71,10 +71,13 @@ REVISE_BELOW = 0.1
 
 
 def decoding_modes(
-    threshold: float = FAST_THRESHOLD, revise_below: float = REVISE_BELOW
+    threshold: float = FAST_THRESHOLD,
+    revise_below: float = REVISE_BELOW,
+    block_size: int = FAST_BLOCK,
 ) -> dict[str, DecodingMode]:
-    """The named modes; ``threshold`` and ``revise_below`` set the fast diffusion modes'
-    (for sweeps: ``assistant eval --fast-threshold --revise-below``)."""
+    """The named modes; ``threshold``, ``revise_below`` and ``block_size`` set the fast
+    diffusion modes' (for sweeps: ``assistant eval --fast-threshold --revise-below
+    --fast-block``)."""
     vanilla = dataclasses.replace(
         reference(steps=MAX_REPLY_TOKENS, gen_length=MAX_REPLY_TOKENS, block_length=BLOCK),
         name="vanilla",
@@ -94,7 +97,7 @@ def decoding_modes(
             "fast-diffusion",
             "diffusion",
             "prefix-causal",
-            fast(threshold=threshold, block_size=FAST_BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
+            fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
         ),
         DecodingMode(
             "fast-diffusion+revision",
@@ -103,7 +106,7 @@ def decoding_modes(
             fast_revise(
                 threshold=threshold,
                 revise_below=revise_below,
-                block_size=FAST_BLOCK,
+                block_size=block_size,
                 max_new_tokens=MAX_REPLY_TOKENS,
             ),
         ),

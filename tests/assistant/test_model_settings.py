@@ -46,9 +46,10 @@ def test_bundled_model_uses_slots() -> None:
 def test_fast_modes_take_sweep_settings() -> None:
     """A sweep sets the fast modes' threshold and revision floor; others are untouched."""
     served = decoding_modes()
-    swept = decoding_modes(threshold=0.5, revise_below=0.3)
+    swept = decoding_modes(threshold=0.5, revise_below=0.3, block_size=16)
     assert swept["fast-diffusion"].policy.params["threshold"] == 0.5
     assert swept["fast-diffusion+revision"].policy.params["revise_below"] == 0.3
+    assert swept["fast-diffusion"].policy.block_size == 16
     assert served["fast-diffusion"].policy.params["threshold"] == FAST_THRESHOLD
     assert swept["autoregressive"] == served["autoregressive"]
 
