@@ -103,6 +103,20 @@ async def test_model_without_slots_reads_and_writes_real_values(tokenizer) -> No
         assert ORDER.number in text and "[ORDER_ID_1]" not in text
 
 
+async def test_message_longer_than_the_context_is_cut_to_fit(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """A 4,000-character message reaches the model cut to the context, its end kept."""
+    script = Script(tokenizer, ["Hello!"])
+    runner = ToolRunner(MemoryBackend(build_store()))
+    loop = AgentLoop(script, tokenizer, runner, fast(max_new_tokens=32), context=300)
+    text = "pasted text " * 330 + "where is my order?"
+    history = [HistoryItem("user", text)]
+    events = [e async for e in loop.run("widget", history, ToolContext(tenant_id="t"))]
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.status == "complete"
+    assert len(script.prompts[0]) <= 300 - 32
+    assert "where is my order?" in tokenizer.decode(script.prompts[0])
+
+
 async def test_tool_call_is_not_shown_as_a_draft(tokenizer) -> None:  # type: ignore[no-untyped-def]
     """Drafts of a tool-call round are withheld; the reply's drafts are resolved."""
     events, _ = await _run(
