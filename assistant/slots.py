@@ -49,14 +49,23 @@ _MONTHS = (
     "january|february|march|april|may|june|july|august|september|october|november|december|"
     "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
 )
-_UNITS = (
-    "km|m|cm|mm|mi|ft|in|kg|g|mg|lb|oz|l|ml|h|hr|hrs|min|s|sec|"
-    "hours|hour|minutes|minute|seconds|second|meters|meter|metres|metre|"
-    "kilometers|kilometres|grams|gram|kilograms|liters|litres|milliliters|millilitres"
+_UNIT_SYMBOLS = "km m cm mm mi yd ft in kg g mg lb lbs oz l ml cl dl h hr hrs min s sec"
+_UNIT_NAMES = (
+    "kilometer kilometre meter metre centimeter centimetre millimeter millimetre mile yard "
+    "foot feet inch inches kilogram gram milligram pound ounce liter litre milliliter "
+    "millilitre centiliter centilitre deciliter decilitre hour minute second"
 )
+# Every unit word the extractor reads as part of an expression (lower case).
+UNIT_WORDS = frozenset(
+    {*_UNIT_SYMBOLS.split(), *_UNIT_NAMES.split(), *(n + "s" for n in _UNIT_NAMES.split())}
+)
+_UNITS = "|".join(sorted(UNIT_WORDS, key=lambda unit: (-len(unit), unit)))
 _NUMBER = r"\d+(?:[.,]\d+)*(?:/\d+)?"
 _TERM = rf"(?:\(\s*)?-?(?:{_NUMBER}[xyn]?|[xyn])(?:\s*%|\s*(?:{_UNITS})\b)?(?:\s*\))?"
 _OP = r"\s*(?:[-+*/\u00d7\u00f7^=:]|\b(?:of|to|in|x|times)\b)\s*"
+# A conversion's target unit belongs to its expression ("2.5 km to m" is one slot): left as
+# text, the model had to copy the unit from the exercise and wrote the wrong one.
+_TARGET_UNIT = rf"(?:\s+(?:to|in)\s+(?:{_UNITS})\b(?!\s*\d))?"
 
 # Alternatives are tried in this order at each position: the most specific first.
 _EXTRACTOR = re.compile(
@@ -70,7 +79,7 @@ _EXTRACTOR = re.compile(
             r"|\b\d[\d,]*(?:\.\d{1,2})?\s?(?:USD|EUR|GBP|dollars?|euros?)\b)",
             rf"(?P<DATE>\b\d{{4}}-\d{{2}}-\d{{2}}\b"
             rf"|\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b)",
-            rf"(?P<EXPR>(?<![\w.]){_TERM}(?:{_OP}{_TERM})*)",
+            rf"(?P<EXPR>(?<![\w.]){_TERM}(?:{_OP}{_TERM})*{_TARGET_UNIT})",
         ]
     ),
     re.IGNORECASE,

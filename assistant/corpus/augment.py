@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from assistant.corpus.dialogue import Dialogue
 from assistant.prompting import HistoryItem
+from assistant.slots import UNIT_WORDS
 
 # Openers and closers a user adds around a request (train-only wording).
 OPENERS = (
@@ -55,13 +56,11 @@ CLOSERS = (
 )
 # Words the extractor reads as parts of amounts, expressions and dates: left untouched.
 _PROTECTED_WORDS = (
-    "of to in x times km m cm mm mi ft kg g mg lb oz l ml h hr hrs min s sec hours hour "
-    "minutes minute seconds second meters meter metres metre kilometers kilometres grams "
-    "gram kilograms liters litres milliliters millilitres usd eur gbp dollar dollars euro "
-    "euros january february march april may june july august september october november "
-    "december jan feb mar apr jun jul aug sep sept oct nov dec"
+    "of to in x times usd eur gbp dollar dollars euro euros january february march april may "
+    "june july august september october november december jan feb mar apr jun jul aug sep "
+    "sept oct nov dec"
 )
-_PROTECTED = frozenset(_PROTECTED_WORDS.split())
+_PROTECTED = frozenset(_PROTECTED_WORDS.split()) | UNIT_WORDS
 _TRAILING_PUNCT = re.compile(r"[.,!?;:]+$")
 _SENTENCE_BREAK = re.compile(r"(?<=[.?!])\s+")
 

@@ -127,7 +127,7 @@ _CHAR_MAP = str.maketrans(
 )
 _PROMPT_PREFIX = re.compile(
     r"^(?:what is|what's|whats|calculate|compute|work out|evaluate|find|solve(?: for [a-z])?"
-    r"|convert)\b\s*:?\s*"
+    r"|convert|express)\b\s*:?\s*"
 )
 
 

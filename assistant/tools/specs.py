@@ -67,8 +67,7 @@ LOOKUP_ORDER = ToolSpec(
         "placed_on": SlotKind.DATE,
         "items": SlotKind.PRODUCT,
         "total": SlotKind.AMOUNT,
-        # "carrier": SlotKind.CARRIER belongs here for a checkpoint trained with carrier
-        # slots (the bundled one was not: it reads carriers as text; see its model card).
+        "carrier": SlotKind.CARRIER,
     },
 )
 

@@ -238,9 +238,9 @@ def _conversion(rng: random.Random) -> tuple[str, str]:
     # "5 in in cm" is valid but reads badly, so "in" as a link only after other units.
     link = rng.choice(("to", "to", "in")) if src_name != "in" else "to"
     expr = f"{_decimal(qty)} {src_name} {link} {dst_name}"
-    if link == "in":
-        return expr, f"How many {dst_name} are in {_decimal(qty)} {src_name}?"
-    return expr, f"Convert {expr}."
+    # The prompt states the whole expression, target unit included, so that it reaches the
+    # model as one slot (see assistant.slots) and the check copies it, never rebuilds it.
+    return expr, f"Express {expr}." if link == "in" else f"Convert {expr}."
 
 
 _MAKERS: Final[dict[str, Callable[[random.Random], tuple[str, str]]]] = {

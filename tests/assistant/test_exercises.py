@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from assistant.slots import SlotTable
 from assistant.tools.checker import check_answer, classify
 from assistant.tutoring.exercises import (
     KINDS,
@@ -88,7 +89,8 @@ def test_prompts() -> None:
         assert exercise.prompt.startswith(start)
         assert exercise.expression in exercise.prompt
     conversion = generate("conversion", rng, "train")
-    assert conversion.prompt.startswith(("Convert ", "How many "))
+    assert conversion.prompt.startswith(("Convert ", "Express "))
+    assert SlotTable().delexicalize(conversion.prompt) in ("Convert [EXPR_1].", "Express [EXPR_1].")
 
 
 @pytest.mark.parametrize(

@@ -378,11 +378,6 @@ def test_phone_viewport_full_screen_and_keyboard(
         context.close()
 
 
-@pytest.mark.xfail(
-    reason="known model defect: the bundled model writes the carrier from its own guess "
-    "(the carrier is not an entity slot of lookup_order's result), e.g. UPS for a FedEx order",
-    strict=False,
-)
 def test_widget_names_the_orders_carrier(browser: Any, server: Server) -> None:
     """The reply about a shipped order names the carrier stored for it."""
     order = _order(server, ORDER_NUMBER)
