@@ -389,13 +389,7 @@ class Trainer:
         self.log(f"initialised from {self.config.init_from}")
 
     def save_snapshot(self) -> None:
-        from dlm_runtime.loading import save_model
-
-        directory = self.out / "snapshots" / f"step-{self.step}"
-        model = DLMModel(self.model.config)
-        model.load_state_dict(self.model.state_dict())
-        save_model(model.to(torch.float16), directory)
-        save_tokenizer(self.tokenizer, directory)
+        self.export(self.out / "snapshots" / f"step-{self.step}")
 
     # Checkpoints --------------------------------------------------------------------------
 
