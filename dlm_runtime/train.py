@@ -21,7 +21,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -401,22 +401,28 @@ class Trainer:
     def best_dir(self) -> Path:
         return self.out / "best"
 
-    def save_best(self) -> None:
-        """Write the current weights as the best ones (atomically, like checkpoints)."""
-        tmp = self.out / "best.tmp"
+    def _save_weights_atomically(self, directory: Path, extra: Callable[[Path], None]) -> None:
+        """Write the current weights, and what ``extra`` adds, as ``directory`` in one rename
+        (an interrupted save leaves the previous one intact)."""
+        tmp = directory.with_name(directory.name + ".tmp")
         tmp.mkdir(exist_ok=True)
         save_file(
             {k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
             str(tmp / "model.safetensors"),
         )
-        (tmp / "best.json").write_text(
-            json.dumps({"step": self.best_step, "held_out_loss": self.best_loss})
-        )
-        if self.best_dir.exists():
-            for child in self.best_dir.iterdir():
+        extra(tmp)
+        if directory.exists():
+            for child in directory.iterdir():
                 child.unlink()
-            self.best_dir.rmdir()
-        tmp.rename(self.best_dir)
+            directory.rmdir()
+        tmp.rename(directory)
+
+    def save_best(self) -> None:
+        """Write the current weights as the best ones (atomically, like checkpoints)."""
+        record = {"step": self.best_step, "held_out_loss": self.best_loss}
+        self._save_weights_atomically(
+            self.best_dir, lambda tmp: (tmp / "best.json").write_text(json.dumps(record))
+        )
 
     def note_held_out(self, loss: float) -> bool:
         """Record a held-out loss; keep the weights when it is the lowest so far."""
@@ -427,31 +433,23 @@ class Trainer:
         return True
 
     def save_checkpoint(self) -> None:
-        tmp = self.out / "checkpoint.tmp"
-        tmp.mkdir(exist_ok=True)
-        save_file(
-            {k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
-            str(tmp / "model.safetensors"),
-        )
-        torch.save(
-            {
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "seconds": self.seconds,
-                "rng": self.rng.getstate(),
-                "generator": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "config": asdict(self.config),
-                "best_loss": self.best_loss,
-                "best_step": self.best_step,
-            },
-            tmp / "state.pt",
-        )
-        if self.checkpoint_dir.exists():
-            for child in self.checkpoint_dir.iterdir():
-                child.unlink()
-            self.checkpoint_dir.rmdir()
-        tmp.rename(self.checkpoint_dir)
+        def write_state(tmp: Path) -> None:
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "step": self.step,
+                    "seconds": self.seconds,
+                    "rng": self.rng.getstate(),
+                    "generator": self.generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "config": asdict(self.config),
+                    "best_loss": self.best_loss,
+                    "best_step": self.best_step,
+                },
+                tmp / "state.pt",
+            )
+
+        self._save_weights_atomically(self.checkpoint_dir, write_state)
 
     def _resume(self) -> None:
         if not (self.checkpoint_dir / "state.pt").is_file():
