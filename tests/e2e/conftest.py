@@ -8,6 +8,7 @@ Screenshots go to ``$ASSISTANT_TEST_ARTIFACTS`` (default ``test-artifacts/``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -106,13 +107,14 @@ def _operator_key(data_dir: Path, keys: dict[str, Any]) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``assistant serve`` (gateway, worker, embedded Redis, SQLite) for one test module."""
+@contextlib.contextmanager
+def serving(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[Server]:
+    """``assistant serve`` (gateway, worker, embedded Redis, SQLite), ``env`` added to its
+    environment (for example another decoding mode), until the block ends."""
     data_dir = tmp_path_factory.mktemp("serve")
     port = free_port()
     log = (data_dir / "serve.log").open("wb")
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ASSISTANT_LOG_FORMAT": "json"}
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ASSISTANT_LOG_FORMAT": "json", **env}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -152,6 +154,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 process.kill()
                 process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``assistant serve`` on its defaults, for one test module."""
+    with serving(tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

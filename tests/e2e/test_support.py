@@ -393,41 +393,6 @@ def test_widget_names_the_orders_carrier(browser: Any, server: Server) -> None:
         context.close()
 
 
-def test_stop_button_cancels_the_reply_in_flight(browser: Any, server: Server) -> None:
-    """Stop, pressed as soon as the turn starts, ends the reply as cancelled."""
-    context, page, errors = open_page(browser, server.base_url + "/")
-    try:
-        widget = WidgetDriver(page)
-        widget.open()
-        widget.wait_online()
-        # Press Stop the moment the gateway acknowledges the message (the turn has started).
-        page.evaluate(
-            """() => {
-              const w = window.DlmWidget, c = w.connection, original = c.options.onEvent;
-              const stop = document.querySelector('#dlm-widget').shadowRoot
-                .querySelector('.cancel');
-              window.__stopped = null;
-              c.options.onEvent = (frame) => {
-                original(frame);
-                if (frame.type === 'user_message' && frame.turn_id && window.__stopped === null) {
-                  window.__stopped = !stop.hidden;
-                  stop.click();
-                }
-              };
-            }"""
-        )
-        widget.send("How do returns work?")
-        widget.wait_finals(1)
-        assert page.evaluate("() => window.__stopped") is True
-        final = widget.finals().nth(0)
-        assert final.get_attribute("data-status") == "cancelled"
-        assert final.locator(".rating").count() == 0
-        assert widget.host.locator(".cancel").is_hidden()
-        assert errors.errors == []
-    finally:
-        context.close()
-
-
 def test_console_on_a_narrow_screen(browser: Any, server: Server, artifacts: Path) -> None:
     """At 375 px the console shows the list, then one conversation with a way back."""
     shop_ctx, shop, _ = open_page(browser, server.base_url + "/")
