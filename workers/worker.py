@@ -208,6 +208,7 @@ class TurnPublisher:
         self._pending: DraftEvent | None = None
         self._flush: asyncio.Task[None] | None = None
         self.published: list[Event] = []
+        self.turn_ended = False  # the log refused an event: the turn's final is already in it
 
     async def draft(self, event: DraftEvent) -> None:
         if self._pending is None and time.monotonic() - self._last_draft >= self.interval_s:
@@ -252,7 +253,11 @@ class TurnPublisher:
 
     async def _append(self, event: Event) -> None:
         seq = await self.events.append(self.conversation_id, event)
-        self.published.append(event.with_seq(seq))
+        if seq:
+            self.published.append(event.with_seq(seq))
+        elif not self.turn_ended:
+            self.turn_ended = True
+            log.info("another delivery already finished this turn; its events are dropped")
 
 
 class ReplayingRunner(ToolRunner):

@@ -104,13 +104,17 @@ class TurnInFlight(BusError):
 
 _APPEND = """
 -- KEYS[1] seq counter, KEYS[2] event stream, KEYS[3] once-hash; ARGV[1] maxlen, ARGV[2] ttl
--- ms, ARGV[3] append id, ARGV[4] once token ('' for none), ARGV[5..] fields. A client that
--- resends an append whose reply it lost (its connection dropped) finds its append id on the
--- newest entry and gets that entry's seq back instead of a second copy of the event. An
--- event with a once token (a turn's final) is appended at most once per conversation.
+-- ms, ARGV[3] append id, ARGV[4] the turn's final token ('' for an event of no turn),
+-- ARGV[5] '1' when this event is that final, ARGV[6..] fields. A client that resends an
+-- append whose reply it lost (its connection dropped) finds its append id on the newest
+-- entry and gets that entry's seq back instead of a second copy of the event. A turn's
+-- final is appended at most once, and nothing of that turn after it: 0 means not appended.
 if ARGV[4] ~= '' then
   local earlier = redis.call('HGET', KEYS[3], ARGV[4])
-  if earlier then return tonumber(earlier) end
+  if earlier then
+    if ARGV[5] == '1' then return tonumber(earlier) end
+    return 0
+  end
 end
 local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 if newest then
@@ -123,7 +127,7 @@ if newest then
 end
 local seq = redis.call('INCR', KEYS[1])
 local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'seq', tostring(seq)}
-for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
 args[#args + 1] = 'aid'
 args[#args + 1] = ARGV[3]
 local added = redis.pcall(unpack(args))
@@ -141,7 +145,7 @@ if type(added) == 'table' and added.err then
   args[8] = tostring(seq)
   redis.call(unpack(args))
 end
-if ARGV[4] ~= '' then
+if ARGV[5] == '1' then
   redis.call('HSET', KEYS[3], ARGV[4], seq)
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
@@ -180,7 +184,13 @@ class EventLog:
         self._aids = itertools.count()
 
     async def append(self, conversation_id: str, event: Event) -> int:
-        """Append ``event`` and return its seq."""
+        """Append ``event`` and return its seq; 0 when its turn has already ended.
+
+        A turn has one final, and its final is its last event, even when two deliveries of
+        it run at once (a worker that lost Redis for a while and the one that took its turn
+        over): a second final gets the first one's seq back, and a later draft, tool event
+        or error of that turn is not appended (0).
+        """
         if event.conversation_id != conversation_id:
             raise ValueError(
                 f"event of conversation {event.conversation_id!r} appended to {conversation_id!r}"
@@ -188,9 +198,8 @@ class EventLog:
         fields = event.to_fields()
         fields.pop("seq", None)  # the script sets it
         flat = [item for pair in fields.items() for item in pair]
-        # A turn has one final, even when two deliveries of it run at once (a worker that
-        # lost Redis for a while and the one that took its turn over): the second is dropped.
-        once = f"final:{event.turn_id}" if isinstance(event, FinalEvent) and event.turn_id else ""
+        final_token = f"final:{event.turn_id}" if event.turn_id else ""
+        is_final = "1" if isinstance(event, FinalEvent) and event.turn_id else "0"
         seq = await self._append(
             keys=[
                 self.keys.seq(conversation_id),
@@ -201,7 +210,8 @@ class EventLog:
                 self.maxlen,
                 self.ttl_ms,
                 f"{self._aid_prefix}{next(self._aids)}",
-                once,
+                final_token,
+                is_final,
                 *flat,
             ],
         )

@@ -511,3 +511,20 @@ async def test_a_turn_has_one_final_event(redis_client: aioredis.Redis) -> None:
     other = FinalEvent(conversation_id="c1", turn_id="t2", message_id="m2", text="Next.")
     assert await log.append("c1", other) == first + 1
     assert [e.seq for e in await log.read_from("c1", 0)] == [first, first + 1]
+
+
+async def test_nothing_of_a_turn_is_appended_after_its_final(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A late delivery's draft or error after the turn's final is dropped; other turns append."""
+    log = EventLog(redis_client)
+    draft = DraftEvent(conversation_id="c2", turn_id="t1", text="Ship", step=1)
+    assert await log.append("c2", draft) == 1
+    final = FinalEvent(conversation_id="c2", turn_id="t1", message_id="m1", text="Shipped.")
+    assert await log.append("c2", final) == 2
+    assert await log.append("c2", draft) == 0
+    error = ErrorEvent(conversation_id="c2", turn_id="t1", code="turn_failed", message="no")
+    assert await log.append("c2", error) == 0
+    next_turn = DraftEvent(conversation_id="c2", turn_id="t2", text="Hi", step=1)
+    assert await log.append("c2", next_turn) == 3
+    assert [e.seq for e in await log.read_from("c2", 0)] == [1, 2, 3]

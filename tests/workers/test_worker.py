@@ -345,6 +345,34 @@ async def test_same_turn_delivered_twice(
     assert worker.metrics.turns == {"complete": 1, "duplicate": 1}
 
 
+async def test_delivery_overtaken_by_another_adds_nothing_after_the_final(
+    redis_client: aioredis.Redis,
+    store: Store,
+    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
+) -> None:
+    """Another delivery's final lands mid-generation: this one's later drafts are dropped."""
+    tokenizer = loaded[1]
+    worker = make_worker(redis_client, store, Paced(tokenizer, "Late.", steps=40), tokenizer)
+    turn = await new_turn(store, redis_client, "hello")
+
+    async def drafting() -> bool:
+        return bool(await events_of(redis_client, turn.conversation_id))
+
+    async with running(worker):
+        await wait_until(drafting)
+        other = FinalEvent(
+            conversation_id=turn.conversation_id,
+            turn_id=turn.turn_id,
+            message_id="from-the-other-delivery",
+            text="Early.",
+        )
+        other_seq = await EventLog(redis_client).append(turn.conversation_id, other)
+        await wait_until(lambda: settled(redis_client))
+    events = await events_of(redis_client, turn.conversation_id)
+    assert events[-1] == other.with_seq(other_seq) and len(finals(events)) == 1
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
 async def test_stored_reply_without_final_is_republished(
     redis_client: aioredis.Redis,
     store: Store,
