@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import LOG_FORMATS, LOG_LEVELS, Settings
+from assistant.corpus.build import PASTE_SHARE
 from assistant.db.models import KeyKind
 from assistant.errors import UserError
 from assistant.log import configure_logging
@@ -295,6 +296,7 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
         augment=not args.no_augment,
         dev_dialogues=args.dev,
         entity_slots=not args.no_slots,
+        paste_share=args.paste_share,
     )
     for split, figures in stats.items():
         print(
@@ -571,6 +573,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write entities as their real values, not placeholders: the corpus of a model "
         "that copies them itself (train it with \"entity_slots\": false)",
+    )
+    build.add_argument(
+        "--paste-share",
+        type=float,
+        default=PASTE_SHARE,
+        metavar="P",
+        help="share of training dialogues whose first message is buried in a long paste, "
+        f"cut as serving cuts it (default {PASTE_SHARE}; 0 = none, the corpus before)",
     )
     build.set_defaults(handler=cmd_corpus_build)
 

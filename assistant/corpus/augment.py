@@ -21,6 +21,7 @@ from collections.abc import Callable
 from assistant.corpus.dialogue import Dialogue
 from assistant.prompting import HistoryItem
 from assistant.slots import UNIT_WORDS
+from assistant.trimming import shorten_text
 
 # Openers and closers a user adds around a request (train-only wording).
 OPENERS = (
@@ -159,8 +160,56 @@ def augment_text(text: str, rng: random.Random) -> str:
     return out.strip() or text
 
 
-def augment_dialogue(dialogue: Dialogue, rng: random.Random, share: float = 0.6) -> Dialogue:
-    """A copy of a training dialogue with about ``share`` of its user turns rewritten."""
+# What a user pastes around a question (an email, notes, an earlier chat), train-only
+# wording: lines repeated, or casual chat lines from the small-talk corpora's training split.
+PASTE_LINES = (
+    "Copy of the message I sent you before.",
+    "Below is everything from my notes, sorry it is long.",
+    "This is the text from the chat window yesterday.",
+    "I am pasting the whole thing so you have the context.",
+    "Forwarded message follows.",
+    "--- original message ---",
+    "Let me know if you need anything else from this.",
+    "Anyway, as I said before, nothing has changed since.",
+)
+# Lengths in characters: a paste before or after the message, and the cut that serving
+# makes to a message too long for the context (assistant.trimming.shorten_text).
+PASTE_CHARS = (200, 1600)
+CUT_TO_CHARS = (700, 1100)
+
+
+def _pasted_text(rng: random.Random, length: int) -> str:
+    if rng.random() < 0.5:
+        lines = [rng.choice(PASTE_LINES)]
+    else:
+        from assistant.corpus.smalltalk import all_pairs
+
+        pairs = all_pairs()["train"]
+        lines = [text for pair in rng.sample(pairs, 40) for text in pair]
+    out: list[str] = []
+    while sum(len(line) + 1 for line in out) < length:
+        out.append(lines[len(out) % len(lines)])
+    return " ".join(out)[:length].rstrip()
+
+
+def bury_in_paste(text: str, rng: random.Random) -> str:
+    """The message with a long paste before or after it, cut the way serving cuts it.
+
+    Serving cuts a message too long for the context in the middle (``shorten_text``); a
+    model that never saw a long or cut message answers none, so training shows both.
+    """
+    pasted = _pasted_text(rng, rng.randint(*PASTE_CHARS))
+    message = f"{pasted} {text}" if rng.random() < 0.7 else f"{text} {pasted}"
+    if len(message) > CUT_TO_CHARS[1]:
+        message = shorten_text(message, rng.randint(*CUT_TO_CHARS))
+    return message
+
+
+def augment_dialogue(
+    dialogue: Dialogue, rng: random.Random, share: float = 0.6, paste_share: float = 0.0
+) -> Dialogue:
+    """A copy of a training dialogue with about ``share`` of its user turns rewritten and,
+    with probability ``paste_share``, its first user turn buried in pasted text."""
     if dialogue.split != "train":
         raise ValueError("only training dialogues are augmented")
     items = [
@@ -169,6 +218,10 @@ def augment_dialogue(dialogue: Dialogue, rng: random.Random, share: float = 0.6)
         else item
         for item in dialogue.items
     ]
+    if paste_share and rng.random() < paste_share:
+        first = next((i for i, item in enumerate(items) if item.role == "user" and item.text), None)
+        if first is not None:
+            items[first] = HistoryItem("user", bury_in_paste(items[first].text, rng))
     return Dialogue(
         split=dialogue.split,
         domain=dialogue.domain,

@@ -34,6 +34,9 @@ from assistant.slots import PLACEHOLDER, SlotKind, SlotTable
 
 Generator = Callable[[random.Random, Store, str], Dialogue]
 MAX_PLACEHOLDER_INDEX = 8
+# Share of training dialogues whose first message comes inside a long paste (0 gives the
+# corpus of the checkpoint before, which never saw one).
+PASTE_SHARE = 0.05
 
 
 def generators() -> list[tuple[Generator, int]]:
@@ -89,8 +92,10 @@ def build_corpus(
     augment: bool = True,
     dev_dialogues: int = 0,
     entity_slots: bool = True,
+    paste_share: float = PASTE_SHARE,
 ) -> dict[str, Any]:
-    """Write the corpus files; ``augment`` adds noise to training user turns only;
+    """Write the corpus files; ``augment`` adds noise to training user turns only, and
+    buries about ``paste_share`` of training dialogues' first message in pasted text;
     ``entity_slots`` False writes real values where placeholders would be."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = build_store()
@@ -111,7 +116,7 @@ def build_corpus(
             for dialogue in dialogues(count, split, seed, store):
                 domains[dialogue.domain] += 1
                 if augment and split == "train":
-                    dialogue = augment_dialogue(dialogue, noise)
+                    dialogue = augment_dialogue(dialogue, noise, paste_share=paste_share)
                 for example in training_examples(dialogue, entity_slots):
                     handle.write(json.dumps(example, ensure_ascii=False) + "\n")
                     examples += 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from assistant import evaluation
 from assistant.corpus import augment, support
 from assistant.corpus.build import build_corpus, dialogues, read_dialogues
 from assistant.corpus.dialogue import Dialogue
@@ -15,6 +16,7 @@ from assistant.corpus.phrases import Phrases
 from assistant.demo.store import build_store
 from assistant.prompting import model_messages
 from assistant.slots import SlotTable
+from assistant.trimming import ELISION
 
 
 def _texts(split: str, count: int = 200) -> list[str]:
@@ -138,3 +140,33 @@ def test_dev_dialogues_come_from_training_templates_and_entities(tmp_path: Path)
         d for d in dev if any(n in item.text for item in d.items for n in train_numbers)
     ]
     assert with_orders and not any(d.items in train for d in with_orders)
+
+
+def test_pasted_messages_keep_the_request_and_its_entities() -> None:
+    """A message buried in a paste still holds the request's slots, cut as serving cuts it."""
+    rng = random.Random(4)
+    cut = 0
+    for text in _texts("train", 60):
+        long = augment.bury_in_paste(text, rng)
+        cut += ELISION in long
+        assert len(long) <= max(augment.CUT_TO_CHARS[1], len(text) + augment.PASTE_CHARS[1] + 1)
+        before, after = SlotTable(), SlotTable()
+        before.delexicalize(text)
+        after.delexicalize(long)
+        assert set(before.values.values()) <= set(after.values.values()), (text, long)
+    assert cut > 0
+
+
+def test_pastes_are_not_the_evaluation_paste() -> None:
+    """The evaluation's long-message case pastes a sentence training never pastes."""
+    assert _normal(evaluation._PASTED) not in {_normal(line) for line in augment.PASTE_LINES}
+
+
+def test_paste_share_buries_some_first_messages(tmp_path: Path) -> None:
+    """``paste_share`` 0 leaves the corpus as before; above 0 some first turns get long."""
+    store, rng = build_store(), random.Random(2)
+    source = list(dialogues(200, "train", 7, store))
+    pasted = [augment.augment_dialogue(d, rng, share=0.0, paste_share=0.2) for d in source]
+    longer = [p for p, d in zip(pasted, source, strict=True) if p.items != d.items]
+    assert 10 < len(longer) < 80
+    assert all(len(p.items) == len(d.items) for p, d in zip(pasted, source, strict=True))
