@@ -231,6 +231,7 @@ class AgentLoop:
         limit = self.context - self.policy.max_new_tokens
         if len(prompt) <= limit:
             return prompt, table
+
         def fits(items: Sequence[HistoryItem]) -> bool:
             return len(encode(items)[0]) <= limit
 

@@ -275,8 +275,10 @@ def cmd_demo_load(args: argparse.Namespace, settings: Settings) -> int:
             f"demo tenant {tenant_id}: added {added['products']} products, "
             f"{added['articles']} articles, {added['orders']} orders"
         )
-        print(f"demo keys (public key for the pages, operator key for the console) in "
-              f"{settings.data_dir / DEMO_KEYS_FILE}")
+        print(
+            f"demo keys (public key for the pages, operator key for the console) in "
+            f"{settings.data_dir / DEMO_KEYS_FILE}"
+        )
         print(f"demo operator key: {keys.operator_key}")
         return 0
 
@@ -572,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-slots",
         action="store_true",
         help="write entities as their real values, not placeholders: the corpus of a model "
-        "that copies them itself (train it with \"entity_slots\": false)",
+        'that copies them itself (train it with "entity_slots": false)',
     )
     build.add_argument(
         "--paste-share",

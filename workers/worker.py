@@ -873,6 +873,7 @@ class Worker:
             log.warning("could not withdraw the metrics", error=str(exc))
 
     async def _cancel_loop(self) -> None:
+        failing = False  # an outage is logged when it starts and ends, not every poll
         while True:
             await asyncio.sleep(self.options.cancel_poll_s)
             states = [s for s in self.turns.values() if not s.cancel_requested]
@@ -883,8 +884,13 @@ class Worker:
                     (s.turn.conversation_id, s.turn.turn_id) for s in states
                 )
             except (RedisError, OSError) as exc:
-                log.warning("cancellation poll failed", error=str(exc))
+                if not failing:
+                    log.warning("cancellation poll failed; retrying quietly", error=str(exc))
+                failing = True
                 continue
+            if failing:
+                log.info("cancellation poll works again")
+                failing = False
             for state in states:
                 if state.turn.turn_id in stop:
                     with bind_turn(state.turn.conversation_id, state.turn.turn_id):

@@ -434,8 +434,9 @@ class TurnQueue:
         """
         last = "-"
         while True:
-            entries = await self.redis.xrange(self.keys.turns, last, "+", count=500)
+            entries = await self.redis.xrange(self.keys.turns, last, "+", count=500) or []
             for _stream_id, fields in entries:
+                fields = fields or {}
                 value = fields.get(b"turn_id", fields.get("turn_id"))
                 if value is not None and _str(value) == turn_id:
                     return True

@@ -104,9 +104,7 @@ def add_typos(text: str, rng: random.Random) -> str:
 def drop_punctuation(text: str, rng: random.Random) -> str:
     """Drop sentence punctuation after plain words (never inside an entity)."""
     del rng
-    return " ".join(
-        _TRAILING_PUNCT.sub("", w) if _is_plain_word(w) else w for w in text.split(" ")
-    )
+    return " ".join(_TRAILING_PUNCT.sub("", w) if _is_plain_word(w) else w for w in text.split(" "))
 
 
 def lower_case(text: str, rng: random.Random) -> str:

@@ -136,9 +136,7 @@ def test_dev_dialogues_come_from_training_templates_and_entities(tmp_path: Path)
     train = [d.items for d in dialogues(100, "train", 3, store)]
     # Dialogues with an order in them: an entity-free one ("human please") may recur by chance.
     train_numbers = {o.number for o in store.orders_in("train")}
-    with_orders = [
-        d for d in dev if any(n in item.text for item in d.items for n in train_numbers)
-    ]
+    with_orders = [d for d in dev if any(n in item.text for item in d.items for n in train_numbers)]
     assert with_orders and not any(d.items in train for d in with_orders)
 
 

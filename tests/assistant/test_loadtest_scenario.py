@@ -27,11 +27,11 @@ def test_scripts_are_reproducible_and_mixed() -> None:
 
 def _turn(ledger: Ledger, client_id: str, turn_id: str, seq: int) -> None:
     ledger.sent(client_id, 0.0)
-    ledger.record({"type": "user_message", "seq": seq, "client_id": client_id,
-                   "turn_id": turn_id}, 0.01)
+    ledger.record(
+        {"type": "user_message", "seq": seq, "client_id": client_id, "turn_id": turn_id}, 0.01
+    )
     ledger.record({"type": "draft", "seq": seq + 1, "turn_id": turn_id}, 0.1)
-    ledger.record({"type": "final", "seq": seq + 2, "turn_id": turn_id,
-                   "status": "complete"}, 0.5)
+    ledger.record({"type": "final", "seq": seq + 2, "turn_id": turn_id, "status": "complete"}, 0.5)
 
 
 def test_clean_ledger_has_no_violations_and_timings() -> None:
@@ -104,8 +104,13 @@ def test_summary_adds_up_model_usage() -> None:
     ledger.sent("a", 0.0)
     ledger.record({"type": "user_message", "seq": 1, "client_id": "a", "turn_id": "t"}, 0.0)
     ledger.record(
-        {"type": "final", "seq": 2, "turn_id": "t", "status": "complete",
-         "usage": {"tokens": 40, "forward_passes": 20, "milliseconds": 200.0}},
+        {
+            "type": "final",
+            "seq": 2,
+            "turn_id": "t",
+            "status": "complete",
+            "usage": {"tokens": 40, "forward_passes": 20, "milliseconds": 200.0},
+        },
         0.3,
     )
     summary = summarise([ledger], duration_s=1.0)

@@ -181,9 +181,10 @@ def test_snapshots_and_prompt_loss(tmp_path: Path) -> None:
         snapshot = tmp_path / "run" / "snapshots" / f"step-{step}"
         assert load_model(snapshot).config.vocab_size == len(load_tokenizer(snapshot))
     # The data's slot scheme travels with the model (the assistant reads it per model).
-    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())[
-        "entity_slots"
-    ] is False
+    assert (
+        json.loads((tmp_path / "run" / "model" / "config.json").read_text())["entity_slots"]
+        is False
+    )
 
 
 def test_fine_tuning_extends_the_vocabulary_and_keeps_the_weights(tmp_path: Path) -> None:

@@ -172,8 +172,11 @@ async def test_faults_under_load_lose_and_duplicate_nothing(
     orders = build_store().orders_in("heldout")
     scripts = make_scripts(CLIENTS, TURNS, orders, tutoring_share=0.3, seed=11)
     options = LoadOptions(
-        urls=deployment.urls, key=deployment.public_key, think_s=1.0,
-        turn_timeout_s=90, duration_s=300,
+        urls=deployment.urls,
+        key=deployment.public_key,
+        think_s=1.0,
+        turn_timeout_s=90,
+        duration_s=300,
     )
     load = asyncio.create_task(run_load(scripts, options))
     await _faults(deployment, redis_client, load)

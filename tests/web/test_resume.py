@@ -40,7 +40,6 @@ LONG = {
 }
 
 
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     before = torch.get_num_threads()

@@ -116,7 +116,6 @@ def loaded(checkpoint: Path) -> Iterator[tuple[EngineGenerator, PreTrainedTokeni
     asyncio.run(generator.close())
 
 
-
 LONG = {
     "long": DecodingMode(
         "long", "diffusion", "prefix-causal", reference(steps=128, gen_length=128, block_length=32)
