@@ -36,6 +36,17 @@ class ForwardOutput:
     """k/v of the ``T`` input positions only, ``[B, n_kv_heads, T, head_dim]`` per layer."""
 
 
+def take_positions(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """``x [B, T, H]`` at ``index [B, K]`` positions per row (all of ``x`` when None).
+
+    The output projection is the largest matrix of a small model: a prompt's prefill needs
+    the logits of its last positions only, so callers project just those.
+    """
+    if index is None:
+        return x
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 def _as_batched(ids: torch.Tensor) -> torch.Tensor:
     """Give 1-D per-position ids a batch dimension of 1."""
     if ids.dim() == 1:

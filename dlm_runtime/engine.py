@@ -447,6 +447,9 @@ class Query:
     cache_len: int  # leading slots of this request's cache row that every row attends to
     # Key j is visible to query i iff ranks[j] <= ranks[i]; None = all equal (full attention).
     ranks: torch.Tensor | None
+    # The first position whose logits ``consume`` reads; it gets the logits from there on
+    # (a prompt's prefill needs only the last ones: the output projection is not free).
+    logits_from: int = 0
 
 
 @dataclass
@@ -458,6 +461,10 @@ class Batch:
     attention_mask: torch.Tensor | None  # [B, 1, T, S + T]; None = full attention, no padding
     past: KV | None
     lengths: list[int]  # real query rows per batch row
+    # Positions whose logits the model returns, [B, K] (None: all); ``logit_rows`` per batch
+    # row: how many of the K are that query's (from its ``logits_from`` to its end).
+    logits_index: torch.Tensor | None = None
+    logit_rows: list[int] = field(default_factory=list)
 
 
 class BatchBuilder:
@@ -473,18 +480,30 @@ class BatchBuilder:
             self._arange = torch.arange(max(n, 2 * self._arange.shape[0]), device=self.device)
         return self._arange[:n]
 
+    def _logits_index(
+        self, queries: Sequence[Query], lengths: list[int], t: int
+    ) -> tuple[torch.Tensor | None, list[int]]:
+        starts = [q.logits_from for q in queries]
+        rows = [n - f for n, f in zip(lengths, starts, strict=True)]
+        if not any(starts):
+            return None, rows
+        k = max(rows)
+        offsets = torch.tensor(starts, device=self.device)[:, None]
+        return (offsets + self._range(k)[None, :]).clamp(max=t - 1), rows
+
     def build(self, queries: Sequence[Query], pool: KVPool, first_row: int = 0) -> Batch:
         """Stack ``queries`` (batch row i = cache row first_row + i) into one forward's inputs."""
         lengths = [int(q.tokens.shape[0]) for q in queries]
         b, t = len(queries), max(lengths)
         s = max(q.cache_len for q in queries)
+        index, logit_rows = self._logits_index(queries, lengths, t)
         if s == 0 and all(
             q.ranks is None and q.start == 0 and n == t
             for q, n in zip(queries, lengths, strict=True)
         ):
             # Full attention with nothing to hide: the plain call LLaDA's generate() makes.
             ids = queries[0].tokens[None] if b == 1 else torch.stack([q.tokens for q in queries])
-            return Batch(ids, None, None, None, lengths)
+            return Batch(ids, None, None, None, lengths, index, logit_rows)
         ids = torch.full((b, t), self.pad_id, dtype=torch.long, device=self.device)
         pos = torch.zeros((b, t), dtype=torch.long, device=self.device)
         q_rank = torch.full((b, t), -1, dtype=torch.long, device=self.device)
@@ -505,7 +524,9 @@ class BatchBuilder:
             cached = torch.tensor([q.cache_len for q in queries], device=self.device)
             valid = self._range(s)[None, :] < cached[:, None]
             mask = torch.cat([valid[:, None, :] & (q_rank >= 0)[:, :, None], mask], dim=-1)
-        return Batch(ids, pos, mask[:, None], pool.view(b, s, first_row), lengths)
+        return Batch(
+            ids, pos, mask[:, None], pool.view(b, s, first_row), lengths, index, logit_rows
+        )
 
 
 # What a model call costs beyond its positions, in padded positions: kernel launches and
@@ -718,7 +739,8 @@ class RequestState(ABC):
 
     @abstractmethod
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
-        """Apply the forward's ``logits [T, V]`` for this request's rows; return its events."""
+        """Apply the forward's logits (``[T - logits_from, V]``: this request's rows from its
+        query's ``logits_from`` on); return its events."""
 
     # --- shared helpers -----------------------------------------------------------------
 
@@ -837,9 +859,8 @@ class PrefixCausalState(CausalRow, _BlockDiffusion):
     def query(self) -> Query:
         n, device = int(self.pending.shape[0]), self.info.device
         tokens = torch.cat([self.pending, self.block.x]) if n else self.block.x
-        return Query(
-            tokens, self.cached, self.cached, _prefix_ranks(n, self.block.block_len, device)
-        )
+        ranks = _prefix_ranks(n, self.block.block_len, device)
+        return Query(tokens, self.cached, self.cached, ranks, logits_from=n)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
         n = int(self.pending.shape[0])
@@ -847,7 +868,7 @@ class PrefixCausalState(CausalRow, _BlockDiffusion):
         self.cached += n
         self.pending = self.prompt[:0]
         self.forward_passes += 1
-        return self._advance(logits[n : n + self.block.block_len])
+        return self._advance(logits[: self.block.block_len])
 
     def _block_finished(self, block: BlockState) -> None:
         self.pending = block.x.clone()
@@ -861,12 +882,12 @@ class PrefixCausalNoCacheState(_BlockDiffusion):
         prefix = torch.cat([self.prompt, done]) if self.reply else self.prompt
         n = int(prefix.shape[0])
         tokens = torch.cat([prefix, self.block.x])
-        return Query(tokens, 0, 0, _prefix_ranks(n, self.block.block_len, self.info.device))
+        ranks = _prefix_ranks(n, self.block.block_len, self.info.device)
+        return Query(tokens, 0, 0, ranks, logits_from=n)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
-        n = int(self.prompt.shape[0]) + len(self.reply)
         self.forward_passes += 1
-        return self._advance(logits[n : n + self.block.block_len])
+        return self._advance(logits[: self.block.block_len])
 
 
 class BidirectionalState(_BlockDiffusion):
@@ -884,11 +905,11 @@ class BidirectionalState(_BlockDiffusion):
         return int(self.prompt.shape[0]) + len(self.reply)
 
     def query(self) -> Query:
-        return Query(self.canvas, 0, 0, None)
+        return Query(self.canvas, 0, 0, None, logits_from=self._offset)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
         self.forward_passes += 1
-        return self._advance(logits[self._offset : self._offset + self.block.block_len])
+        return self._advance(logits[: self.block.block_len])
 
     def _stepped(self, block: BlockState) -> None:
         self.canvas[self._offset : self._offset + block.block_len] = block.x
@@ -902,21 +923,17 @@ class PrefixCacheState(BidirectionalState):
         self.refresh = True  # next step runs the whole sequence and re-caches the prefix
 
     def query(self) -> Query:
-        if self.refresh:
-            return Query(self.canvas, 0, 0, None)
         offset = self._offset
+        if self.refresh:
+            return Query(self.canvas, 0, 0, None, logits_from=offset)
         return Query(self.canvas[offset:], offset, offset, None)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
-        offset = self._offset
         if self.refresh:
-            cache.replace(0, offset)
+            cache.replace(0, self._offset)
             self.refresh = False
-            block_logits = logits[offset : offset + self.block.block_len]
-        else:
-            block_logits = logits[: self.block.block_len]
         self.forward_passes += 1
-        return self._advance(block_logits)
+        return self._advance(logits[: self.block.block_len])
 
     def _block_finished(self, block: BlockState) -> None:
         self.refresh = True
@@ -932,13 +949,14 @@ class AutoregressiveState(CausalRow, RequestState):
 
     def query(self) -> Query:
         n = int(self.pending.shape[0])
-        return Query(self.pending, self.cached, self.cached, _causal_ranks(n, self.info.device))
+        ranks = _causal_ranks(n, self.info.device)
+        return Query(self.pending, self.cached, self.cached, ranks, logits_from=n - 1)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
         n = int(self.pending.shape[0])
         cache.keep(0, n)
         self.cached += n
-        token = self._choose(logits[n - 1 : n])[0]
+        token = self._choose(logits[:1])[0]
         self.steps += 1
         self.forward_passes += 1
         self.reply.append(token)
@@ -985,7 +1003,9 @@ class SpeculativeState(RequestState):
             return Query(block.x, self.cached, self.cached, _causal_ranks(block.block_len, device))
         n = int(self.pending.shape[0])
         tokens = torch.cat([self.pending, block.x]) if n else block.x
-        return Query(tokens, self.cached, self.cached, _prefix_ranks(n, block.block_len, device))
+        ranks = _prefix_ranks(n, block.block_len, device)
+        # The last pending position's logits (the verifier's first target), then the block's.
+        return Query(tokens, self.cached, self.cached, ranks, logits_from=max(0, n - 1))
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
         self.forward_passes += 1
@@ -995,9 +1015,10 @@ class SpeculativeState(RequestState):
         if n:
             cache.keep(0, n)
             self.cached += n
-            self.first_target = self._choose(logits[n - 1 : n])[0]
+            self.first_target = self._choose(logits[:1])[0]
             self.pending = self.prompt[:0]
-        _, draft = self._step_block(self.block, logits[n : n + self.block.block_len], self.round)
+            logits = logits[1:]
+        _, draft = self._step_block(self.block, logits[: self.block.block_len], self.round)
         self.verifying = self.block.done
         return [draft]
 
@@ -1430,6 +1451,7 @@ class Engine:
                 position_ids=batch.position_ids,
                 attention_mask=batch.attention_mask,
                 past_key_values=batch.past,
+                logits_index=batch.logits_index,
             )
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -1439,7 +1461,7 @@ class Engine:
             return
         forwarded = time.perf_counter()
         writes: list[CacheWrite] = []
-        for offset, (state, n) in enumerate(zip(states, batch.lengths, strict=True)):
+        for offset, (state, n) in enumerate(zip(states, batch.logit_rows, strict=True)):
             row = first + offset
             try:
                 produced = state.consume(out.logits[offset, :n], RowCache(row, writes))

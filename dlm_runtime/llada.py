@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlm_runtime.attention import KV, ForwardOutput
+from dlm_runtime.attention import KV, ForwardOutput, take_positions
 from dlm_runtime.modeling import RMSNorm, apply_rotary, attend, prepare_forward, rotary_cos_sin
 
 __all__ = ["LLADA_DEFAULTS", "LLaDAConfigView", "LLaDAModel", "UnsupportedLLaDAConfig"]
@@ -274,6 +274,7 @@ class LLaDAModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values: KV | None = None,
+        logits_index: torch.Tensor | None = None,
     ) -> ForwardOutput:
         """Same contract as :meth:`dlm_runtime.modeling.DLMModel.forward`."""
         cfg = self.config
@@ -289,7 +290,7 @@ class LLaDAModel(nn.Module):
         for i, block in enumerate(tr.blocks):
             x, kv = block(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
             new_kv.append(kv)
-        x = tr.ln_f(x)
+        x = tr.ln_f(take_positions(x, logits_index))
         logits = F.linear(x, tr.wte.weight) if tr.ff_out is None else tr.ff_out(x)
         if cfg.scale_logits:
             logits = logits * (1 / cfg.hidden_size**0.5)

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dlm_runtime.attention import KV, ForwardOutput
+from dlm_runtime.attention import KV, ForwardOutput, take_positions
 from dlm_runtime.llada import LLaDAConfigView, LLaDAModel, UnsupportedLLaDAConfig
 from dlm_runtime.modeling import DLMConfig, DLMModel
 
@@ -261,12 +261,14 @@ class RemoteCodeModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values: KV | None = None,
+        logits_index: torch.Tensor | None = None,
     ) -> ForwardOutput:
         if past_key_values or attention_mask is not None or position_ids is not None:
             raise NotImplementedError(
                 "a trust_remote_code model supports only uncached full-attention forward calls"
             )
-        return ForwardOutput(logits=self.inner(input_ids=input_ids).logits, new_key_values=[])
+        logits = take_positions(self.inner(input_ids=input_ids).logits, logits_index)
+        return ForwardOutput(logits=logits, new_key_values=[])
 
 
 def _load_remote(

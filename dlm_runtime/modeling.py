@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from dlm_runtime.attention import KV, ForwardOutput, kv_length
+from dlm_runtime.attention import KV, ForwardOutput, kv_length, take_positions
 
 __all__ = [
     "KV",
@@ -356,8 +356,12 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values: KV | None = None,
+        logits_index: torch.Tensor | None = None,
     ) -> ForwardOutput:
         """Logits for ``input_ids [B, T]`` and the k/v of those ``T`` positions.
+
+        ``logits_index [B, K]`` limits the logits to those positions of each row (``[B, K,
+        vocab]``); the k/v still cover every position.
 
         ``attention_mask`` is bool ``[B, 1, T, P+T]`` (``True`` = may attend); ``None`` means full
         bidirectional attention over cache + input. ``position_ids`` default to ``P..P+T-1``,
@@ -373,7 +377,7 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
             new_kv.append(kv)
-        x = self.norm(x)
+        x = self.norm(take_positions(x, logits_index))
         # Tied: no lm_head module, the embedding matrix is the output projection.
         logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
         return ForwardOutput(logits=logits, new_key_values=new_kv)

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +18,13 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime import load_model, reference
-from dlm_runtime.attention import KV, ForwardOutput, block_causal_mask, causal_mask
+from dlm_runtime.attention import (
+    KV,
+    ForwardOutput,
+    block_causal_mask,
+    causal_mask,
+    take_positions,
+)
 from dlm_runtime.engine import (
     BatchBuilder,
     CacheWrite,
@@ -83,8 +90,11 @@ class NoMask(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values: KV | None = None,
+        logits_index: torch.Tensor | None = None,
     ) -> ForwardOutput:
-        out: ForwardOutput = self.inner(input_ids, position_ids, attention_mask, past_key_values)
+        out: ForwardOutput = self.inner(
+            input_ids, position_ids, attention_mask, past_key_values, logits_index
+        )
         out.logits[..., self.config.mask_token_id] = -1e4
         return out
 
@@ -121,6 +131,7 @@ class ScriptedModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         past_key_values: KV | None = None,
+        logits_index: torch.Tensor | None = None,
     ) -> ForwardOutput:
         pos, mask, past_len = prepare_forward(
             input_ids, position_ids, attention_mask, past_key_values, 1
@@ -140,7 +151,7 @@ class ScriptedModel(nn.Module):
         logits.scatter_(-1, target.clamp_min(0)[..., None], 10.0)
         logits[target < 0] = 0.0  # a negative target means "no idea": uniform
         kv = (input_ids[:, None, :, None].float(), pos[:, None, :, None].float())
-        return ForwardOutput(logits, [kv])
+        return ForwardOutput(take_positions(logits, logits_index), [kv])
 
 
 def chain(p: torch.Tensor) -> torch.Tensor:
@@ -278,6 +289,26 @@ async def test_batch_masks_and_padding_rows(dlm: DLMModel) -> None:
     assert not mask[:2, 4:].any() and not mask[1, 1:].any()  # padding rows see nothing
     assert batch.position_ids is not None
     assert batch.position_ids[0, :4].tolist() == [7, 8, 9, 10]
+
+
+async def test_only_the_logits_a_query_reads_are_computed(dlm: DLMModel) -> None:
+    """``logits_from`` rows get the full pass's logits from there on; others get them all."""
+    pool = KVPool(2)
+    builder = BatchBuilder(torch.device("cpu"), pad_id=0)
+    queries = [
+        Query(torch.arange(20, 30), 0, 0, torch.tensor([0] * 6 + [1] * 4), logits_from=6),
+        Query(torch.arange(30, 33), 0, 0, torch.arange(3), logits_from=2),
+    ]
+    with torch.inference_mode():
+        batch = builder.build(queries, pool)
+        args = (batch.input_ids, batch.position_ids, batch.attention_mask, batch.past)
+        full = dlm(*args).logits
+        some = dlm(*args, logits_index=batch.logits_index).logits
+        unselected = builder.build([replace(q, logits_from=0) for q in queries], pool)
+    assert batch.logit_rows == [4, 1] and some.shape[:2] == (2, 4)
+    torch.testing.assert_close(some[0], full[0, 6:10])
+    torch.testing.assert_close(some[1, :1], full[1, 2:3])
+    assert unselected.logits_index is None and unselected.logit_rows == [10, 3]
 
 
 # --- equivalences ----------------------------------------------------------------------------
