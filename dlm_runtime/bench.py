@@ -241,6 +241,26 @@ async def modes(model: DLMModel, tok: PreTrainedTokenizerFast, max_new: int) -> 
     return rows
 
 
+def prefill_cost(model: DLMModel, prompt_lengths: Sequence[int], reps: int) -> list[str]:
+    """A prompt's prefill computing every position's logits, or only the block's it reads."""
+    rows = [
+        "",
+        f"5. Prefill of a prompt followed by a {BLOCK}-token block (batch 1, best of N): logits "
+        "of every position, or of the block's only (what the engine computes)",
+        f"   {'prompt':>6} {'all logits (ms)':>16} {'block logits (ms)':>18} {'ratio':>7}",
+    ]
+    with torch.inference_mode():
+        for length in prompt_lengths:
+            ids = torch.randint(64, 8192, (1, length + BLOCK))
+            read = torch.arange(length, length + BLOCK)[None]
+            every = timed(lambda ids=ids: model(ids), reps)
+            block = timed(lambda ids=ids, read=read: model(ids, logits_index=read), reps)
+            rows.append(
+                f"   {length:>6} {every * 1e3:>16.2f} {block * 1e3:>18.2f} {every / block:>6.2f}x"
+            )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter replies, fewer repetitions")
@@ -277,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in rows + overhead(stats16):
         print(line)
     for line in asyncio.run(modes(model, tok, max_new)):
+        print(line)
+    for line in prefill_cost(model, (64, 256) if args.quick else (64, 128, 256), reps=7):
         print(line)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0

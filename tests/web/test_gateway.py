@@ -371,7 +371,8 @@ async def test_lock_of_a_finished_turn_does_not_make_messages_busy(
         await store.store_reply(conversation_id, "finished-turn", "Your order shipped.")
         await c.send(type="user_message", id="next", text="thanks, and returns?")
         echo = await c.until(of_type("user_message", client_id="next"))
-    assert await holds(redis_client, conversation_id, echo["turn_id"])
+        # The echo is appended before the turn is submitted: wait for the lock to move.
+        await wait_until(lambda: holds(redis_client, conversation_id, echo["turn_id"]))
     assert await redis_client.get(KEYS.cancel(conversation_id)) is None
 
 
