@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 
 from assistant.corpus.dialogue import Dialogue
+from assistant.corpus.smalltalk import all_pairs
 from assistant.prompting import HistoryItem
 from assistant.slots import UNIT_WORDS
 from assistant.trimming import shorten_text
@@ -180,8 +181,6 @@ def _pasted_text(rng: random.Random, length: int) -> str:
     if rng.random() < 0.5:
         lines = [rng.choice(PASTE_LINES)]
     else:
-        from assistant.corpus.smalltalk import all_pairs
-
         pairs = all_pairs()["train"]
         lines = [text for pair in rng.sample(pairs, 40) for text in pair]
     out: list[str] = []
