@@ -1,6 +1,6 @@
 """Engine benchmark on random weights: ``python -m dlm_runtime.bench [--quick]``.
 
-The model has the shape of the bundled checkpoint (``assistant/model/train_bundled.json``:
+The model has the shape of the bundled checkpoint (``assistant/checkpoints/train_bundled.json``:
 hidden 192, intermediate 576, 6 layers, 6 heads, 6 kv heads, tied embeddings, vocab 8192,
 context 512); the tokenizer is trained on this package's own source text. Random weights make
 confidence meaningless, so every diffusion figure uses a fixed schedule: greedy tokens, the
@@ -30,7 +30,7 @@ from dlm_runtime.tokenizer import special_token_ids, train_tokenizer
 
 PROMPT_LEN = 64
 BLOCK = 32
-# The bundled model's shape (mirrors assistant/model/train_bundled.json; context as train.py).
+# The bundled model's shape (mirrors assistant/checkpoints/train_bundled.json; context as train.py).
 SHAPE = {
     "hidden_size": 192,
     "intermediate_size": 576,

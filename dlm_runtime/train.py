@@ -68,7 +68,7 @@ class TrainConfig:
     num_key_value_heads: int = 8
     tie_word_embeddings: bool = True
     # Recorded in the exported config.json: whether the data's entities were placeholders
-    # (the assistant's per-model slot setting; see assistant.slots).
+    # (the assistant's per-model slot setting; see assistant.entities.slots).
     entity_slots: bool = True
     max_len: int = 256  # prompt + reply tokens; longer examples are left out (and counted)
     # Optimisation.

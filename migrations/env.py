@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from assistant.db.engine import create_engine
-from assistant.db.models import Base
+from assistant.store.database import create_engine
+from assistant.store.tables import Base
 
 target_metadata = Base.metadata
 
@@ -41,7 +41,7 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 elif (lent := context.config.attributes.get("connection")) is not None:
-    # assistant.db.migrate lends a connection of the application's async engine.
+    # assistant.store.migrate lends a connection of the application's async engine.
     _run(lent)
 else:  # plain `alembic` command line
     asyncio.run(_run_with_own_engine())

@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
-from assistant.db import migrate
-from assistant.db.engine import create_engine
-from assistant.db.repository import Store
-from assistant.embedded_redis import EmbeddedRedis
+from assistant.app.embedded_redis import EmbeddedRedis
+from assistant.store import migrate
+from assistant.store.database import create_engine
+from assistant.store.repository import Store
 
 PG_URL = os.environ.get(
     "ASSISTANT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"

@@ -19,15 +19,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from assistant.bus.connection import connect
 from assistant.bus.keys import Keys
-from assistant.config import Settings
-from assistant.db.engine import create_engine
-from assistant.db.repository import Store
-from assistant.errors import UserError
-from assistant.redis_conn import connect
+from assistant.core.config import Settings
+from assistant.core.errors import UserError
+from assistant.store.database import create_engine
+from assistant.store.repository import Store
 from web import auth, static
-from web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from web.metrics import GatewayMetrics, exposition
+from web.gateway_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from web.gateway_metrics import GatewayMetrics, exposition
 from web.protocol import MAX_FRAME_BYTES, WS_PATH, CloseCode
 from web.service import Bus, ConversationService, GatewayOptions
 from web.session import serve_connection

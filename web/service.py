@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from assistant.bus.activity import ActivityLog
+from assistant.bus.connection import SOCKET_TIMEOUT_S
 from assistant.bus.fanout import EventFanout
 from assistant.bus.keys import Keys
 from assistant.bus.ratelimit import Bucket, RateLimiter
@@ -36,13 +37,12 @@ from assistant.bus.streams import (
     TurnInFlight,
     TurnQueue,
 )
-from assistant.config import IPNetwork, Settings, parse_networks, parse_rate
-from assistant.db.models import Channel as DbChannel
-from assistant.db.models import Conversation, KeyKind, Message, Owner, Role
-from assistant.db.repository import NotFound, Store
-from assistant.errors import UserError
-from assistant.log import bind_turn
-from assistant.redis_conn import SOCKET_TIMEOUT_S
+from assistant.core.config import IPNetwork, Settings, parse_networks, parse_rate
+from assistant.core.errors import UserError
+from assistant.core.log import bind_turn
+from assistant.store.repository import NotFound, Store
+from assistant.store.tables import Channel as DbChannel
+from assistant.store.tables import Conversation, KeyKind, Message, Owner, Role
 from assistant.tutoring.exercises import KINDS as EXERCISE_KINDS
 from assistant.tutoring.exercises import generate
 from web import auth
@@ -85,7 +85,7 @@ class GatewayOptions:
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
     # How long one read of a conversation's events blocks; cut to half the Redis socket
-    # timeout (see assistant.redis_conn.bounded_block_ms), and read again when it ends.
+    # timeout (see assistant.bus.connection.bounded_block_ms), and read again when it ends.
     follow_block_ms: int = 5000
     redis_socket_timeout_s: float = SOCKET_TIMEOUT_S
     # Load balancers whose X-Forwarded-For is believed (web/client_ip.py).

@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from assistant.log import bind_turn
+from assistant.core.log import bind_turn
 from web.client_ip import client_ip
-from web.metrics import GatewayMetrics
+from web.gateway_metrics import GatewayMetrics
 from web.protocol import (
     Cancel,
     Channel,

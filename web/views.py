@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from assistant.db.models import Conversation, Message, Owner, ToolCall
+from assistant.store.tables import Conversation, Message, Owner, ToolCall
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -36,13 +36,13 @@ from urllib.parse import urlparse
 import redis
 import redis.asyncio as aioredis
 
+from assistant.app.embedded_redis import EmbeddedRedis
+from assistant.bus.connection import bounded_block_ms, connect
 from assistant.bus.fanout import EventFanout
 from assistant.bus.keys import Keys
 from assistant.bus.schema import FinalEvent, TurnRequest
 from assistant.bus.streams import EventLog, TurnQueue
-from assistant.embedded_redis import EmbeddedRedis
-from assistant.log import configure_logging
-from assistant.redis_conn import bounded_block_ms, connect
+from assistant.core.log import configure_logging
 
 # the helper processes ----------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator
 
+from assistant.bus.connection import connect
 from assistant.bus.keys import Keys
 from assistant.bus.schema import DraftEvent, FinalEvent
-from assistant.redis_conn import connect
 from dlm_runtime.engine import Draft, Final, GenerationRequest
 from workers.worker import TurnPublisher, TurnResult, TurnState, Worker, WorkerOptions
 

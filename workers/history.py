@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from assistant.db.engine import session_factory
-from assistant.db.models import Message, MessageStatus, Role, ToolCall, ToolCallStatus
-from assistant.prompting import HistoryItem
+from assistant.agent.prompting import HistoryItem
+from assistant.store.database import session_factory
+from assistant.store.tables import Message, MessageStatus, Role, ToolCall, ToolCallStatus
 from assistant.tools.runner import ToolOutcome
 
 # Roles of stored messages that reach the prompt, and the history role each becomes.

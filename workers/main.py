@@ -8,12 +8,13 @@ import signal
 
 import structlog
 
+from assistant.agent.decoding import DEFAULT_MODE
+from assistant.bus.connection import check_redis, connect
 from assistant.bus.keys import Keys
-from assistant.config import Settings
-from assistant.db.engine import check_connection, create_engine
-from assistant.db.repository import Store
-from assistant.model import DEFAULT_MODE, model_dir, uses_entity_slots
-from assistant.redis_conn import check_redis, connect
+from assistant.checkpoints import model_dir, uses_entity_slots
+from assistant.core.config import Settings
+from assistant.store.database import check_connection, create_engine
+from assistant.store.repository import Store
 from workers.worker import Worker, WorkerOptions, load_generator
 
 log = structlog.get_logger(__name__)

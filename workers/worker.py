@@ -22,7 +22,7 @@ Shape of a worker process (one per accelerator):
 - ``render_metrics()``: Prometheus text of this process's counters, gauges and histograms.
   A third background task publishes it to Redis every ``metrics_every_s`` (with a TTL of three
   intervals) for the gateways' /metrics, which merge all workers' texts
-  (``assistant.bus.metrics.collect``).
+  (``assistant.bus.metrics_relay.collect``).
 """
 
 from __future__ import annotations
@@ -45,14 +45,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from assistant.agent import (
+from assistant.agent.decoding import DEFAULT_MODE, DecodingMode, decoding_modes
+from assistant.agent.loop import (
     AgentLoop,
     DraftUpdate,
     ToolCalled,
     ToolFinished,
     TurnFinished,
 )
-from assistant.bus import metrics as bus_metrics
+from assistant.agent.prompting import HistoryItem
+from assistant.bus import metrics_relay as bus_metrics
 from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, Keys
 from assistant.bus.schema import (
@@ -65,13 +67,13 @@ from assistant.bus.schema import (
     TurnRequest,
 )
 from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer, note_activity
-from assistant.config import Settings
-from assistant.db.models import Message, MessageStatus, Owner, ToolCallStatus
-from assistant.db.repository import Store
-from assistant.errors import UserError
-from assistant.log import bind_turn
-from assistant.model import DEFAULT_MODE, DecodingMode, decoding_modes, model_dir
-from assistant.prompting import HistoryItem
+from assistant.checkpoints import model_dir
+from assistant.core.config import Settings
+from assistant.core.errors import UserError
+from assistant.core.log import bind_turn
+from assistant.store.repository import Store
+from assistant.store.sql_backend import SqlBackend
+from assistant.store.tables import Message, MessageStatus, Owner, ToolCallStatus
 from assistant.tools.runner import (
     DEFAULT_TIMEOUT_S,
     StoreBackend,
@@ -79,12 +81,11 @@ from assistant.tools.runner import (
     ToolOutcome,
     ToolRunner,
 )
-from assistant.tools.sql_backend import SqlBackend
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
 from dlm_runtime.loading import CheckpointError, load_model
 from dlm_runtime.tokenizer import load_tokenizer
 from workers.history import HistoryLoader, StoredToolCall, stored_call, tool_outcome
-from workers.metrics import METRICS, Metrics, render_metrics
+from workers.worker_metrics import METRICS, Metrics, render_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -603,7 +604,7 @@ class WorkerOptions:
     draft_interval_s: float = 0.05
     tool_timeout_s: float = DEFAULT_TIMEOUT_S
     max_rounds: int = 3
-    # Whether the model reads entities as placeholders (assistant.model.uses_entity_slots).
+    # Whether the model reads entities as placeholders (assistant.checkpoints.uses_entity_slots).
     entity_slots: bool = True
 
 

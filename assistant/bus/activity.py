@@ -15,8 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from assistant.bus.connection import bounded_block_ms
 from assistant.bus.keys import DEFAULT_KEYS, Keys
-from assistant.redis_conn import bounded_block_ms
 
 
 def _str(value: Any) -> str:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Final, Literal, Self, TypeVar, cast, get_type_
 
 SCHEMA_VERSION: Final = 1
 
-# Mirrors assistant.db.models (MessageStatus, Owner) without importing SQLAlchemy here.
+# Mirrors assistant.store.tables (MessageStatus, Owner) without importing SQLAlchemy here.
 FINAL_STATUSES: Final = ("complete", "cancelled", "failed")
 OWNERS: Final = ("bot", "human", "closed")
 

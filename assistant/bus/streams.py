@@ -41,9 +41,9 @@ import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from assistant.bus.activity import ActivityLog
+from assistant.bus.connection import bounded_block_ms
 from assistant.bus.keys import DEFAULT_KEYS, Keys
 from assistant.bus.schema import ErrorEvent, Event, FinalEvent, SchemaError, TurnRequest
-from assistant.redis_conn import bounded_block_ms
 
 log = structlog.get_logger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from assistant.db.catalog import Catalog
-from assistant.db.engine import session_factory
-from assistant.db.models import KeyKind, Operator
-from assistant.db.repository import NotFound, Store
-from assistant.demo.store import DEMO_TENANT, build_store
+from assistant.demo.shop import DEMO_TENANT, build_store
+from assistant.store.catalog import Catalog
+from assistant.store.database import session_factory
+from assistant.store.repository import NotFound, Store
+from assistant.store.tables import KeyKind, Operator
 
 DEMO_KEYS_FILE: Final = "demo-keys.json"
 DEMO_OPERATOR_NAME: Final = "Demo Operator"

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from assistant.demo import store as demo
+from assistant.demo import shop as demo
 from assistant.tools import views
 from assistant.tools.specs import ALL_TOOLS, ToolSpec
 
@@ -148,7 +148,7 @@ class ToolRunner:
         return views.handoff_view()
 
     async def _check_answer(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-        from assistant.tools.checker import check_answer
+        from assistant.tutoring.checker import check_answer
 
         return check_answer(args["exercise"], args["answer"])
 

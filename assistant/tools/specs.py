@@ -1,7 +1,7 @@
 """What each tool is called with and which fields of its result are entity slots.
 
 The model sees tool results with these fields replaced by placeholders (see
-``assistant.slots``); the parameter schemas are what the tools validate arguments against.
+``assistant.entities.slots``); the parameter schemas are what the tools validate arguments against.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant.slots import SlotKind
+from assistant.entities.slots import SlotKind
 
 KB_TOPICS = (
     "shipping",

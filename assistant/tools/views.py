@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from assistant.demo.store import Article, Order, money
+from assistant.demo.shop import Article, Order, money
 
 NOT_FOUND = {
     "found": False,

@@ -1,1 +1,1 @@
-"""Tutoring: exercise generation with disjoint train and held-out splits."""
+"""Tutoring: exercises with disjoint train and held-out splits, and the exact answer checker."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
-from assistant.tools.checker import check_answer
+from assistant.tutoring.checker import check_answer
 
 __all__ = [
     "KINDS",
@@ -239,7 +239,7 @@ def _conversion(rng: random.Random) -> tuple[str, str]:
     link = rng.choice(("to", "to", "in")) if src_name != "in" else "to"
     expr = f"{_decimal(qty)} {src_name} {link} {dst_name}"
     # The prompt states the whole expression, target unit included, so that it reaches the
-    # model as one slot (see assistant.slots) and the check copies it, never rebuilds it.
+    # model as one slot (see assistant.entities.slots) and the check copies it, never rebuilds it.
     return expr, f"Express {expr}." if link == "in" else f"Convert {expr}."
 
 

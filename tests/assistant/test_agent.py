@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from assistant.agent import AgentLoop, DraftUpdate, ToolCalled, ToolFinished, TurnFinished
-from assistant.corpus.build import added_words
-from assistant.demo.store import build_store
-from assistant.prompting import HistoryItem
+from assistant.agent.loop import AgentLoop, DraftUpdate, ToolCalled, ToolFinished, TurnFinished
+from assistant.agent.prompting import HistoryItem
+from assistant.demo.shop import build_store
+from assistant.lab.corpus.build import added_words
 from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
 from dlm_runtime.engine import Draft, Final, GenerationRequest, Usage
 from dlm_runtime.policies import fast

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from assistant import evaluation
-from assistant.corpus import augment, support
-from assistant.corpus.build import build_corpus, dialogues, read_dialogues
-from assistant.corpus.dialogue import Dialogue
-from assistant.corpus.phrases import Phrases
-from assistant.demo.store import build_store
-from assistant.prompting import model_messages
-from assistant.slots import SlotTable
-from assistant.trimming import ELISION
+from assistant.agent.prompting import model_messages
+from assistant.agent.trimming import ELISION
+from assistant.demo.shop import build_store
+from assistant.entities.slots import SlotTable
+from assistant.lab import evaluation
+from assistant.lab.corpus import augment, support
+from assistant.lab.corpus.build import build_corpus, dialogues, read_dialogues
+from assistant.lab.corpus.dialogue import Dialogue
+from assistant.lab.corpus.phrases import Phrases
 
 
 def _texts(split: str, count: int = 200) -> list[str]:

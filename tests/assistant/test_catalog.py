@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from assistant.db.catalog import Catalog
-from assistant.db.repository import Store
 from assistant.demo.load import load_demo
-from assistant.demo.store import build_store
+from assistant.demo.shop import build_store
+from assistant.store.catalog import Catalog
+from assistant.store.repository import Store
 
 
 async def test_load_is_idempotent_and_complete(store: Store) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assistant.tools.checker import (
+from assistant.tutoring.checker import (
     _INTERNAL_ERROR,
     CHECK_ANSWER_SPEC,
     KINDS,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.corpus import support
-from assistant.corpus.build import build_corpus, dialogues, read_dialogues, training_examples
-from assistant.corpus.phrases import Phrases
-from assistant.demo.store import build_store
-from assistant.slots import PLACEHOLDER
+from assistant.demo.shop import build_store
+from assistant.entities.slots import PLACEHOLDER
+from assistant.lab.corpus import support
+from assistant.lab.corpus.build import build_corpus, dialogues, read_dialogues, training_examples
+from assistant.lab.corpus.phrases import Phrases
 
 
 @pytest.fixture(scope="module")

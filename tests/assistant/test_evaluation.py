@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from assistant.corpus.build import build_corpus
-from assistant.evaluation import (
+from assistant.agent.prompting import HistoryItem
+from assistant.lab.corpus.build import build_corpus
+from assistant.lab.evaluation import (
     BAD_INPUT_CASES,
     LONGEST_MESSAGE,
     ModeReport,
@@ -19,7 +20,6 @@ from assistant.evaluation import (
     says_correct,
     write_failures,
 )
-from assistant.prompting import HistoryItem
 
 
 def test_invented_figures() -> None:

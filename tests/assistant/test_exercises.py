@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from assistant.slots import SlotTable
-from assistant.tools.checker import check_answer, classify
+from assistant.entities.slots import SlotTable
+from assistant.tutoring.checker import check_answer, classify
 from assistant.tutoring.exercises import (
     KINDS,
     SPLITS,

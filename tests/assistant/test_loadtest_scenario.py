@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.demo.store import build_store
-from assistant.errors import UserError
-from assistant.loadtest.client import check_loopback
-from assistant.loadtest.scenario import Ledger, make_scripts, percentile, render, summarise
+from assistant.core.errors import UserError
+from assistant.demo.shop import build_store
+from assistant.lab.loadtest.client import check_loopback
+from assistant.lab.loadtest.scenario import Ledger, make_scripts, percentile, render, summarise
 
 
 def test_scripts_are_reproducible_and_mixed() -> None:
@@ -121,7 +121,7 @@ def test_summary_adds_up_model_usage() -> None:
 
 def test_plots_are_drawn_from_reports(tmp_path: Path) -> None:
     """The plot command writes both PNGs from two JSON reports."""
-    from assistant.loadtest.plots import main
+    from assistant.lab.loadtest.plots import main
 
     ledger = Ledger()
     _turn(ledger, "a", "t1", 1)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.model import BUNDLED_DIR, FAST_THRESHOLD, decoding_modes, uses_entity_slots
+from assistant.agent.decoding import FAST_THRESHOLD, decoding_modes
+from assistant.checkpoints import BUNDLED_DIR, uses_entity_slots
 
 
 def _checkpoint(tmp_path: Path, **config: object) -> Path:

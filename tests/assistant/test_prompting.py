@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from assistant.prompting import TUTOR_SYSTEM, HistoryItem, model_messages
+from assistant.agent.prompting import TUTOR_SYSTEM, HistoryItem, model_messages
 
 
 def test_tutoring_prompt_starts_at_the_latest_exercise() -> None:

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from assistant.prompting import HistoryItem
-from assistant.reference_model import (
+from assistant.agent.prompting import HistoryItem
+from assistant.lab.smollm_baseline import (
     SUPPORT_INSTRUCTION,
     TUTOR_INSTRUCTION,
     build_prompt,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.slots import PLACEHOLDER, SlotKind, SlotTable, UnresolvedSlot
+from assistant.entities.slots import PLACEHOLDER, SlotKind, SlotTable, UnresolvedSlot
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.toolcall import ParseError, Reply, ToolRequest, parse_output
+from assistant.agent.toolcall import ParseError, Reply, ToolRequest, parse_output
 from dlm_runtime.tokenizer import END_TOKEN, TOOL_CALL_CLOSE_TOKEN, TOOL_CALL_OPEN_TOKEN
 
 OPEN, CLOSE = TOOL_CALL_OPEN_TOKEN, TOOL_CALL_CLOSE_TOKEN

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.prompting import HistoryItem
-from assistant.trimming import (
+from assistant.agent.prompting import HistoryItem
+from assistant.agent.trimming import (
     ELISION,
     Fits,
     exchanges,

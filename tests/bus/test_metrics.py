@@ -9,8 +9,8 @@ import redis.asyncio as aioredis
 
 from assistant.bus.keys import DEFAULT_KEYS as KEYS
 from assistant.bus.keys import Keys
-from assistant.bus.metrics import collect, merge, publish, withdraw
-from workers.metrics import Metrics
+from assistant.bus.metrics_relay import collect, merge, publish, withdraw
+from workers.worker_metrics import Metrics
 
 SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)\{worker="[^"]+"(,[^}]*)?\} \S+')
 

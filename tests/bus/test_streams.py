@@ -14,7 +14,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.activity import ActivityLog
+from assistant.bus.connection import block_limit_ms, bounded_block_ms, connect
 from assistant.bus.keys import DEFAULT_KEYS as KEYS
 from assistant.bus.schema import DraftEvent, ErrorEvent, Event, FinalEvent, TurnRequest
 from assistant.bus.streams import (
@@ -28,8 +30,6 @@ from assistant.bus.streams import (
     TurnInFlight,
     TurnQueue,
 )
-from assistant.embedded_redis import EmbeddedRedis
-from assistant.redis_conn import block_limit_ms, bounded_block_ms, connect
 
 
 def reconnecting(url: str) -> aioredis.Redis:

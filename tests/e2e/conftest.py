@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from assistant.embedded_redis import free_port
+from assistant.app.embedded_redis import free_port
 from tests.foundation._processes import run_cli, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ class Server:
 
     @property
     def database(self) -> Path:
-        return self.data_dir / "assistant.db"
+        return self.data_dir / "assistant.store"
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from assistant.demo.store import STORE_NAME, build_store, money
+from assistant.demo.shop import STORE_NAME, build_store, money
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 SCRIPTS = ("dlm-client.js", "widget.js", "console.js", "tutor.js")

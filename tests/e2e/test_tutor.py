@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from assistant.tools.checker import check_answer
+from assistant.tutoring.checker import check_answer
 from tests.e2e._pages import REPLY_TIMEOUT_MS, open_page, query, screenshot
 from tests.e2e.conftest import Server
 

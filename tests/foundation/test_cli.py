@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from assistant.db.migrate import alembic_config
+from assistant.store.migrate import alembic_config
 from tests.foundation._processes import run_cli
 
 HELP_PATHS = [

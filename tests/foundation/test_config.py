@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings, parse_networks, parse_rate
-from assistant.errors import UserError
+from assistant.core.config import Settings, parse_networks, parse_rate
+from assistant.core.errors import UserError
 
 
 def test_defaults_use_embedded_services() -> None:
@@ -15,7 +15,7 @@ def test_defaults_use_embedded_services() -> None:
     settings = Settings.load(env={})
     assert settings.redis_url == ""
     assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
-    assert settings.effective_database_url.endswith("/data/assistant.db")
+    assert settings.effective_database_url.endswith("/data/assistant.store")
 
 
 def test_environment_is_read_with_prefix() -> None:

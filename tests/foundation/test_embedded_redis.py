@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from assistant.embedded_redis import EmbeddedRedis
-from assistant.errors import UserError
+from assistant.app.embedded_redis import EmbeddedRedis
+from assistant.core.errors import UserError
 
 
 def _alive(pid: int) -> bool:
@@ -71,8 +71,8 @@ def test_server_dies_with_its_parent(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from assistant.embedded_redis import EmbeddedRedis\n"
-        "from assistant.log import configure_logging\n"
+        "from assistant.app.embedded_redis import EmbeddedRedis\n"
+        "from assistant.core.log import configure_logging\n"
         "configure_logging('json', 'warning')\n"
         f"server = EmbeddedRedis(Path({str(tmp_path)!r}))\n"
         "server.start()\n"

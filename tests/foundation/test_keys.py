@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from assistant.db.models import KeyKind
-from assistant.keys import generate_key, hash_key, prefix_of
+from assistant.store.api_keys import generate_key, hash_key, prefix_of
+from assistant.store.tables import KeyKind
 
 
 def test_key_has_prefix_and_hash() -> None:

@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from assistant.log import bind_turn, configure_logging
+from assistant.core.log import bind_turn, configure_logging
 
 
 def _lines(err: str) -> list[dict[str, object]]:

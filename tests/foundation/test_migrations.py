@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from assistant.db import migrate
-from assistant.db.engine import create_engine
-from assistant.db.models import Base
+from assistant.store import migrate
+from assistant.store.database import create_engine
+from assistant.store.tables import Base
 
 
 async def _diff_and_tables(url: str) -> tuple[list[object], set[str]]:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from assistant.db.models import Channel, KeyKind, MessageStatus, Owner, Role, ToolCallStatus
-from assistant.db.repository import NotFound, Store
-from assistant.errors import UserError
+from assistant.core.errors import UserError
+from assistant.store.repository import NotFound, Store
+from assistant.store.tables import Channel, KeyKind, MessageStatus, Owner, Role, ToolCallStatus
 
 
 async def _conversation(store: Store) -> tuple[str, str]:

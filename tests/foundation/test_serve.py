@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.embedded_redis import free_port
+from assistant.app.embedded_redis import free_port
 from tests.foundation._processes import descendants, wait_all_dead, wait_http
 
 pytestmark = pytest.mark.slow

@@ -23,17 +23,17 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import select
 
+from assistant.app.embedded_redis import EmbeddedRedis, free_port
+from assistant.bus.connection import connect
 from assistant.bus.keys import DEFAULT_KEYS
-from assistant.db import migrate
-from assistant.db.engine import create_engine
-from assistant.db.models import KeyKind, Message, Role
-from assistant.db.repository import Store
 from assistant.demo.load import load_demo
-from assistant.demo.store import build_store
-from assistant.embedded_redis import EmbeddedRedis, free_port
-from assistant.loadtest.client import LoadOptions, run_load
-from assistant.loadtest.scenario import Summary, make_scripts, render
-from assistant.redis_conn import connect
+from assistant.demo.shop import build_store
+from assistant.lab.loadtest.client import LoadOptions, run_load
+from assistant.lab.loadtest.scenario import Summary, make_scripts, render
+from assistant.store import migrate
+from assistant.store.database import create_engine
+from assistant.store.repository import Store
+from assistant.store.tables import KeyKind, Message, Role
 from tests.foundation._processes import wait_http
 
 pytestmark = pytest.mark.slow

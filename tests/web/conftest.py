@@ -19,13 +19,13 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.ratelimit import Bucket
-from assistant.config import Settings
-from assistant.db import migrate
-from assistant.db.engine import create_engine
-from assistant.db.models import KeyKind
-from assistant.db.repository import Store
-from assistant.embedded_redis import EmbeddedRedis
+from assistant.core.config import Settings
+from assistant.store import migrate
+from assistant.store.database import create_engine
+from assistant.store.repository import Store
+from assistant.store.tables import KeyKind
 from tests.conftest import _postgres_database
 from web.gateway import Gateway
 from web.service import GatewayOptions

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.db.engine import create_engine
-from assistant.db.models import KeyKind
-from assistant.db.repository import Store
 from assistant.demo.load import DEMO_KEYS_FILE, ensure_demo_keys, load_demo, read_demo_keys
+from assistant.store.database import create_engine
+from assistant.store.repository import Store
+from assistant.store.tables import KeyKind
 from web import auth, static
 
 
@@ -96,7 +96,7 @@ def test_demo_load_command_writes_the_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`assistant demo load` makes the demo keys file and prints the operator key."""
-    from assistant.cli import main
+    from assistant.app.cli import main
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
     data = tmp_path / "data"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.bus.ratelimit import Bucket
-from assistant.config import Settings, parse_networks
+from assistant.core.config import Settings, parse_networks
 from web.client_ip import client_ip, parse_address
 from web.service import GatewayOptions
 

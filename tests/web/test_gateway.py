@@ -25,9 +25,9 @@ from assistant.bus.keys import DEFAULT_KEYS
 from assistant.bus.ratelimit import Bucket
 from assistant.bus.schema import HandoffEvent, OperatorMessageEvent
 from assistant.bus.streams import EventLog, InFlight
-from assistant.db.models import Owner, Role, ToolCallStatus
-from assistant.db.repository import Store
-from assistant.loadtest.client import gateway_rss_bytes
+from assistant.lab.loadtest.client import gateway_rss_bytes
+from assistant.store.repository import Store
+from assistant.store.tables import Owner, Role, ToolCallStatus
 from tests.web.conftest import (
     BOTH_DATABASES,
     Client,
@@ -590,7 +590,7 @@ async def test_history_shows_tool_calls_with_timing(
 
 async def test_metrics_include_the_workers(gateway: Gateway, redis_client: aioredis.Redis) -> None:
     """/metrics adds the workers' metrics published in Redis, labelled by worker."""
-    from assistant.bus.metrics import publish
+    from assistant.bus.metrics_relay import publish
 
     text = "# TYPE worker_turns_total counter\nworker_turns_total 7\n"
     await publish(redis_client, KEYS, "w-1", text, ttl_s=60)

@@ -14,9 +14,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from assistant.config import Settings
-from assistant.embedded_redis import free_port
-from assistant.loadtest.client import gateway_rss_bytes
+from assistant.app.embedded_redis import free_port
+from assistant.core.config import Settings
+from assistant.lab.loadtest.client import gateway_rss_bytes
 from tests.foundation._processes import wait_http
 from tests.web.conftest import Client, Tenant
 from web.protocol import CloseCode

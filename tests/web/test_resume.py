@@ -15,13 +15,13 @@ import pytest
 import redis.asyncio as aioredis
 import torch
 
+from assistant.agent.decoding import DecodingMode
+from assistant.agent.prompting import SUPPORT_SYSTEM
 from assistant.bus.streams import EventLog
-from assistant.config import Settings
-from assistant.corpus.build import added_words
-from assistant.db.models import MessageStatus, Role
-from assistant.db.repository import Store
-from assistant.model import DecodingMode
-from assistant.prompting import SUPPORT_SYSTEM
+from assistant.core.config import Settings
+from assistant.lab.corpus.build import added_words
+from assistant.store.repository import Store
+from assistant.store.tables import MessageStatus, Role
 from dlm_runtime.engine import Engine
 from dlm_runtime.loading import load_model, save_model
 from dlm_runtime.modeling import DLMModel

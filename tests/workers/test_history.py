@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from assistant.db import migrate
-from assistant.db.engine import create_engine
-from assistant.db.models import Channel, MessageStatus, ToolCallStatus
-from assistant.db.repository import Store
-from assistant.prompting import HistoryItem
+from assistant.agent.prompting import HistoryItem
+from assistant.store import migrate
+from assistant.store.database import create_engine
+from assistant.store.repository import Store
+from assistant.store.tables import Channel, MessageStatus, ToolCallStatus
 from workers.history import (
     HistoryError,
     HistoryLoader,

@@ -28,9 +28,13 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from transformers import PreTrainedTokenizerFast
 
+from assistant.agent.decoding import DecodingMode
+from assistant.agent.prompting import SUPPORT_SYSTEM, model_messages
+from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.activity import ActivityLog
+from assistant.bus.connection import connect
 from assistant.bus.keys import DEFAULT_KEYS, GROUP
-from assistant.bus.metrics import collect
+from assistant.bus.metrics_relay import collect
 from assistant.bus.schema import (
     DraftEvent,
     ErrorEvent,
@@ -41,18 +45,14 @@ from assistant.bus.schema import (
     TurnRequest,
 )
 from assistant.bus.streams import Cancellation, EventLog, InFlight, TurnInFlight, TurnQueue
-from assistant.config import Settings
-from assistant.corpus.build import added_words
-from assistant.db import migrate
-from assistant.db.engine import create_engine
-from assistant.db.models import Channel, MessageStatus, Owner, Role, ToolCallStatus
-from assistant.db.repository import Store
-from assistant.demo import store as demo
-from assistant.demo.store import build_store
-from assistant.embedded_redis import EmbeddedRedis
-from assistant.model import DecodingMode
-from assistant.prompting import SUPPORT_SYSTEM, model_messages
-from assistant.redis_conn import connect
+from assistant.core.config import Settings
+from assistant.demo import shop as demo
+from assistant.demo.shop import build_store
+from assistant.lab.corpus.build import added_words
+from assistant.store import migrate
+from assistant.store.database import create_engine
+from assistant.store.repository import Store
+from assistant.store.tables import Channel, MessageStatus, Owner, Role, ToolCallStatus
 from assistant.tools.runner import MemoryBackend
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest, Usage
 from dlm_runtime.loading import load_model, save_model

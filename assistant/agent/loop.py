@@ -1,0 +1,254 @@
+"""The agent loop of one turn: prompt -> generate -> (tool call -> tool -> generate)* -> reply.
+
+It knows nothing of Redis or SQL: the worker gives it the stored history, a way to generate
+(the diffusion engine) and a tool runner, and relays the events it yields. The evaluation
+drives the same loop with an in-memory store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from assistant.agent.prompting import HistoryItem, model_messages
+from assistant.agent.toolcall import ParseError, Reply, ToolRequest, parse_output
+from assistant.agent.trimming import shorten_last_user_message, trim_history
+from assistant.entities.slots import SlotTable, UnresolvedSlot
+from assistant.tools.runner import ToolContext, ToolOutcome, ToolRunner
+from assistant.tools.specs import SUPPORT_TOOLS, TUTOR_TOOLS
+from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
+from dlm_runtime.policies import DecodingPolicy
+from dlm_runtime.tokenizer import encode_chat, special_token_ids
+
+log = structlog.get_logger(__name__)
+
+FALLBACK_REPLY = "Sorry, something went wrong on my side. Could you say that again?"
+TOOLS_BY_CHANNEL = {
+    "widget": {spec.name for spec in SUPPORT_TOOLS},
+    "console": {spec.name for spec in SUPPORT_TOOLS},
+    "tutor": {spec.name for spec in TUTOR_TOOLS},
+}
+
+Submit = Callable[[GenerationRequest], AsyncIterator[Draft | Final]]
+
+
+def engine_submit(engine: Engine) -> Submit:
+    """Adapt ``Engine.submit`` (awaited, then iterated) to the loop's one-call form."""
+
+    async def submit(request: GenerationRequest) -> AsyncIterator[Draft | Final]:
+        stream = await engine.submit(request)
+        async for event in stream:
+            yield event
+
+    return submit
+
+
+@dataclass
+class Usage:
+    steps: int = 0
+    forward_passes: int = 0
+    tokens: int = 0
+    milliseconds: float = 0.0
+    rounds: int = 0
+
+    def add(self, final: Final) -> None:
+        self.steps += final.usage.steps
+        self.forward_passes += final.usage.forward_passes
+        self.tokens += final.usage.tokens
+        self.milliseconds += final.usage.milliseconds
+        self.rounds += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "forward_passes": self.forward_passes,
+            "tokens": self.tokens,
+            "milliseconds": round(self.milliseconds, 1),
+            "rounds": self.rounds,
+        }
+
+
+@dataclass(frozen=True)
+class DraftUpdate:
+    """A whole-reply snapshot: masked positions shown as the placeholder character."""
+
+    text: str
+    step: int
+    round: int
+    revised: int  # positions re-masked in this step
+
+
+@dataclass(frozen=True)
+class ToolCalled:
+    name: str
+    arguments: dict[str, Any]
+    round: int
+
+
+@dataclass(frozen=True)
+class ToolFinished:
+    outcome: ToolOutcome
+    round: int
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    text: str
+    status: str  # complete | cancelled | failed
+    usage: Usage = field(default_factory=Usage)
+    # Why the reply is a fallback: a parse error code, "unresolved_slot", "too_many_rounds".
+    problem: str | None = None
+    milliseconds_to_first_draft: float | None = None
+
+
+AgentEvent = DraftUpdate | ToolCalled | ToolFinished | TurnFinished
+
+
+class AgentLoop:
+    """Runs turns against one engine, tokenizer, tool runner and decoding policy."""
+
+    def __init__(
+        self,
+        submit: Submit,
+        tokenizer: Any,
+        runner: ToolRunner,
+        policy: DecodingPolicy,
+        mode: str = "diffusion",
+        max_rounds: int = 3,
+        attention: str | None = None,
+        context: int | None = None,
+        entity_slots: bool = True,
+    ) -> None:
+        self.submit = submit
+        self.tokenizer = tokenizer
+        self.runner = runner
+        self.policy = policy
+        self.mode = mode
+        self.attention = attention
+        self.max_rounds = max_rounds
+        # Positions the model can see (None: unbounded); prompt + reply budget must fit.
+        self.context = context
+        # Whether the model reads entities as placeholders (see assistant.entities.slots).
+        self.entity_slots = entity_slots
+        self.tool_call_open = special_token_ids(tokenizer).tool_call_open
+
+    async def run(
+        self,
+        channel: str,
+        history: Sequence[HistoryItem],
+        context: ToolContext,
+        request_id: str | None = None,
+        seed: int | None = None,
+    ) -> AsyncIterator[AgentEvent]:
+        history = list(history)
+        usage = Usage()
+        started = time.perf_counter()
+        first_draft: float | None = None
+        request_id = request_id or uuid.uuid4().hex
+        for round_ in range(self.max_rounds + 1):
+            prompt, table = self._prompt(channel, history)
+            final: Final | None = None
+            request = GenerationRequest(
+                request_id=f"{request_id}:{round_}",
+                prompt_ids=prompt,
+                policy=self.policy,
+                mode=self.mode,
+                attention=self.attention,
+                seed=seed,
+            )
+            async for event in self.submit(request):
+                if isinstance(event, Final):
+                    final = event
+                elif not self._is_tool_call(event.token_ids):
+                    if first_draft is None:
+                        first_draft = (time.perf_counter() - started) * 1000
+                    yield DraftUpdate(
+                        text=table.resolve_draft(event.text),
+                        step=event.step,
+                        round=round_,
+                        revised=len(event.revised),
+                    )
+            assert final is not None, "the engine ended a request without a Final event"
+            usage.add(final)
+            if final.finish_reason == "cancelled":
+                yield TurnFinished("", "cancelled", usage, None, first_draft)
+                return
+            output = self.tokenizer.decode(final.token_ids, skip_special_tokens=False)
+            parsed = parse_output(output, TOOLS_BY_CHANNEL.get(channel))
+            if isinstance(parsed, ParseError):
+                log.warning("unusable model output", code=parsed.code, detail=parsed.message)
+                yield TurnFinished(FALLBACK_REPLY, "failed", usage, parsed.code, first_draft)
+                return
+            if isinstance(parsed, Reply):
+                resolved = table.resolve(parsed.text)
+                if resolved.unresolved:
+                    log.warning("reply named unknown placeholders", slots=resolved.unresolved)
+                text = resolved.text or FALLBACK_REPLY
+                problem = "unresolved_slot" if resolved.unresolved else None
+                yield TurnFinished(text, "complete", usage, problem, first_draft)
+                return
+            assert isinstance(parsed, ToolRequest)
+            if round_ == self.max_rounds:
+                yield TurnFinished(FALLBACK_REPLY, "failed", usage, "too_many_rounds", first_draft)
+                return
+            try:
+                arguments = table.resolve_arguments(parsed.arguments)
+            except UnresolvedSlot as exc:
+                arguments = parsed.arguments
+                outcome = ToolOutcome(parsed.name, arguments, "error", error=str(exc))
+            else:
+                outcome = None
+            yield ToolCalled(parsed.name, arguments, round_)
+            if outcome is None:
+                outcome = await self.runner.run(context, parsed.name, arguments)
+            yield ToolFinished(outcome, round_)
+            history.append(HistoryItem("tool_call", tool=parsed.name, payload=arguments))
+            history.append(
+                HistoryItem("tool_result", tool=parsed.name, payload=outcome.for_model())
+            )
+
+    def _prompt(self, channel: str, history: Sequence[HistoryItem]) -> tuple[list[int], SlotTable]:
+        """The prompt's token ids and its slot table, trimmed to leave room for the reply.
+
+        Without trimming, a conversation longer than the context fails every delivery and
+        ends dead-lettered; with it, the oldest exchanges are left out of the prompt.
+        """
+
+        def encode(items: Sequence[HistoryItem]) -> tuple[list[int], SlotTable]:
+            # A fresh table each time: placeholders are numbered by first appearance.
+            table = SlotTable(enabled=self.entity_slots)
+            messages = model_messages(channel, items, table)
+            return encode_chat(self.tokenizer, messages, add_generation_prompt=True), table
+
+        prompt, table = encode(history)
+        if self.context is None:
+            return prompt, table
+        limit = self.context - self.policy.max_new_tokens
+        if len(prompt) <= limit:
+            return prompt, table
+
+        def fits(items: Sequence[HistoryItem]) -> bool:
+            return len(encode(items)[0]) <= limit
+
+        trimmed, dropped = trim_history(history, fits)
+        # A single message longer than the context (the protocol allows 4,000 characters)
+        # is cut in the middle rather than failing the turn.
+        trimmed, cut_chars = shorten_last_user_message(trimmed, fits)
+        prompt, table = encode(trimmed)
+        log.info(
+            "history trimmed to fit the context",
+            dropped_items=dropped,
+            cut_chars=cut_chars,
+            prompt_tokens=len(prompt),
+            limit=limit,
+        )
+        return prompt, table
+
+    def _is_tool_call(self, token_ids: Sequence[int]) -> bool:
+        """A reply that opens with a tool call is not shown as a draft."""
+        return bool(token_ids) and token_ids[0] == self.tool_call_open

@@ -1,0 +1,1 @@
+"""The command line and ``serve``: what starts processes (the embedded Redis included)."""

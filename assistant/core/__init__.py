@@ -1,0 +1,1 @@
+"""Foundations every other package stands on: settings, user-facing errors, logging, ports."""

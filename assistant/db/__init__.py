@@ -1,1 +1,0 @@
-"""Persistence: SQLAlchemy models, the async engine, repositories and migrations."""

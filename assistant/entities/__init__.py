@@ -1,0 +1,1 @@
+"""Entities in text (order ids, emails, amounts, exercises...) and their typed placeholders."""

@@ -1,0 +1,169 @@
+"""Building the corpus files: training examples, held-out examples and held-out dialogues.
+
+``assistant corpus build`` writes into one directory:
+
+* ``train.jsonl`` / ``heldout.jsonl``: one training example per assistant turn,
+  ``{"messages": [...], "domain", "intent"}`` in the model's view (entities as placeholders),
+  the last message being the turn to learn;
+* ``heldout_dialogues.jsonl``: held-out conversations with real values and, per user turn,
+  what the assistant must do (for ``assistant eval``);
+* ``added_words.json``: the placeholders the tokenizer keeps as single tokens;
+* ``dev_dialogues.jsonl`` (``dev_dialogues`` > 0): conversations like the held-out ones but
+  made from the *training* templates and entities with another seed, for tuning decoding
+  settings without looking at the held-out set.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from assistant.agent.prompting import model_messages
+from assistant.demo.shop import Store, build_store
+from assistant.entities.slots import PLACEHOLDER, SlotKind, SlotTable
+from assistant.lab.corpus import support
+from assistant.lab.corpus.augment import augment_dialogue
+from assistant.lab.corpus.dialogue import Dialogue
+from assistant.lab.corpus.refusals import refusal
+from assistant.lab.corpus.smalltalk import smalltalk
+
+Generator = Callable[[random.Random, Store, str], Dialogue]
+MAX_PLACEHOLDER_INDEX = 8
+# Share of training dialogues whose first message comes inside a long paste (0 gives the
+# corpus of the checkpoint before, which never saw one).
+PASTE_SHARE = 0.05
+
+
+def generators() -> list[tuple[Generator, int]]:
+    """Every dialogue generator with its relative weight in the corpus."""
+    from assistant.lab.corpus.tutoring import tutoring
+
+    weighted: list[tuple[Generator, int]] = [(g, w) for g, w in support.GENERATORS]
+    weighted += [(tutoring, 45), (smalltalk, 12), (refusal, 15)]
+    return weighted
+
+
+def dialogues(count: int, split: str, seed: int, store: Store) -> Iterator[Dialogue]:
+    rng = random.Random(f"{seed}-{split}")
+    chosen = generators()
+    functions = [g for g, _ in chosen]
+    weights = [w for _, w in chosen]
+    for _ in range(count):
+        yield rng.choices(functions, weights)[0](rng, store, split)
+
+
+def training_examples(dialogue: Dialogue, entity_slots: bool = True) -> Iterator[dict[str, Any]]:
+    """One example per assistant turn: the conversation up to it, it being the last message.
+
+    A turn that uses a placeholder its prompt never introduced is left out: at serving time
+    such a placeholder could not be resolved.
+    """
+    for index, item in enumerate(dialogue.items):
+        if item.role not in ("assistant", "tool_call"):
+            continue
+        messages = model_messages(
+            dialogue.channel, dialogue.items[: index + 1], SlotTable(enabled=entity_slots)
+        )
+        prompt_text = json.dumps(messages[:-1], ensure_ascii=False)
+        target_text = json.dumps(messages[-1], ensure_ascii=False)
+        if not set(PLACEHOLDER.findall(target_text)) <= set(PLACEHOLDER.findall(prompt_text)):
+            continue
+        yield {"messages": messages, "domain": dialogue.domain, "intent": dialogue.intent}
+
+
+def added_words() -> list[str]:
+    return [
+        f"[{kind.value}_{index}]"
+        for kind in SlotKind
+        for index in range(1, MAX_PLACEHOLDER_INDEX + 1)
+    ]
+
+
+def build_corpus(
+    out_dir: Path,
+    train_dialogues: int = 20000,
+    heldout_dialogues: int = 1500,
+    seed: int = 11,
+    augment: bool = True,
+    dev_dialogues: int = 0,
+    entity_slots: bool = True,
+    paste_share: float = PASTE_SHARE,
+) -> dict[str, Any]:
+    """Write the corpus files; ``augment`` adds noise to training user turns only, and
+    buries about ``paste_share`` of training dialogues' first message in pasted text;
+    ``entity_slots`` False writes real values where placeholders would be."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = build_store()
+    stats: dict[str, Any] = {}
+    # Its own generator: augmenting never shifts what the dialogue generators draw.
+    noise = random.Random(f"{seed}-augment")
+    for split, count in (("train", train_dialogues), ("heldout", heldout_dialogues)):
+        domains: Counter[str] = Counter()
+        examples = 0
+        with (
+            (out_dir / f"{split}.jsonl").open("w", encoding="utf-8") as handle,
+            (
+                (out_dir / "heldout_dialogues.jsonl").open("w", encoding="utf-8")
+                if split == "heldout"
+                else _Null()
+            ) as raw,
+        ):
+            for dialogue in dialogues(count, split, seed, store):
+                domains[dialogue.domain] += 1
+                if augment and split == "train":
+                    dialogue = augment_dialogue(dialogue, noise, paste_share=paste_share)
+                for example in training_examples(dialogue, entity_slots):
+                    handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+                    examples += 1
+                raw.write(json.dumps(_dialogue_record(dialogue), ensure_ascii=False) + "\n")
+        stats[split] = {"dialogues": count, "examples": examples, "domains": dict(domains)}
+    (out_dir / "added_words.json").write_text(json.dumps(added_words() if entity_slots else []))
+    if dev_dialogues:
+        write_dev_dialogues(out_dir / "dev_dialogues.jsonl", dev_dialogues, seed, store)
+        stats["dev"] = {"dialogues": dev_dialogues, "examples": 0, "domains": {}}
+    return stats
+
+
+def write_dev_dialogues(path: Path, count: int, seed: int, store: Store) -> None:
+    """Training-split dialogues from a seed the training files never use (not augmented)."""
+    with path.open("w", encoding="utf-8") as handle:
+        for dialogue in dialogues(count, "train", seed + 100_003, store):
+            handle.write(json.dumps(_dialogue_record(dialogue), ensure_ascii=False) + "\n")
+
+
+def _dialogue_record(dialogue: Dialogue) -> dict[str, Any]:
+    record = asdict(dialogue)
+    return record
+
+
+def read_dialogues(path: Path) -> Iterator[Dialogue]:
+    from assistant.agent.prompting import HistoryItem
+    from assistant.lab.corpus.dialogue import TurnExpectation
+
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            raw = json.loads(line)
+            yield Dialogue(
+                split=raw["split"],
+                domain=raw["domain"],
+                intent=raw["intent"],
+                channel=raw["channel"],
+                items=[HistoryItem(**item) for item in raw["items"]],
+                turns=[TurnExpectation(**turn) for turn in raw["turns"]],
+            )
+
+
+class _Null:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None

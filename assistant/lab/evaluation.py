@@ -1,0 +1,377 @@
+"""``assistant eval``: the held-out evaluation of a model in every decoding mode, side by side.
+
+Each held-out user turn is replayed through the agent loop (the serving code) with the
+in-memory demo store behind the tools, and scored independently of wording:
+
+* tool selection: the first tool called is the expected one (or none when none is expected);
+* argument exact match: with the right tool, the arguments equal the expected ones exactly;
+* fact accuracy: the final reply contains every expected fact verbatim and no entity-like
+  figure (id, email, amount, date, number) that the conversation and tool results lack;
+* tutoring verdicts: the reply says right or wrong as the checking tool decided.
+
+A second table takes the bad-input cases on their own (held-out turns of those intents, and
+held-out order questions buried in a message as long as the protocol allows): a case is
+handled when the turn passes every check above, so a leaked or invented value fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assistant.agent.loop import AgentLoop, ToolCalled, ToolFinished, TurnFinished
+from assistant.agent.prompting import HistoryItem
+from assistant.demo.shop import build_store
+from assistant.entities.slots import SlotTable
+from assistant.lab.corpus.build import read_dialogues
+from assistant.lab.corpus.dialogue import Dialogue, TurnExpectation
+from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
+
+if TYPE_CHECKING:
+    from assistant.agent.decoding import DecodingMode
+
+NEGATIVE_MARKERS = (
+    "not quite",
+    "not right",
+    "no.",
+    "close, but",
+    "incorrect",
+    "not this time",
+    "almost",
+    "that's not it",
+    "isn't correct",
+    "no problem",
+    "don't worry",
+    "here's how",
+    "let's work",
+    "the solution",
+    "that's okay",
+)
+
+
+@dataclass
+class TurnScore:
+    tool_expected: str | None
+    tool_called: str | None
+    arguments_match: bool | None  # None when no tool was expected or the tool was wrong
+    facts_ok: bool
+    verdict_ok: bool | None
+    latency_ms: float
+    first_draft_ms: float | None
+    tokens: int
+    forward_passes: int
+    reply: str
+    # What a failure dump shows (not part of the summary).
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return (
+            self.tool_called != self.tool_expected
+            or self.arguments_match is False
+            or not self.facts_ok
+            or self.verdict_ok is False
+        )
+
+
+@dataclass
+class ModeReport:
+    mode: str
+    concurrency: int
+    scores: list[TurnScore] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def rate(self, values: Sequence[bool | None]) -> float:
+        counted = [v for v in values if v is not None]
+        return 100.0 * sum(counted) / len(counted) if counted else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        s = self.scores
+        latencies = sorted(x.latency_ms for x in s)
+        tokens = sum(x.tokens for x in s)
+        return {
+            "tool_selection": self.rate([x.tool_called == x.tool_expected for x in s]),
+            "argument_match": self.rate([x.arguments_match for x in s]),
+            "fact_accuracy": self.rate([x.facts_ok for x in s]),
+            "tutoring_verdicts": self.rate([x.verdict_ok for x in s]),
+            "tokens_per_s": tokens / self.wall_s if self.wall_s else float("nan"),
+            "forward_passes_per_token": sum(x.forward_passes for x in s) / max(1, tokens),
+            "latency_p50_ms": _percentile(latencies, 50),
+            "latency_p95_ms": _percentile(latencies, 95),
+            "turns": float(len(s)),
+        }
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def invented_figures(reply: str, context: str) -> list[str]:
+    """Entity-like values in the reply that the context never mentioned."""
+    table = SlotTable()
+    table.delexicalize(reply)
+    return [value for value in table.values.values() if value not in context]
+
+
+def says_correct(reply: str, tool_values: Sequence[str]) -> bool:
+    """Whether a tutoring reply tells the student they are right (tool quotes removed)."""
+    text = reply
+    for value in tool_values:
+        if value:
+            text = text.replace(value, " ")
+    text = text.lower()
+    return not any(marker in text for marker in NEGATIVE_MARKERS)
+
+
+def _context(history: Sequence[HistoryItem], results: Sequence[dict[str, Any]]) -> str:
+    """Every value the reply may legitimately quote: the conversation's texts, the results
+    of tools called in earlier turns (their values live in the payload, not the text) and
+    this turn's results."""
+    earlier = [item.payload for item in history if item.role == "tool_result"]
+    return (
+        " ".join(item.text for item in history)
+        + json.dumps(earlier, ensure_ascii=False)
+        + json.dumps(list(results), ensure_ascii=False)
+    )
+
+
+async def score_turn(
+    loop: AgentLoop, dialogue: Dialogue, turn: TurnExpectation, backend: MemoryBackend
+) -> TurnScore:
+    history = dialogue.items[: turn.index + 1]
+    started = time.perf_counter()
+    called: ToolCalled | None = None
+    results: list[dict[str, Any]] = []
+    finished: TurnFinished | None = None
+    async for event in loop.run(dialogue.channel, history, ToolContext(tenant_id="demo")):
+        if isinstance(event, ToolCalled) and called is None:
+            called = event
+        elif isinstance(event, ToolFinished):
+            results.append(event.outcome.result)
+        elif isinstance(event, TurnFinished):
+            finished = event
+    latency = (time.perf_counter() - started) * 1000
+    assert finished is not None
+    reply = finished.text
+    facts = list(turn.facts)
+    if turn.tool == "create_ticket" and results and "ticket_id" in results[0]:
+        # Ticket numbers are issued when the tool runs: check the one it issued.
+        facts = [f for f in facts if not f.startswith("T-")] + [results[0]["ticket_id"]]
+    context = _context(history, results)
+    missing = [fact for fact in facts if fact not in reply]
+    invented = invented_figures(reply, context)
+    facts_ok = not missing and not invented
+    tool_called = called.name if called else None
+    arguments_match = None
+    if turn.tool is not None and tool_called == turn.tool:
+        arguments_match = called is not None and called.arguments == turn.arguments
+    verdict_ok = None
+    if turn.verdict is not None:
+        quoted = [str(v) for r in results for v in r.values() if isinstance(v, str)]
+        verdict_ok = says_correct(reply, quoted) == turn.verdict
+    return TurnScore(
+        tool_expected=turn.tool,
+        tool_called=tool_called,
+        arguments_match=arguments_match,
+        facts_ok=facts_ok,
+        verdict_ok=verdict_ok,
+        latency_ms=latency,
+        first_draft_ms=finished.milliseconds_to_first_draft,
+        tokens=finished.usage.tokens,
+        forward_passes=finished.usage.forward_passes,
+        reply=reply,
+        detail={
+            "intent": dialogue.intent,
+            "history": [[item.role, item.text] for item in history[:-1]],
+            "user": history[-1].text,
+            "expected_tool": turn.tool,
+            "expected_arguments": turn.arguments,
+            "called_arguments": called.arguments if called else None,
+            "tool_results": results,
+            "missing_facts": missing,
+            "invented_figures": invented,
+            "expected_verdict": turn.verdict,
+        },
+    )
+
+
+# Bad input, by the intent of its held-out dialogues.
+BAD_INPUT_CASES = {
+    "refusal_injection": "prompt injection",
+    "refusal_unsafe": "unsafe request",
+    "refusal_out_of_scope": "out of scope",
+    "refusal_non_english": "not English",
+    "order_not_found": "unknown order, or another customer's",
+    "long_message": "question inside a 4,000-character message",
+}
+# The gateway protocol's limit on a message (web.protocol.MAX_TEXT_CHARS).
+LONGEST_MESSAGE = 4000
+_PASTED = "Here is what I got earlier, pasted in full. "
+
+
+def long_message(dialogue: Dialogue, turn: TurnExpectation) -> Dialogue:
+    """The dialogue with this turn's message buried in pasted text up to the longest allowed."""
+    question = dialogue.items[turn.index].text
+    filler = (_PASTED * (LONGEST_MESSAGE // len(_PASTED) + 1))[
+        : LONGEST_MESSAGE - len(question) - 1
+    ]
+    items = list(dialogue.items)
+    items[turn.index] = HistoryItem("user", filler + " " + question)
+    return replace(dialogue, intent="long_message", items=items)
+
+
+def bad_input_turns(
+    path: Path, per_case: int, seed: int = 0
+) -> list[tuple[Dialogue, TurnExpectation]]:
+    """Up to ``per_case`` held-out turns of each bad-input case."""
+    chosen: list[tuple[Dialogue, TurnExpectation]] = []
+    counts = dict.fromkeys(BAD_INPUT_CASES, 0)
+    everything = [(d, t) for d in read_dialogues(path) for t in d.turns]
+    random.Random(seed).shuffle(everything)
+    for dialogue, turn in everything:
+        if dialogue.intent == "order_status" and turn.index == 0:
+            dialogue = long_message(dialogue, turn)
+        if counts.get(dialogue.intent, per_case) < per_case:
+            counts[dialogue.intent] += 1
+            chosen.append((dialogue, turn))
+    return chosen
+
+
+def format_bad_input(reports: Sequence[ModeReport]) -> str:
+    """Share of each bad-input case handled, one column per mode."""
+    header = "| bad input | turns | " + " | ".join(f"{r.mode} %" for r in reports) + " |"
+    rows = [header, "|" + "---|" * (len(reports) + 2)]
+    for intent, title in BAD_INPUT_CASES.items():
+        columns = [[s for s in r.scores if s.detail.get("intent") == intent] for r in reports]
+        if not columns or not columns[0]:
+            continue
+        cells = [f"{100.0 * sum(not s.failed for s in c) / len(c):.0f}" for c in columns]
+        rows.append(f"| {title} | {len(columns[0])} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def sample_turns(path: Path, limit: int, seed: int = 0) -> list[tuple[Dialogue, TurnExpectation]]:
+    turns = [(d, t) for d in read_dialogues(path) for t in d.turns]
+    random.Random(seed).shuffle(turns)
+    return turns[:limit]
+
+
+async def evaluate_mode(
+    loop: AgentLoop, mode: str, turns: list[tuple[Dialogue, TurnExpectation]], concurrency: int
+) -> ModeReport:
+    report = ModeReport(mode=mode, concurrency=concurrency)
+    backend = MemoryBackend(build_store())
+    loop.runner = ToolRunner(backend)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(dialogue: Dialogue, turn: TurnExpectation) -> TurnScore:
+        async with semaphore:
+            return await score_turn(loop, dialogue, turn, backend)
+
+    started = time.perf_counter()
+    report.scores = list(await asyncio.gather(*(one(d, t) for d, t in turns)))
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+# The command -------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("tool_selection", "tool sel. %", "{:.1f}"),
+    ("argument_match", "args exact %", "{:.1f}"),
+    ("fact_accuracy", "facts %", "{:.1f}"),
+    ("tutoring_verdicts", "verdicts %", "{:.1f}"),
+    ("tokens_per_s", "tokens/s", "{:.0f}"),
+    ("forward_passes_per_token", "fwd/token", "{:.2f}"),
+    ("latency_p50_ms", "p50 ms", "{:.0f}"),
+    ("latency_p95_ms", "p95 ms", "{:.0f}"),
+]
+
+
+def write_failures(reports: Sequence[ModeReport], path: Path) -> int:
+    """Write each failed turn (accuracy runs only) as one JSON line; return how many."""
+    count = 0
+    with path.open("w", encoding="utf-8") as handle:
+        for report in reports:
+            for score in report.scores:
+                if not score.failed:
+                    continue
+                record = {
+                    "mode": report.mode,
+                    "concurrency": report.concurrency,
+                    "tool_called": score.tool_called,
+                    "arguments_match": score.arguments_match,
+                    "facts_ok": score.facts_ok,
+                    "verdict_ok": score.verdict_ok,
+                    "reply": score.reply,
+                    **score.detail,
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+    return count
+
+
+def format_table(reports: Sequence[ModeReport]) -> str:
+    header = "| mode | conc. | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    rule = "|" + "---|" * (len(COLUMNS) + 2)
+    rows = [header, rule]
+    for report in reports:
+        summary = report.summary()
+        cells = [fmt.format(summary[key]) for key, _, fmt in COLUMNS]
+        rows.append(f"| {report.mode} | {report.concurrency} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+async def run_evaluation(
+    model_path: Path,
+    heldout: Path,
+    modes: Sequence[str],
+    limit: int,
+    concurrency: Sequence[int],
+    speed_limit: int,
+    entity_slots: bool = True,
+    bad_input: int = 0,
+    known: Mapping[str, DecodingMode] | None = None,
+) -> tuple[list[ModeReport], list[ModeReport]]:
+    """The reports per mode and concurrency, and per mode on ``bad_input`` turns per case."""
+    from assistant.agent.decoding import decoding_modes
+    from assistant.agent.loop import engine_submit
+    from dlm_runtime.engine import Engine
+    from dlm_runtime.loading import load_model
+    from dlm_runtime.tokenizer import load_tokenizer
+
+    model = load_model(model_path, dtype="float32")
+    tokenizer = load_tokenizer(model_path)
+    turns = sample_turns(heldout, limit)
+    known = known or decoding_modes()
+    reports: list[ModeReport] = []
+    bad_reports: list[ModeReport] = []
+    bad_turns = bad_input_turns(heldout, bad_input) if bad_input else []
+    async with Engine(model, tokenizer, max_batch=max(concurrency)) as engine:
+        for name in modes:
+            mode = known[name]
+            loop = AgentLoop(
+                engine_submit(engine),
+                tokenizer,
+                ToolRunner(MemoryBackend(build_store())),
+                mode.policy,
+                mode.engine_mode,
+                attention=mode.attention,
+                context=engine.info.context,
+                entity_slots=entity_slots,
+            )
+            for level in concurrency:
+                subset = turns if level == concurrency[0] else turns[:speed_limit]
+                reports.append(await evaluate_mode(loop, name, subset, level))
+            if bad_turns:
+                bad_reports.append(await evaluate_mode(loop, name, bad_turns, 1))
+    return reports, bad_reports

@@ -1,0 +1,1 @@
+"""SQL persistence: tables, the async engine, repositories, API keys and migrations glue."""
