@@ -10,7 +10,9 @@ from assistant.bus.connection import connect
 from assistant.bus.keys import Keys
 from assistant.bus.schema import DraftEvent, FinalEvent
 from dlm_runtime.engine import Draft, Final, GenerationRequest
-from workers.worker import TurnPublisher, TurnResult, TurnState, Worker, WorkerOptions
+from workers.publisher import TurnPublisher
+from workers.turns import TurnResult, TurnState
+from workers.worker import Worker, WorkerOptions
 
 REPLY = "Your order has shipped and arrives tomorrow."
 USAGE = {"steps": 1, "forward_passes": 1, "tokens": 8, "milliseconds": 0.0}

@@ -15,7 +15,8 @@ from assistant.checkpoints import model_dir, uses_entity_slots
 from assistant.core.config import Settings
 from assistant.store.database import check_connection, create_engine
 from assistant.store.repository import Store
-from workers.worker import Worker, WorkerOptions, load_generator
+from workers.generator import load_generator
+from workers.worker import Worker, WorkerOptions
 
 log = structlog.get_logger(__name__)
 

@@ -29,7 +29,9 @@ from dlm_runtime.policies import reference
 from dlm_runtime.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from tests.tiny_models import Slow, tiny_config
 from tests.web.conftest import GatewayFactory, Tenant, client, of_type
-from workers.worker import EngineGenerator, Metrics, Worker, WorkerOptions
+from workers.generator import EngineGenerator
+from workers.worker import Worker, WorkerOptions
+from workers.worker_metrics import Metrics
 
 pytestmark = pytest.mark.slow
 

@@ -68,17 +68,11 @@ from dlm_runtime.tokenizer import (
     train_tokenizer,
 )
 from tests.tiny_models import Slow, tiny_config
+from workers.generator import EngineGenerator, Generator, load_generator
 from workers.history import HistoryLoader
-from workers.worker import (
-    EngineGenerator,
-    Generator,
-    Metrics,
-    TurnPublisher,
-    Worker,
-    WorkerOptions,
-    load_generator,
-    render_metrics,
-)
+from workers.publisher import TurnPublisher
+from workers.worker import Worker, WorkerOptions
+from workers.worker_metrics import Metrics, render_metrics
 
 KEYS = DEFAULT_KEYS
 

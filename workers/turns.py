@@ -1,0 +1,387 @@
+"""One delivery of a turn, from claim to ack: history, agent loop, SQL rows and bus events.
+
+``TurnHandler`` handles one delivery: skip or republish when an earlier delivery finished,
+skip when a human owns the conversation, else rebuild the history from SQL and relay the
+agent loop's events (``TurnRelay``). SQL writes are keyed by turn id (reply) and (turn,
+round) (tool calls), so a redelivered turn stores nothing twice and runs no tool twice
+(``ReplayingRunner`` reuses a finished call's stored result). Acked only once the reply is
+stored and the final event published; an exception leaves the turn pending, to be
+redelivered and, after ``max_deliveries``, dead-lettered with an error event. A final, a
+handoff and a dead-lettered turn are also noted in the tenant's activity stream, so the
+consoles' lists update even when no gateway relays the conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from assistant.agent.decoding import DecodingMode
+from assistant.agent.loop import AgentLoop, DraftUpdate, ToolCalled, ToolFinished, TurnFinished
+from assistant.agent.prompting import HistoryItem
+from assistant.bus.activity import ActivityLog
+from assistant.bus.schema import (
+    DraftEvent,
+    FinalEvent,
+    HandoffEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    TurnRequest,
+)
+from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer, note_activity
+from assistant.core.log import bind_turn
+from assistant.store.repository import Store
+from assistant.store.tables import Message, MessageStatus, Owner, ToolCallStatus
+from assistant.tools.runner import ToolContext, ToolOutcome, ToolRunner
+from dlm_runtime.engine import Draft, Final, GenerationRequest
+from workers.generator import Generator
+from workers.history import HistoryLoader, StoredToolCall, stored_call, tool_outcome
+from workers.publisher import TurnPublisher, final_event
+from workers.worker_metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+HANDOFF_TOOL = "handoff_to_human"
+
+
+def turn_seed(turn_id: str) -> int:
+    """A seed fixed by the turn, so a redelivered turn decodes as the first delivery did."""
+    return int(hashlib.sha256(turn_id.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass
+class TurnState:
+    """A delivery this worker holds, and what the cancellation poller needs of it."""
+
+    delivery: Delivery
+    task: asyncio.Task[None] | None = None
+    request_id: str | None = None  # the engine request of the current round
+    cancel_requested: bool = False
+
+    @property
+    def turn(self) -> TurnRequest:
+        return self.delivery.turn
+
+    def cancel(self, generator: Generator) -> None:
+        self.cancel_requested = True
+        if self.request_id is not None:
+            generator.cancel(self.request_id)
+
+
+class ReplayingRunner(ToolRunner):
+    """Runs a tool, unless an earlier delivery of the turn finished this very call.
+
+    The relay sets ``stored`` to the (turn, round) row before the agent loop runs the call.
+    """
+
+    def __init__(self, inner: ToolRunner) -> None:
+        super().__init__(inner.backend, inner.timeout_s)
+        self.inner = inner
+        self.stored: StoredToolCall | None = None
+        self.replayed = False
+
+    async def run(self, context: ToolContext, name: str, arguments: dict[str, Any]) -> ToolOutcome:
+        stored, self.stored = self.stored, None
+        self.replayed = (
+            stored is not None
+            and stored.status != ToolCallStatus.RUNNING
+            and stored.name == name
+            and stored.arguments == arguments
+        )
+        if stored is not None and self.replayed:
+            log.info("tool result reused from an earlier delivery", tool=name, round=stored.round)
+            return tool_outcome(stored)
+        if stored is not None and stored.status != ToolCallStatus.RUNNING:
+            # Decoding is seeded by the turn, so this needs another model or device.
+            log.warning("redelivered turn called another tool", tool=name, stored=stored.name)
+        return await self.inner.run(context, name, arguments)
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    outcome: str  # complete | cancelled | failed | skipped | duplicate
+    message_id: str | None = None
+
+
+class TurnRelay:
+    """Runs the agent loop for one turn and turns its events into SQL rows and bus events."""
+
+    def __init__(
+        self,
+        handler: TurnHandler,
+        state: TurnState,
+        mode: DecodingMode,
+    ) -> None:
+        self.handler = handler
+        self.state = state
+        self.turn = state.turn
+        self.mode = mode
+        self.publisher = TurnPublisher(handler.events, self.turn, handler.draft_interval_s)
+        self.runner = ReplayingRunner(handler.runner)
+        self.call_ids: dict[int, str] = {}
+        self.call_running: dict[int, bool] = {}
+        self.started = time.perf_counter()
+
+    async def run(self, history: Sequence[HistoryItem]) -> TurnResult:
+        loop = AgentLoop(
+            self._submit,
+            self.handler.tokenizer,
+            self.runner,
+            self.mode.policy,
+            mode=self.mode.engine_mode,
+            max_rounds=self.handler.max_rounds,
+            attention=self.mode.attention,
+            # Optional in the Generator protocol: test doubles and null engines have none.
+            context=getattr(self.handler.generator, "context", None),
+            entity_slots=self.handler.entity_slots,
+        )
+        context = ToolContext(self.turn.tenant_id, self.turn.conversation_id)
+        request_id = f"{self.turn.turn_id}-{uuid.uuid4().hex[:8]}"
+        result: TurnResult | None = None
+        events = loop.run(
+            self.turn.channel, history, context, request_id, turn_seed(self.turn.turn_id)
+        )
+        try:
+            async for event in events:
+                if isinstance(event, DraftUpdate):
+                    await self._draft(event)
+                elif isinstance(event, ToolCalled):
+                    await self._tool_called(event)
+                elif isinstance(event, ToolFinished):
+                    await self._tool_finished(event)
+                else:
+                    result = await self._finished(event)
+        finally:
+            # Closing the loop closes its engine stream, which frees the batch slot at once.
+            if isinstance(events, AsyncGenerator):
+                await events.aclose()
+            await self.publisher.close()
+        if result is None:
+            raise RuntimeError("the agent loop ended without a TurnFinished")
+        return result
+
+    async def _submit(self, request: GenerationRequest) -> AsyncIterator[Draft | Final]:
+        """The generator's stream, made cancellable by the poller and here."""
+        generator = self.handler.generator
+        self.state.request_id = request.request_id
+        cancelled = False
+        stream = generator.submit(request)
+        try:
+            async for event in stream:
+                # A cancel may come while no request was known yet (between rounds, or before
+                # the engine registered it): repeat it once the request is running.
+                if self.state.cancel_requested and not cancelled:
+                    cancelled = True
+                    generator.cancel(request.request_id)
+                yield event
+        finally:
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
+
+    async def _draft(self, event: DraftUpdate) -> None:
+        turn = self.turn
+        await self.publisher.draft(
+            DraftEvent(
+                conversation_id=turn.conversation_id,
+                turn_id=turn.turn_id,
+                text=event.text,
+                step=event.step,
+                round=event.round,
+                revised=event.revised,
+            )
+        )
+
+    async def _tool_called(self, event: ToolCalled) -> None:
+        turn = self.turn
+        row, _created = await self.handler.store.start_tool_call(
+            turn.conversation_id, turn.turn_id, event.round, event.name, event.arguments
+        )
+        self.call_ids[event.round] = row.id
+        self.call_running[event.round] = row.status == ToolCallStatus.RUNNING
+        self.runner.stored = stored_call(row)
+        await self.publisher.publish(
+            ToolCallEvent(
+                conversation_id=turn.conversation_id,
+                turn_id=turn.turn_id,
+                name=event.name,
+                arguments=event.arguments,
+                round=event.round,
+                call_id=row.id,
+            )
+        )
+
+    async def _tool_finished(self, event: ToolFinished) -> None:
+        turn, outcome = self.turn, event.outcome
+        call_id = self.call_ids.get(event.round, "")
+        self.runner.stored = None  # the loop may settle a call without running it
+        if call_id and self.call_running.get(event.round, False):
+            await self.handler.store.finish_tool_call(
+                call_id,
+                ToolCallStatus(outcome.status),
+                result=outcome.result,
+                error=outcome.error,
+                finished_at=outcome.finished_at,
+            )
+        if not self.runner.replayed:
+            self.handler.metrics.tool(outcome)
+        self.runner.replayed = False
+        await self.publisher.publish(
+            ToolResultEvent(
+                conversation_id=turn.conversation_id,
+                turn_id=turn.turn_id,
+                name=outcome.name,
+                status=outcome.status,
+                result=outcome.result if outcome.status == "ok" else None,
+                error=outcome.error,
+                ms=round(outcome.milliseconds, 1),
+                round=event.round,
+                call_id=call_id,
+            )
+        )
+        if outcome.name == HANDOFF_TOOL and outcome.status == "ok":
+            await self.publisher.publish(
+                HandoffEvent(
+                    conversation_id=turn.conversation_id, turn_id=turn.turn_id, owner="human"
+                )
+            )
+            await self.handler.note(turn, "handoff")
+
+    async def _cancel_requested(self) -> bool:
+        events = self.handler.events
+        try:
+            return await Cancellation(events.redis, keys=events.keys).is_cancelled(
+                self.turn.conversation_id, self.turn.turn_id
+            )
+        except (RedisError, OSError):
+            return False  # the poller decides then; a reply is not lost over a failed check
+
+    async def _finished(self, event: TurnFinished) -> TurnResult:
+        turn, metrics = self.turn, self.handler.metrics
+        stats: dict[str, Any] = {**event.usage.as_dict(), "mode": self.mode.name}
+        if event.problem is not None:
+            stats["problem"] = event.problem
+        status = MessageStatus(event.status)
+        if status is MessageStatus.COMPLETE and await self._cancel_requested():
+            # Stop pressed while the reply was finishing: the poller (~100 ms) had not seen it
+            # yet, but the user asked before the reply was stored, so it counts as stopped.
+            status = MessageStatus.CANCELLED
+        message, created = await self.handler.store.store_reply(
+            turn.conversation_id, turn.turn_id, event.text, status, stats
+        )
+        if not created:
+            log.info("reply was already stored by another delivery", message_id=message.id)
+        # The final supersedes any held draft: it is the whole reply.
+        await self.publisher.publish(final_event(turn, message), drop_draft=True)
+        await self.handler.note(turn, "final")
+        if event.milliseconds_to_first_draft is not None:
+            metrics.first_draft.observe(event.milliseconds_to_first_draft / 1000)
+        metrics.final.observe(time.perf_counter() - self.started)
+        metrics.generation(stats)
+        return TurnResult(str(message.status), message.id)
+
+
+class TurnError(Exception):
+    """A turn that cannot be handled (it will be retried, then dead-lettered)."""
+
+
+class TurnHandler:
+    """Handles one delivery of a turn from start to ack."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        events: EventLog,
+        consumer: TurnConsumer,
+        generator: Generator,
+        tokenizer: Any,
+        runner: ToolRunner,
+        modes: Mapping[str, DecodingMode],
+        default_mode: str,
+        metrics: Metrics,
+        activity: ActivityLog | None = None,
+        draft_interval_s: float = 0.05,
+        max_rounds: int = 3,
+        final_lookback: int = 200,
+        entity_slots: bool = True,
+    ) -> None:
+        if default_mode not in modes:
+            raise ValueError(f"default mode {default_mode!r} is not one of {sorted(modes)}")
+        self.store = store
+        self.loader = HistoryLoader(store.engine)
+        self.events = events
+        self.consumer = consumer
+        self.generator = generator
+        self.tokenizer = tokenizer
+        self.runner = runner
+        self.modes = modes
+        self.default_mode = default_mode
+        self.metrics = metrics
+        self.activity = activity or ActivityLog(events.redis, keys=events.keys)
+        self.draft_interval_s = draft_interval_s
+        self.max_rounds = max_rounds
+        self.final_lookback = final_lookback
+        self.entity_slots = entity_slots
+
+    async def handle(self, state: TurnState) -> TurnResult:
+        """Process the turn and ack it; raises (no ack) when it should be redelivered."""
+        turn = state.turn
+        with bind_turn(turn.conversation_id, turn.turn_id):
+            log.info("turn started", attempt=state.delivery.attempt, mode=turn.mode)
+            result = await self._process(state)
+            await self.consumer.ack(state.delivery)
+            self.metrics.turn_done(result.outcome)
+            log.info("turn done", outcome=result.outcome, message_id=result.message_id)
+            return result
+
+    async def note(self, turn: TurnRequest, kind: str) -> None:
+        """The tenant's consoles update their list (a final, a handoff): see note_activity."""
+        await note_activity(self.activity, turn.tenant_id, turn.conversation_id, kind)
+
+    def mode(self, name: str | None) -> DecodingMode:
+        if name is None or name == "":
+            return self.modes[self.default_mode]
+        mode = self.modes.get(name)
+        if mode is None:  # a client's typo must not fail the turn
+            log.warning("unknown decoding mode; using the default", mode=name)
+            return self.modes[self.default_mode]
+        return mode
+
+    async def _process(self, state: TurnState) -> TurnResult:
+        turn = state.turn
+        conversation = await self.store.get_conversation(turn.conversation_id, turn.tenant_id)
+        if conversation is None:
+            raise TurnError(f"conversation {turn.conversation_id} of this tenant does not exist")
+        stored = await self.loader.reply(turn.turn_id)
+        if stored is not None:
+            await self._republish_final(turn, stored)
+            return TurnResult("duplicate", stored.id)
+        calls = await self.store.tool_calls(turn.turn_id)
+        handed_off_here = any(c.name == HANDOFF_TOOL for c in calls)
+        # A handoff made by this very turn's earlier delivery still gets its reply.
+        if conversation.owner != Owner.BOT and not handed_off_here:
+            log.info("conversation is not the bot's; no reply", owner=str(conversation.owner))
+            return TurnResult("skipped")
+        history = await self.loader.load(turn.conversation_id, turn.turn_id)
+        return await TurnRelay(self, state, self.mode(turn.mode)).run(history)
+
+    async def _republish_final(self, turn: TurnRequest, message: Message) -> None:
+        """Publish the stored reply's final unless the event log already has it."""
+        last = await self.events.last_seq(turn.conversation_id)
+        recent = await self.events.read_from(
+            turn.conversation_id, max(0, last - self.final_lookback)
+        )
+        if any(isinstance(e, FinalEvent) and e.turn_id == turn.turn_id for e in recent):
+            log.info("redelivered turn was already finished")
+            return
+        log.info("redelivered turn: publishing the stored final")
+        await self.events.append(turn.conversation_id, final_event(turn, message))
+        await self.note(turn, "final")
