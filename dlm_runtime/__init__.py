@@ -17,8 +17,7 @@ __all__ = [
     "save_model",
 ]
 
-# --- tokenizer and sampler policies (presets stay in dlm_runtime.policies: a package-level
-# `reference` function would shadow the dlm_runtime.reference module) ---
+# --- tokenizer and sampler policies (the preset functions themselves: dlm_runtime.policies) ---
 from dlm_runtime.policies import (
     PRESETS,
     BlockState,

@@ -123,11 +123,6 @@ def kv_slice(kv: KV, start: int, end: int | None = None) -> KV:
     return [(k[:, :, start:end], v[:, :, start:end]) for k, v in kv]
 
 
-def kv_select(kv: KV, positions: torch.Tensor) -> KV:
-    """Gather positions ``[P']`` (same for every row) from every layer's k/v."""
-    return [(k.index_select(2, positions), v.index_select(2, positions)) for k, v in kv]
-
-
 def kv_pad_stack(caches: Sequence[KV]) -> tuple[KV, torch.Tensor]:
     """Stack per-request caches (each batch 1) into one right-padded batch.
 

@@ -502,11 +502,6 @@ class DecodingPolicy:
         if self.rng_layout not in ("block", "reference"):
             raise ValueError(f"rng_layout must be 'block' or 'reference', got {self.rng_layout!r}")
 
-    @property
-    def steps_per_block(self) -> int:
-        """Nominal model calls per full block (no revisions)."""
-        return self.unmask.max_steps(self.block_size)
-
     def max_steps_per_block(self, block_len: int | None = None) -> int:
         """Hard upper bound on steps for a block of ``block_len`` (default ``block_size``)."""
         length = self.block_size if block_len is None else block_len

@@ -1,29 +1,69 @@
-"""Continuous-batching inference engine (the code lives in :mod:`dlm_runtime.engine.scheduler`)."""
+"""Continuous-batching inference engine for masked-diffusion language models.
 
-from dlm_runtime.engine.scheduler import (
+One scheduler thread owns the model, every request's decoding state and the KV cache. Each
+iteration it admits waiting requests (up to ``max_batch``), drops cancelled ones, asks every
+active request for its query rows, runs ONE batched forward pass and hands each request its
+logits; events go back to each request's asyncio queue via ``loop.call_soon_threadsafe``. The
+model never carries flags: every pattern below is only a mask plus a choice of what is written
+to the request's cache.
+
+Attention patterns of ``mode="diffusion"`` (``GenerationRequest.attention``):
+
+* ``"prefix-causal"`` (default for native ``"dlm"`` models; how :mod:`dlm_runtime.train`
+  trains them): the prompt and every finished block are cached exactly as a causal pass
+  computes them. The block being decoded attends to the cache and bidirectionally to itself.
+  Tokens not yet cached ("pending": the prompt at first, then each finished block) ride along
+  in the first step of the next block: pending rows attend causally, block rows see cache +
+  pending + block, and the pending rows' K/V are appended afterwards. Replies are open-ended.
+* ``"prefix-causal-nocache"``: the same attention pattern with no cache: every step
+  recomputes the prompt and the finished blocks. Same tokens, more work; the baseline the
+  cache's saving is measured against ("vanilla" diffusion in the evaluation).
+* ``"bidirectional"`` (default for LLaDA): no cache; every step runs prompt + all blocks
+  (future ones masked) with full attention, which is what LLaDA's ``generate()`` does; the
+  ``fixed_schedule`` policy preset reproduces it token for token.
+* ``"prefix-cache"`` (APPROXIMATE, Fast-dLLM's prefix cache): at a block's first step the
+  whole sequence runs bidirectionally and the K/V of everything before the block is cached;
+  the block's later steps run only the block and the masked suffix against that stale cache.
+
+Other modes: ``"autoregressive"`` (causal, one token per forward, prefill in the first) and
+``"speculative"`` (a block drafted by prefix-causal diffusion, then verified by one causal
+forward; the longest prefix the autoregressive sampler agrees with is kept plus the
+verifier's own next token, so at temperature 0 it equals autoregressive mode).
+
+Policies with ``early_stop`` end at the model's ``eos_token_id`` in every mode (the end token
+is not part of :attr:`Final.token_ids`); the ``fixed_schedule`` preset never stops early.
+
+Batching: request ``i`` of the batch owns row ``i`` of a :class:`KVPool` (per-layer tensors
+``[max_batch, H, capacity, D]``), so a forward reads the caches as one right-padded view, the
+same layout :func:`dlm_runtime.attention.kv_pad_stack` builds, without copying them each step.
+Query rows are right-padded and each row's mask comes from per-token visibility ranks.
+:attr:`Engine.stats` splits the scheduler thread's time (forward, policy, detokenizing, ...).
+
+Modules: :mod:`~dlm_runtime.engine.requests` (what a caller submits and gets back),
+:mod:`~dlm_runtime.engine.scheduler` (the :class:`Engine`: each step schedules, runs the
+forwards, then hands out events), :mod:`~dlm_runtime.engine.states` (per-request decoding
+state, one class per pattern), :mod:`~dlm_runtime.engine.batching` (KV cache pool, prefix
+reuse, batch assembly) and :mod:`~dlm_runtime.engine.draft_text` (incremental draft text).
+"""
+
+from dlm_runtime.engine.batching import BatchBuilder, KVPool, Query
+from dlm_runtime.engine.draft_text import DraftDecoder
+from dlm_runtime.engine.requests import (
     ATTENTIONS,
     MODES,
-    BatchBuilder,
-    CacheWrite,
     Draft,
-    DraftDecoder,
-    Engine,
     EngineStats,
     Event,
     Final,
     GenerationRequest,
-    KVPool,
-    Query,
     Usage,
-    plan_forwards,
-    sort_rows,
 )
+from dlm_runtime.engine.scheduler import Engine
 
 __all__ = [
     "ATTENTIONS",
     "MODES",
     "BatchBuilder",
-    "CacheWrite",
     "Draft",
     "DraftDecoder",
     "Engine",
@@ -34,6 +74,4 @@ __all__ = [
     "KVPool",
     "Query",
     "Usage",
-    "plan_forwards",
-    "sort_rows",
 ]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from dlm_runtime import load_model, reference
+from dlm_runtime import llada_generate, load_model
 from dlm_runtime.attention import (
     KV,
     ForwardOutput,
@@ -27,7 +27,6 @@ from dlm_runtime.attention import (
 )
 from dlm_runtime.engine import (
     BatchBuilder,
-    CacheWrite,
     Draft,
     DraftDecoder,
     Engine,
@@ -36,9 +35,8 @@ from dlm_runtime.engine import (
     GenerationRequest,
     KVPool,
     Query,
-    plan_forwards,
-    sort_rows,
 )
+from dlm_runtime.engine.batching import CacheWrite, plan_forwards, sort_rows
 from dlm_runtime.modeling import DLMConfig, DLMModel, prepare_forward
 from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise
 from dlm_runtime.policies import reference as reference_policy
@@ -430,7 +428,7 @@ async def test_reference_preset_equals_llada_generate(
     temperature: float,
     remasking: str,
 ) -> None:
-    """Bidirectional + reference preset == reference.generate(), alone and inside a batch."""
+    """Bidirectional + reference preset == llada_generate.generate(), alone and inside a batch."""
     model = llada if which == "llada" else NoMask(dlm)
     cfg: Any = model.config
     mask_id = cfg.mask_token_id
@@ -438,7 +436,7 @@ async def test_reference_preset_equals_llada_generate(
     prompt_ids = random.Random(9).choices(range(3, vocab - 3), k=5)
     kw: dict[str, Any] = {"steps": 12, "gen_length": 24, "block_length": 8}
     torch.manual_seed(1234)
-    want = reference.generate(
+    want = llada_generate.generate(
         model,
         torch.tensor([prompt_ids]),
         **kw,

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from dlm_runtime import CheckpointError, load_model, reference
+from dlm_runtime import CheckpointError, llada_generate, load_model
 from dlm_runtime.attention import block_causal_mask
 from dlm_runtime.llada import LLaDAModel
 from dlm_runtime.loading import RemoteCodeModel
@@ -283,7 +283,7 @@ GENERATE_CASES = [
     ("steps", "gen_length", "block_length", "temperature", "cfg_scale", "remasking"),
     GENERATE_CASES,
 )
-def test_reference_generate_matches_transcription(
+def test_llada_generate_matches_transcription(
     tmp_path: Path,
     steps: int,
     gen_length: int,
@@ -292,7 +292,7 @@ def test_reference_generate_matches_transcription(
     cfg_scale: float,
     remasking: str,
 ) -> None:
-    """reference.generate gives the same tokens with native LLaDA and with the transcription."""
+    """llada_generate.generate: same tokens with native LLaDA and with the transcription."""
     cfg = write_checkpoint(tmp_path, "untied-gqa")
     model = load_model(tmp_path)
     transcribed = Transcribed(load_file(str(tmp_path / "model.safetensors")), cfg)
@@ -307,21 +307,21 @@ def test_reference_generate_matches_transcription(
         "mask_id": MASK,
     }
     torch.manual_seed(1234)
-    ours = reference.generate(model, prompt, **kwargs)
+    ours = llada_generate.generate(model, prompt, **kwargs)
     torch.manual_seed(1234)
-    theirs = reference.generate(transcribed, prompt, **kwargs)
+    theirs = llada_generate.generate(transcribed, prompt, **kwargs)
     assert ours.shape == (2, 5 + gen_length)
     assert torch.equal(ours[:, :5], prompt)
     assert torch.equal(ours, theirs)
 
 
-def test_reference_schedule_helpers() -> None:
+def test_llada_generate_schedule_helpers() -> None:
     """get_num_transfer_tokens spreads the remainder over the first steps; T=0 adds no noise."""
     mask = torch.tensor([[True] * 7 + [False], [True] * 3 + [False] * 5])
-    assert reference.get_num_transfer_tokens(mask, 3).tolist() == [[3, 2, 2], [1, 1, 1]]
+    assert llada_generate.get_num_transfer_tokens(mask, 3).tolist() == [[3, 2, 2], [1, 1, 1]]
     logits = torch.randn(2, 3)
-    assert reference.add_gumbel_noise(logits, 0.0) is logits
-    assert reference.add_gumbel_noise(logits, 1.0).dtype == torch.float64
+    assert llada_generate.add_gumbel_noise(logits, 0.0) is logits
+    assert llada_generate.add_gumbel_noise(logits, 1.0).dtype == torch.float64
 
 
 # --- bad inputs -------------------------------------------------------------------------------

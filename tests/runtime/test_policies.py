@@ -179,9 +179,9 @@ def test_reference_policy_matches_llada_generate(temperature: float, remasking: 
     assert torch.equal(drive(policy, model, prompt, None), want)
 
 
-def test_reference_matches_dlm_runtime_reference_module() -> None:
-    """The project's reference.generate port agrees with the policy-driven loop."""
-    ref = pytest.importorskip("dlm_runtime.reference")
+def test_reference_matches_llada_generate_module() -> None:
+    """The project's llada_generate.generate port agrees with the policy-driven loop."""
+    ref = pytest.importorskip("dlm_runtime.llada_generate")
     model = FakeModel(40, 39, seed=3)
     prompt = torch.tensor([[1, 2, 3]])
     torch.manual_seed(7)

@@ -1,0 +1,487 @@
+"""Per-request decoding state, one class per pattern: the rows it adds to a forward and
+what it makes of their logits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from dlm_runtime.engine.batching import CacheWrite, Query, causal_ranks, prefix_ranks
+from dlm_runtime.engine.draft_text import DraftDecoder
+from dlm_runtime.engine.requests import (
+    Draft,
+    EngineStats,
+    Event,
+    Final,
+    FinishReason,
+    GenerationRequest,
+    Usage,
+)
+from dlm_runtime.policies import BlockState, StepResult, TorchRandom
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What request states need to know about the model."""
+
+    mask_id: int
+    end_id: int | None
+    fill_id: int | None
+    vocab_size: int
+    context: int | None
+    device: torch.device
+    default_attention: str
+
+
+class RowCache:
+    """A request's handle on its cache row for the step being consumed."""
+
+    def __init__(self, row: int, writes: list[CacheWrite]) -> None:
+        self._row = row
+        self._writes = writes
+
+    def keep(self, start: int, count: int) -> None:
+        """Append this step's K/V of query rows ``start:start+count`` to the cache."""
+        if count > 0:
+            self._writes.append(CacheWrite(self._row, start, count))
+
+    def replace(self, start: int, count: int) -> None:
+        """Make query rows ``start:start+count`` the whole cache."""
+        self._writes.append(CacheWrite(self._row, start, count, reset=True))
+
+
+@dataclass(frozen=True)
+class DraftUpdate:
+    """A :class:`Draft` before its text exists (the scheduler thread makes these)."""
+
+    step: int
+    token_ids: list[int]
+    stable: int  # leading token_ids that never change again
+    committed: list[int]
+    revised: list[int]
+    block: int
+
+
+@dataclass(frozen=True)
+class FinalUpdate:
+    """A :class:`Final` before its text exists."""
+
+    token_ids: list[int]
+    finish_reason: FinishReason
+    usage: Usage
+    error: str | None = None
+
+
+Update = DraftUpdate | FinalUpdate
+
+
+@dataclass(eq=False)  # compared and hashed by identity: an id may be reused later
+class Handle:
+    """Where a request's events go; renders their text (scheduler thread only)."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Event]
+    submitted: float
+    attention: str
+    decoder: DraftDecoder
+
+    def render(self, update: Update) -> Event:
+        """The public event for ``update`` (called in step order)."""
+        rid = self.request.request_id
+        if isinstance(update, FinalUpdate):
+            ids = update.token_ids
+            text = self.decoder.decode(ids, len(ids)).text
+            return Final(rid, ids, text, update.finish_reason, update.usage, update.error)
+        draft = self.decoder.decode(update.token_ids, update.stable)
+        return Draft(
+            rid,
+            update.step,
+            update.token_ids,
+            draft.text,
+            draft.spans,
+            update.committed,
+            update.revised,
+            update.block,
+        )
+
+
+class CausalRow:
+    """A request whose cache row holds the causal K/V of prompt + reply tokens fed so far.
+
+    Such a row can start from a stored prefix (:class:`CausalPrefixCache`) and be stored in turn.
+    """
+
+    prompt: torch.Tensor
+    reply: list[int]
+    pending: torch.Tensor  # tokens not in the cache yet (prefilled with the next step)
+    cached: int
+
+    def start_after(self, reused: int) -> None:
+        """The first ``reused`` prompt tokens are in the cache row already (a prefix hit)."""
+        self.cached = reused
+        self.pending = self.prompt[reused:]
+
+    def cached_tokens(self) -> torch.Tensor:
+        """The tokens whose K/V fill the row: the prompt, then the fed reply tokens."""
+        if self.cached <= int(self.prompt.shape[0]):
+            return self.prompt[: self.cached]
+        done = torch.tensor(self.reply, dtype=torch.long, device=self.prompt.device)
+        return torch.cat([self.prompt, done])[: self.cached]
+
+
+class RequestState(ABC):
+    """Decoding state of one request; the scheduler calls :meth:`query` then :meth:`consume`."""
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        self.handle = handle
+        self.request = handle.request
+        self.policy = handle.request.policy
+        self.info = info
+        self.stats = stats
+        self.prompt = torch.tensor(self.request.prompt_ids, dtype=torch.long, device=info.device)
+        self.reply: list[int] = []  # final tokens (finished blocks / accepted tokens)
+        self.generator = torch.Generator(device=info.device)
+        if self.request.seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(self.request.seed)
+        self.steps = 0
+        self.forward_passes = 0
+        self.drafts = 0
+        self.done = False
+
+    @abstractmethod
+    def query(self) -> Query:
+        """The rows this request adds to the next forward."""
+
+    @abstractmethod
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        """Apply the forward's logits (``[T - logits_from, V]``: this request's rows from its
+        query's ``logits_from`` on); return its events."""
+
+    # --- shared helpers -----------------------------------------------------------------
+
+    def _new_block(self, length: int) -> BlockState:
+        policy, info = self.policy, self.info
+        plen = len(self.request.prompt_ids)
+        return BlockState(
+            policy,
+            length,
+            info.mask_id,
+            end_id=info.end_id if policy.early_stop else None,
+            fill_id=info.fill_id,
+            offset=plen + len(self.reply),
+            seq_len=plen + policy.max_new_tokens,
+            device=info.device,
+        )
+
+    def _choose(self, logits: torch.Tensor) -> list[int]:
+        """The policy's token chooser on rows ``[k, V]`` (autoregressive sampling)."""
+        mask_id = self.info.mask_id
+        if self.policy.forbid_mask_token and 0 <= mask_id < logits.shape[-1]:
+            logits = logits.clone()
+            logits[:, mask_id] = float("-inf")
+        started = time.perf_counter()
+        chosen = self.policy.chooser.choose(logits, TorchRandom(self.generator))
+        self.stats.policy_seconds += time.perf_counter() - started
+        tokens: list[int] = chosen.tolist()
+        return tokens
+
+    def _draft(
+        self,
+        token_ids: list[int],
+        stable: int,
+        committed: list[int],
+        revised: list[int],
+        block: int,
+    ) -> DraftUpdate:
+        self.drafts += 1
+        return DraftUpdate(self.drafts, token_ids, stable, committed, revised, block)
+
+    def final(self, reason: FinishReason, error: str | None = None) -> FinalUpdate:
+        """Finish now with the reply so far."""
+        self.done = True
+        usage = Usage(
+            steps=self.steps,
+            forward_passes=self.forward_passes,
+            tokens=len(self.reply),
+            milliseconds=(time.perf_counter() - self.handle.submitted) * 1000.0,
+        )
+        return FinalUpdate(list(self.reply), reason, usage, error)
+
+    def _step_block(
+        self, block: BlockState, block_logits: torch.Tensor, index: int
+    ) -> tuple[StepResult, DraftUpdate]:
+        """One policy step on ``block`` and the Draft showing it after the finished reply."""
+        started = time.perf_counter()
+        result = block.step(block_logits, generator=self.generator)
+        self.stats.policy_seconds += time.perf_counter() - started
+        self.steps += 1
+        start = len(self.reply)
+        draft = self._draft(
+            self.reply + block.x.tolist(),
+            start,
+            [start + j for j in result.committed],
+            [start + j for j in result.revised],
+            index,
+        )
+        return result, draft
+
+
+class _BlockDiffusion(RequestState):
+    """Diffusion over the policy's blocks; subclasses say how a step's rows are built."""
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        self.block_lengths = self.policy.block_lengths()
+        self.block_index = 0
+        self.block = self._new_block(self.block_lengths[0])
+
+    def _advance(self, block_logits: torch.Tensor) -> list[Update]:
+        block = self.block
+        result, draft = self._step_block(block, block_logits, self.block_index)
+        self._stepped(block)
+        events: list[Update] = [draft]
+        if not block.done:
+            return events
+        tokens = block.x.tolist()
+        if result.reply_done and block.end_index is not None:
+            self.reply.extend(tokens[: block.end_index])
+            events.append(self.final("end"))
+            return events
+        self.reply.extend(tokens)
+        self.block_index += 1
+        if self.block_index >= len(self.block_lengths):
+            events.append(self.final("length"))
+            return events
+        self._block_finished(block)
+        self.block = self._new_block(self.block_lengths[self.block_index])
+        return events
+
+    def _stepped(self, block: BlockState) -> None:
+        """Hook: ``block`` just took a step."""
+
+    def _block_finished(self, block: BlockState) -> None:
+        """Hook: ``block`` is final and another block follows."""
+
+
+class PrefixCausalState(CausalRow, _BlockDiffusion):
+    """Exact causal cache of prompt + finished blocks; the block attends bidirectionally."""
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        self.pending = self.prompt
+        self.cached = 0
+
+    def query(self) -> Query:
+        n, device = int(self.pending.shape[0]), self.info.device
+        tokens = torch.cat([self.pending, self.block.x]) if n else self.block.x
+        ranks = prefix_ranks(n, self.block.block_len, device)
+        return Query(tokens, self.cached, self.cached, ranks, logits_from=n)
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        n = int(self.pending.shape[0])
+        cache.keep(0, n)
+        self.cached += n
+        self.pending = self.prompt[:0]
+        self.forward_passes += 1
+        return self._advance(logits[: self.block.block_len])
+
+    def _block_finished(self, block: BlockState) -> None:
+        self.pending = block.x.clone()
+
+
+class PrefixCausalNoCacheState(_BlockDiffusion):
+    """The prefix-causal pattern recomputed from scratch at every step (no cache)."""
+
+    def query(self) -> Query:
+        done = torch.tensor(self.reply, dtype=torch.long, device=self.info.device)
+        prefix = torch.cat([self.prompt, done]) if self.reply else self.prompt
+        n = int(prefix.shape[0])
+        tokens = torch.cat([prefix, self.block.x])
+        ranks = prefix_ranks(n, self.block.block_len, self.info.device)
+        return Query(tokens, 0, 0, ranks, logits_from=n)
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        self.forward_passes += 1
+        return self._advance(logits[: self.block.block_len])
+
+
+class BidirectionalState(_BlockDiffusion):
+    """No cache: prompt + every block (future ones masked) with full attention each step."""
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        masks = torch.full(
+            (self.policy.max_new_tokens,), info.mask_id, dtype=torch.long, device=info.device
+        )
+        self.canvas = torch.cat([self.prompt, masks])
+
+    @property
+    def _offset(self) -> int:
+        return int(self.prompt.shape[0]) + len(self.reply)
+
+    def query(self) -> Query:
+        return Query(self.canvas, 0, 0, None, logits_from=self._offset)
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        self.forward_passes += 1
+        return self._advance(logits[: self.block.block_len])
+
+    def _stepped(self, block: BlockState) -> None:
+        self.canvas[self._offset : self._offset + block.block_len] = block.x
+
+
+class PrefixCacheState(BidirectionalState):
+    """APPROXIMATE (Fast-dLLM prefix cache): prefix K/V refreshed only at each block's start."""
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        self.refresh = True  # next step runs the whole sequence and re-caches the prefix
+
+    def query(self) -> Query:
+        offset = self._offset
+        if self.refresh:
+            return Query(self.canvas, 0, 0, None, logits_from=offset)
+        return Query(self.canvas[offset:], offset, offset, None)
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        if self.refresh:
+            cache.replace(0, self._offset)
+            self.refresh = False
+        self.forward_passes += 1
+        return self._advance(logits[: self.block.block_len])
+
+    def _block_finished(self, block: BlockState) -> None:
+        self.refresh = True
+
+
+class AutoregressiveState(CausalRow, RequestState):
+    """Causal decoding, one token per forward; the first forward prefills the prompt."""
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        self.pending = self.prompt
+        self.cached = 0
+
+    def query(self) -> Query:
+        n = int(self.pending.shape[0])
+        ranks = causal_ranks(n, self.info.device)
+        return Query(self.pending, self.cached, self.cached, ranks, logits_from=n - 1)
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        n = int(self.pending.shape[0])
+        cache.keep(0, n)
+        self.cached += n
+        token = self._choose(logits[:1])[0]
+        self.steps += 1
+        self.forward_passes += 1
+        self.reply.append(token)
+        position = len(self.reply) - 1
+        events: list[Update] = [
+            self._draft(list(self.reply), len(self.reply), [position], [], position)
+        ]
+        if self.policy.early_stop and token == self.info.end_id:
+            self.reply.pop()
+            events.append(self.final("end"))
+        elif len(self.reply) >= self.policy.max_new_tokens:
+            events.append(self.final("length"))
+        else:
+            self.pending = torch.tensor([token], dtype=torch.long, device=self.info.device)
+        return events
+
+
+class SpeculativeState(RequestState):
+    """Self-speculation: prefix-causal diffusion drafts a block, one causal pass verifies it.
+
+    The verifier's target for the block's first position comes from the last pending row of
+    the first draft step (those rows attend causally, so it is the autoregressive prediction);
+    the verify pass over the drafted block gives the targets for the rest. Every emitted token
+    is a target drawn by the policy's chooser given the emitted prefix, so the output follows
+    the autoregressive sampler exactly (token for token at temperature 0).
+    """
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        self.pending = self.prompt
+        self.cached = 0
+        self.round = 0
+        self.verifying = False
+        self.first_target = -1
+        self.block = self._new_block(self._draft_len())
+        self.accepted = 0  # drafted tokens accepted, over all rounds
+
+    def _draft_len(self) -> int:
+        return min(self.policy.block_size, self.policy.max_new_tokens - len(self.reply))
+
+    def query(self) -> Query:
+        device, block = self.info.device, self.block
+        if self.verifying:
+            return Query(block.x, self.cached, self.cached, causal_ranks(block.block_len, device))
+        n = int(self.pending.shape[0])
+        tokens = torch.cat([self.pending, block.x]) if n else block.x
+        ranks = prefix_ranks(n, block.block_len, device)
+        # The last pending position's logits (the verifier's first target), then the block's.
+        return Query(tokens, self.cached, self.cached, ranks, logits_from=max(0, n - 1))
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        self.forward_passes += 1
+        if self.verifying:
+            return self._verify(logits, cache)
+        n = int(self.pending.shape[0])
+        if n:
+            cache.keep(0, n)
+            self.cached += n
+            self.first_target = self._choose(logits[:1])[0]
+            self.pending = self.prompt[:0]
+            logits = logits[1:]
+        _, draft = self._step_block(self.block, logits[: self.block.block_len], self.round)
+        self.verifying = self.block.done
+        return [draft]
+
+    def _verify(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        drafted = self.block.x.tolist()
+        length = len(drafted)
+        targets = [self.first_target, *self._choose(logits[:length])]
+        k = 0
+        while k < length and drafted[k] == targets[k]:
+            k += 1
+        self.accepted += k
+        cache.keep(0, k)  # causal K/V of the accepted drafted tokens
+        self.cached += k
+        start = len(self.reply)
+        self.reply.extend(targets[: k + 1])
+        events: list[Update] = [
+            self._draft(
+                list(self.reply), len(self.reply), list(range(start, start + k + 1)), [], self.round
+            )
+        ]
+        end_id = self.info.end_id
+        new = targets[: k + 1]
+        if self.policy.early_stop and end_id in new:
+            del self.reply[start + new.index(end_id) :]
+            events.append(self.final("end"))
+        elif len(self.reply) >= self.policy.max_new_tokens:
+            del self.reply[self.policy.max_new_tokens :]
+            events.append(self.final("length"))
+        else:
+            self.pending = torch.tensor([targets[k]], dtype=torch.long, device=self.info.device)
+            self.round += 1
+            self.verifying = False
+            self.block = self._new_block(self._draft_len())
+        return events
+
+
+STATES: dict[tuple[str, str], type[RequestState]] = {
+    ("diffusion", "prefix-causal"): PrefixCausalState,
+    ("diffusion", "prefix-causal-nocache"): PrefixCausalNoCacheState,
+    ("diffusion", "bidirectional"): BidirectionalState,
+    ("diffusion", "prefix-cache"): PrefixCacheState,
+    ("autoregressive", "causal"): AutoregressiveState,
+    ("speculative", "prefix-causal"): SpeculativeState,
+}
