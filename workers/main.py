@@ -8,7 +8,7 @@ import signal
 
 import structlog
 
-from assistant.agent.decoding import DEFAULT_MODE
+from assistant.agent.decoding import DEFAULT_MODE, decoding_modes
 from assistant.bus.connection import check_redis, connect
 from assistant.bus.keys import Keys
 from assistant.checkpoints import model_dir, uses_entity_slots
@@ -57,7 +57,6 @@ async def run_worker(settings: Settings, *, max_batch: int | None = None) -> Non
                 # many turns as rows the engine thread idled 30% of the time while turns
                 # waited in Redis.
                 max_batch=batch * TURNS_PER_ENGINE_ROW,
-                default_mode=settings.decoding_mode or DEFAULT_MODE,
                 # Keep-alives must come well within the idle time, or live turns get stolen.
                 min_idle_ms=settings.claim_idle_s * 1000,
                 keep_alive_every_s=min(5.0, settings.claim_idle_s / 3),
@@ -67,6 +66,8 @@ async def run_worker(settings: Settings, *, max_batch: int | None = None) -> Non
                 ),
             ),
             keys=Keys(settings.key_prefix),
+            # The name was checked when the command started (check_decoding_mode).
+            mode=decoding_modes()[settings.decoding_mode or DEFAULT_MODE],
         )
         log.info("worker ready", consumer=worker.name, redis=settings.redis_url)
         task = asyncio.create_task(worker.run())

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,8 +304,7 @@ class TurnHandler:
         generator: Generator,
         tokenizer: Any,
         runner: ToolRunner,
-        modes: Mapping[str, DecodingMode],
-        default_mode: str,
+        mode: DecodingMode,
         metrics: Metrics,
         activity: ActivityLog | None = None,
         draft_interval_s: float = 0.05,
@@ -313,8 +312,6 @@ class TurnHandler:
         final_lookback: int = 200,
         entity_slots: bool = True,
     ) -> None:
-        if default_mode not in modes:
-            raise ValueError(f"default mode {default_mode!r} is not one of {sorted(modes)}")
         self.store = store
         self.loader = HistoryLoader(store.engine)
         self.events = events
@@ -322,8 +319,7 @@ class TurnHandler:
         self.generator = generator
         self.tokenizer = tokenizer
         self.runner = runner
-        self.modes = modes
-        self.default_mode = default_mode
+        self.mode = mode  # one per worker (ASSISTANT_DECODING_MODE): turns do not choose
         self.metrics = metrics
         self.activity = activity or ActivityLog(events.redis, keys=events.keys)
         self.draft_interval_s = draft_interval_s
@@ -335,7 +331,7 @@ class TurnHandler:
         """Process the turn and ack it; raises (no ack) when it should be redelivered."""
         turn = state.turn
         with bind_turn(turn.conversation_id, turn.turn_id):
-            log.info("turn started", attempt=state.delivery.attempt, mode=turn.mode)
+            log.info("turn started", attempt=state.delivery.attempt, mode=self.mode.name)
             result = await self._process(state)
             await self.consumer.ack(state.delivery)
             self.metrics.turn_done(result.outcome)
@@ -345,15 +341,6 @@ class TurnHandler:
     async def note(self, turn: TurnRequest, kind: str) -> None:
         """The tenant's consoles update their list (a final, a handoff): see note_activity."""
         await note_activity(self.activity, turn.tenant_id, turn.conversation_id, kind)
-
-    def mode(self, name: str | None) -> DecodingMode:
-        if name is None or name == "":
-            return self.modes[self.default_mode]
-        mode = self.modes.get(name)
-        if mode is None:  # a client's typo must not fail the turn
-            log.warning("unknown decoding mode; using the default", mode=name)
-            return self.modes[self.default_mode]
-        return mode
 
     async def _process(self, state: TurnState) -> TurnResult:
         turn = state.turn
@@ -371,7 +358,7 @@ class TurnHandler:
             log.info("conversation is not the bot's; no reply", owner=str(conversation.owner))
             return TurnResult("skipped")
         history = await self.loader.load(turn.conversation_id, turn.turn_id)
-        return await TurnRelay(self, state, self.mode(turn.mode)).run(history)
+        return await TurnRelay(self, state, self.mode).run(history)
 
     async def _republish_final(self, turn: TurnRequest, message: Message) -> None:
         """Publish the stored reply's final unless the event log already has it."""

@@ -24,7 +24,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,7 +56,6 @@ __all__ = ["Handles", "Worker", "WorkerOptions", "default_consumer_name"]
 class WorkerOptions:
     max_batch: int = DEFAULT_MAX_BATCH
     consumer_name: str | None = None  # default: "<hostname>-<pid>"
-    default_mode: str = DEFAULT_MODE
     max_deliveries: int = 3
     min_idle_ms: int = 30_000  # a turn idle this long belongs to a dead worker
     reclaim_every_s: float = 5.0
@@ -95,11 +94,13 @@ class Worker:
         options: WorkerOptions | None = None,
         keys: Keys = DEFAULT_KEYS,
         backend: StoreBackend | None = None,
-        modes: Mapping[str, DecodingMode] | None = None,
+        mode: DecodingMode | None = None,
         metrics: Metrics | None = None,
         handler: Callable[[Worker], Handles] | None = None,
     ) -> None:
-        """``handler`` builds another turn handler from the worker (its events, consumer and
+        """``mode`` decodes every turn of this worker (default: ``DEFAULT_MODE``).
+
+        ``handler`` builds another turn handler from the worker (its events, consumer and
         metrics) instead of the agent loop's ``TurnHandler``; ``store`` may then be None."""
         self.options = opts = options or WorkerOptions()
         if opts.max_batch < 1:
@@ -125,7 +126,7 @@ class Worker:
         elif store is None:
             raise ValueError("a worker needs a store unless it is given another handler")
         else:
-            self.handler = self._turn_handler(store, tokenizer, backend, modes)
+            self.handler = self._turn_handler(store, tokenizer, backend, mode)
         self.turns: dict[str, TurnState] = {}  # by stream id
         self._turn_locks: dict[str, asyncio.Lock] = {}  # by turn id: one delivery at a time
         self._stopping = asyncio.Event()
@@ -135,7 +136,7 @@ class Worker:
         store: Store,
         tokenizer: Any,
         backend: StoreBackend | None,
-        modes: Mapping[str, DecodingMode] | None,
+        mode: DecodingMode | None,
     ) -> TurnHandler:
         opts = self.options
         return TurnHandler(
@@ -145,8 +146,7 @@ class Worker:
             generator=self.generator,
             tokenizer=tokenizer,
             runner=ToolRunner(backend or SqlBackend(store.engine, store), opts.tool_timeout_s),
-            modes=modes or decoding_modes(),
-            default_mode=opts.default_mode,
+            mode=mode or decoding_modes()[DEFAULT_MODE],
             metrics=self.metrics,
             activity=self.activity,
             draft_interval_s=opts.draft_interval_s,

@@ -163,7 +163,8 @@ class TurnRequest:
     tenant_id: str
     channel: str
     user_message_id: str
-    mode: str | None = None  # decoding mode name; None means the worker's default
+    # No decoding mode: each worker decodes with its own (ASSISTANT_DECODING_MODE). Entries
+    # from older writers may still carry a ``mode`` field; readers ignore unknown fields.
     created_at: int = field(default_factory=now_ms)  # ms since the epoch
 
     _CODEC: ClassVar[dict[str, tuple[_Kind, bool]]]

@@ -94,15 +94,15 @@ EVENTS: list[Event] = [
 
 def test_turn_round_trip() -> None:
     """A turn survives to_fields/from_fields, with the version and flat string fields."""
-    turn = _turn(mode="block")
+    turn = _turn()
     fields = turn.to_fields()
     assert fields["v"] == str(SCHEMA_VERSION)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in fields.items())
     assert TurnRequest.from_fields(fields) == turn
 
 
-def test_turn_without_mode_omits_it_and_reads_bytes() -> None:
-    """A None field is left out, and a bytes map (undecoded client) reads the same."""
+def test_turn_carries_no_text_or_mode_and_reads_bytes() -> None:
+    """The worker reads text from SQL and decodes in its own mode; bytes read the same."""
     turn = _turn()
     fields = turn.to_fields()
     assert "mode" not in fields
@@ -168,6 +168,12 @@ def test_to_dict_is_json_ready() -> None:
     assert frame["type"] == "final"
     assert frame["seq"] == 5
     assert frame["usage"]["steps"] == 4
+
+
+def test_turn_from_an_older_writer_with_a_mode_reads() -> None:
+    """A turn queued before the mode field was dropped still reads (rolling upgrade)."""
+    fields = _turn().to_fields() | {"mode": "fast-diffusion"}
+    assert TurnRequest.from_fields(fields) == _turn()
 
 
 def test_unknown_fields_are_ignored() -> None:

@@ -35,11 +35,9 @@ from workers.worker_metrics import Metrics
 
 pytestmark = pytest.mark.slow
 
-LONG = {
-    "long": DecodingMode(
-        "long", "diffusion", "prefix-causal", reference(steps=64, gen_length=64, block_length=16)
-    )
-}
+LONG = DecodingMode(
+    "long", "diffusion", "prefix-causal", reference(steps=64, gen_length=64, block_length=16)
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +67,11 @@ async def running_worker(
         tokenizer,
         options=WorkerOptions(
             consumer_name="gateway-test-worker",
-            default_mode="long",
             claim_block_ms=100,
             draft_interval_s=0.01,
             grace_s=5.0,
         ),
-        modes=LONG,
+        mode=LONG,
         metrics=Metrics(),
     )
     task = asyncio.create_task(worker.run())

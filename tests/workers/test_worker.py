@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -110,11 +109,9 @@ def loaded(checkpoint: Path) -> Iterator[tuple[EngineGenerator, PreTrainedTokeni
     asyncio.run(generator.close())
 
 
-LONG = {
-    "long": DecodingMode(
-        "long", "diffusion", "prefix-causal", reference(steps=128, gen_length=128, block_length=32)
-    )
-}
+LONG = DecodingMode(
+    "long", "diffusion", "prefix-causal", reference(steps=128, gen_length=128, block_length=32)
+)
 
 
 @pytest.fixture
@@ -174,7 +171,7 @@ def make_worker(
     tokenizer: PreTrainedTokenizerFast,
     *,
     backend: Any = None,
-    modes: dict[str, DecodingMode] | None = None,
+    mode: DecodingMode | None = None,
     **options: Any,
 ) -> Worker:
     settings: dict[str, Any] = {
@@ -188,8 +185,6 @@ def make_worker(
         "tool_timeout_s": 0.3,
         **options,
     }
-    if modes is not None:
-        settings.setdefault("default_mode", next(iter(modes)))
     return Worker(
         redis,
         store,
@@ -197,7 +192,7 @@ def make_worker(
         tokenizer,
         options=WorkerOptions(**settings),
         backend=backend,
-        modes=modes,
+        mode=mode,
         metrics=Metrics(),
     )
 
@@ -446,7 +441,7 @@ async def test_cancel_mid_generation(
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """A cancelled turn stops at once, is stored as cancelled and ends with a cancelled final."""
-    worker = make_worker(redis_client, store, slow_generator, loaded[1], modes=LONG)
+    worker = make_worker(redis_client, store, slow_generator, loaded[1], mode=LONG)
     turn = await new_turn(store, redis_client)
 
     async def drafting() -> bool:
@@ -476,7 +471,7 @@ async def test_stop_leaves_unfinished_turns_pending(
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """A stopping worker waits out its grace, then leaves the turn pending, unacked."""
-    worker = make_worker(redis_client, store, slow_generator, loaded[1], modes=LONG, grace_s=0.3)
+    worker = make_worker(redis_client, store, slow_generator, loaded[1], mode=LONG, grace_s=0.3)
     turn = await new_turn(store, redis_client)
     async with running(worker):
         await wait_until(lambda: asyncio.sleep(0, result=bool(worker.turns)))
@@ -698,6 +693,8 @@ async def test_killed_worker_process_turn_is_finished_by_another(
         "ASSISTANT_DATABASE_URL": migrated_url,
         "ASSISTANT_MODEL_PATH": str(slow_checkpoint),
         "ASSISTANT_DEVICE": "cpu",
+        # Vanilla diffusion recomputes the whole sequence every step: a slow reply.
+        "ASSISTANT_DECODING_MODE": "vanilla-diffusion",
         "ASSISTANT_LOG_FORMAT": "json",
         "OMP_WAIT_POLICY": "PASSIVE",
         "OMP_NUM_THREADS": "1",
@@ -712,10 +709,7 @@ async def test_killed_worker_process_turn_is_finished_by_another(
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        plain = await new_turn(store, redis, "where is my order? " * 10, submit=False)
-        # Vanilla diffusion recomputes the whole sequence every step: a slow reply.
-        turn = dataclasses.replace(plain, mode="vanilla-diffusion")
-        await TurnQueue(redis).submit(turn)
+        turn = await new_turn(store, redis, "where is my order? " * 10)
 
         async def drafting() -> bool:
             return any(
