@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, Final
 
-from assistant.tutoring.exercises import KINDS as EXERCISE_KINDS
-
 VERSION: Final = 1
 WS_PATH: Final = "/ws"
 MAX_FRAME_BYTES: Final = 16 * 1024
@@ -26,6 +24,9 @@ MAX_COMMENT_CHARS: Final = 1000
 MAX_KEY_CHARS: Final = 200
 HELLO_TIMEOUT_S: Final = 10.0
 HISTORY_LIMIT: Final = 100
+# The kinds a next_exercise frame may name: protocol v1's words (docs/protocol.md). The tutoring
+# domain makes the exercises (assistant.tutoring.exercises.KINDS); a test keeps the two equal.
+EXERCISE_KINDS: Final = ("arithmetic", "fractions", "percent", "equation", "conversion")
 
 # Client-chosen ids and conversation/message ids: safe in logs, keys and URLs.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +42,7 @@ from assistant.core.log import bind_turn
 from assistant.store.repository import NotFound, Store
 from assistant.store.tables import Channel as DbChannel
 from assistant.store.tables import Conversation, KeyKind, Message, Owner, Role
-from assistant.tutoring.exercises import KINDS as EXERCISE_KINDS
-from assistant.tutoring.exercises import generate
+from assistant.tutoring.exercises import next_exercise
 from web import auth
 from web.protocol import (
     HISTORY_LIMIT,
@@ -367,14 +365,9 @@ class ConversationService:
             raise _not_found("reply in this conversation") from None
 
     async def next_exercise(self, who: Identity, conversation_id: str, kind: str | None) -> None:
-        """A new exercise, stored as a system message the way the training corpus shows it."""
-        rng = random.Random()
-        chosen = kind or rng.choice(EXERCISE_KINDS)
-        # The training split: the exercises the bundled model has practised on.
-        exercise = generate(chosen, rng, "train")
-        message = await self.store.add_system_message(
-            conversation_id, f"Exercise: {exercise.prompt}"
-        )
+        """A new exercise from the tutoring domain, stored as its system message."""
+        exercise = next_exercise(kind)
+        message = await self.store.add_system_message(conversation_id, exercise.system_message)
         await self.bus.events.append(
             conversation_id,
             ExerciseEvent(

@@ -26,6 +26,7 @@ __all__ = [
     "Exercise",
     "exercise_stream",
     "generate",
+    "next_exercise",
     "right_answers",
     "split_of",
     "wrong_answers",
@@ -44,6 +45,11 @@ class Exercise:
     kind: str
     prompt: str  # what the student reads
     expression: str  # what check_answer takes
+
+    @property
+    def system_message(self) -> str:
+        """The system message that sets the exercise in a conversation, as the corpus does."""
+        return f"Exercise: {self.prompt}"
 
 
 def split_of(expression: str) -> str:
@@ -263,6 +269,15 @@ def generate(kind: str, rng: random.Random, split: str) -> Exercise:
         if split_of(expression) == split:
             return Exercise(kind, prompt, expression)
     raise RuntimeError(f"no {split} {kind} exercise after {_MAX_TRIES} tries")
+
+
+def next_exercise(kind: str | None = None, rng: random.Random | None = None) -> Exercise:
+    """The next exercise of a tutoring conversation: of ``kind``, else of a random kind.
+
+    From the training split: the exercises the bundled model has practised on.
+    """
+    rng = rng or random.Random()
+    return generate(kind or rng.choice(KINDS), rng, "train")
 
 
 def exercise_stream(

@@ -15,10 +15,23 @@ from assistant.tutoring.exercises import (
     Exercise,
     exercise_stream,
     generate,
+    next_exercise,
     right_answers,
     split_of,
     wrong_answers,
 )
+
+
+def test_next_exercise_of_a_tutor_is_a_training_exercise() -> None:
+    """The kind asked for, else any; always from the training split; set as the corpus does."""
+    percent = next_exercise("percent", random.Random(1))
+    assert percent.kind == "percent"
+    assert split_of(percent.expression) == "train"
+    assert percent.system_message == f"Exercise: {percent.prompt}"
+    rng = random.Random(2)
+    assert {next_exercise(None, rng).kind for _ in range(50)} == set(KINDS)
+    with pytest.raises(ValueError, match="unknown exercise kind"):
+        next_exercise("poetry")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from assistant.tutoring.exercises import KINDS
 from web.protocol import (
     CHANNEL_FRAMES,
+    EXERCISE_KINDS,
     MAX_FRAME_BYTES,
     MAX_TEXT_CHARS,
     Cancel,
@@ -59,6 +61,11 @@ def test_hello_with_every_field() -> None:
         )
     )
     assert parsed == Hello("pk_x_y", Channel.TUTOR, "abc", "t", 12)
+
+
+def test_exercise_kinds_are_those_the_tutoring_domain_makes() -> None:
+    """The protocol names its exercise kinds itself (it stays pure); they must match."""
+    assert EXERCISE_KINDS == KINDS
 
 
 def test_hello_defaults_to_the_widget_channel() -> None:
