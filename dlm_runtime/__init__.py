@@ -54,7 +54,8 @@ __all__ += [
     "train_tokenizer",
 ]
 
-# --- continuous-batching inference engine ---
+# --- decoding modes and the continuous-batching inference engine ---
+from dlm_runtime.decoding import DecodingMode, Pattern  # noqa: E402 (one block with its exports)
 from dlm_runtime.engine import (  # noqa: E402 (kept in one block with its exports)
     Draft,
     Engine,
@@ -65,10 +66,12 @@ from dlm_runtime.engine import (  # noqa: E402 (kept in one block with its expor
 )
 
 __all__ += [
+    "DecodingMode",
     "Draft",
     "Engine",
     "EngineStats",
     "Final",
     "GenerationRequest",
+    "Pattern",
     "Usage",
 ]

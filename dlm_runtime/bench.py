@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Engine, EngineStats, Final, GenerationRequest
 from dlm_runtime.modeling import DLMConfig, DLMModel
 from dlm_runtime.policies import ChosenProbability, DecodingPolicy, FixedCount, Greedy
@@ -163,9 +164,10 @@ async def run_engine(
 
 
 def requests_for(
-    n: int, policy: DecodingPolicy, mode: str = "diffusion", tag: str = ""
+    n: int, policy: DecodingPolicy, pattern: Pattern = Pattern.PREFIX_CAUSAL, tag: str = ""
 ) -> list[GenerationRequest]:
-    return [GenerationRequest(f"{tag}{i}", prompt(i), policy, mode, seed=i) for i in range(n)]
+    decoding = DecodingMode(pattern.value, pattern, policy)
+    return [GenerationRequest(f"{tag}{i}", prompt(i), decoding, seed=i) for i in range(n)]
 
 
 async def throughput(
@@ -223,20 +225,24 @@ async def modes(model: DLMModel, tok: PreTrainedTokenizerFast, max_new: int) -> 
         f"   {'mode':<44} {'tokens/s':>9} {'forwards':>9}",
     ]
     cases = [
-        ("autoregressive (causal, 1 token/forward)", fixed_policy(1, max_new), "autoregressive"),
+        (
+            "autoregressive (causal, 1 token/forward)",
+            fixed_policy(1, max_new),
+            Pattern.AUTOREGRESSIVE,
+        ),
         (
             "diffusion prefix-causal, fixed-1 (1 token/forward)",
             fixed_policy(1, max_new),
-            "diffusion",
+            Pattern.PREFIX_CAUSAL,
         ),
         (
             "diffusion prefix-causal, fixed-4 (4 tokens/forward)",
             fixed_policy(4, max_new),
-            "diffusion",
+            Pattern.PREFIX_CAUSAL,
         ),
     ]
-    for label, policy, mode in cases:
-        elapsed, tokens, stats = await run_engine(model, tok, requests_for(1, policy, mode))
+    for label, policy, pattern in cases:
+        elapsed, tokens, stats = await run_engine(model, tok, requests_for(1, policy, pattern))
         rows.append(f"   {label:<44} {tokens / elapsed:>9.1f} {stats.forward_passes:>9}")
     return rows
 

@@ -135,10 +135,8 @@ class TurnRelay:
             self._submit,
             self.handler.tokenizer,
             self.runner,
-            self.mode.policy,
-            mode=self.mode.engine_mode,
+            self.mode,
             max_rounds=self.handler.max_rounds,
-            attention=self.mode.attention,
             # Optional in the Generator protocol: test doubles and null engines have none.
             context=getattr(self.handler.generator, "context", None),
             entity_slots=self.handler.entity_slots,

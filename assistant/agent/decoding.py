@@ -5,7 +5,20 @@ from __future__ import annotations
 import dataclasses
 
 from assistant.core.errors import UserError
-from dlm_runtime.policies import DecodingPolicy, fast, fast_revise, reference
+from dlm_runtime.decoding import DecodingMode, Pattern
+from dlm_runtime.policies import fast, fast_revise, reference
+
+__all__ = [
+    "BLOCK",
+    "DEFAULT_MODE",
+    "FAST_BLOCK",
+    "FAST_THRESHOLD",
+    "MAX_REPLY_TOKENS",
+    "REVISE_BELOW",
+    "DecodingMode",
+    "check_decoding_mode",
+    "decoding_modes",
+]
 
 MAX_REPLY_TOKENS = 96
 BLOCK = 32
@@ -29,16 +42,6 @@ def check_decoding_mode(name: str) -> None:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class DecodingMode:
-    """A named way to decode: an engine mode, an attention pattern and a policy."""
-
-    name: str
-    engine_mode: str
-    attention: str | None
-    policy: DecodingPolicy
-
-
 # Self-revision re-masks a committed token whose probability fell below this.
 REVISE_BELOW = 0.1
 
@@ -60,22 +63,19 @@ def decoding_modes(
     modes = [
         DecodingMode(
             "autoregressive",
-            "autoregressive",
-            None,
+            Pattern.AUTOREGRESSIVE,
             fast(block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
         ),
         # One token per step, every step recomputing the whole sequence: plain diffusion.
-        DecodingMode("vanilla-diffusion", "diffusion", "prefix-causal-nocache", vanilla),
+        DecodingMode("vanilla-diffusion", Pattern.PREFIX_CAUSAL_NOCACHE, vanilla),
         DecodingMode(
             "fast-diffusion",
-            "diffusion",
-            "prefix-causal",
+            Pattern.PREFIX_CAUSAL,
             fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
         ),
         DecodingMode(
             "fast-diffusion+revision",
-            "diffusion",
-            "prefix-causal",
+            Pattern.PREFIX_CAUSAL,
             fast_revise(
                 threshold=threshold,
                 revise_below=revise_below,
@@ -85,8 +85,7 @@ def decoding_modes(
         ),
         DecodingMode(
             "speculative",
-            "speculative",
-            None,
+            Pattern.SPECULATIVE,
             fast(threshold=0.9, block_size=BLOCK, max_new_tokens=MAX_REPLY_TOKENS),
         ),
     ]

@@ -21,8 +21,8 @@ from assistant.agent.trimming import shorten_last_user_message, trim_history
 from assistant.entities.slots import SlotTable, UnresolvedSlot
 from assistant.tools.runner import ToolContext, ToolOutcome, ToolRunner
 from assistant.tools.specs import SUPPORT_TOOLS, TUTOR_TOOLS
+from dlm_runtime.decoding import DecodingMode
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
-from dlm_runtime.policies import DecodingPolicy
 from dlm_runtime.tokenizer import encode_chat, special_token_ids
 
 log = structlog.get_logger(__name__)
@@ -110,26 +110,22 @@ AgentEvent = DraftUpdate | ToolCalled | ToolFinished | TurnFinished
 
 
 class AgentLoop:
-    """Runs turns against one engine, tokenizer, tool runner and decoding policy."""
+    """Runs turns against one engine, tokenizer, tool runner and decoding mode."""
 
     def __init__(
         self,
         submit: Submit,
         tokenizer: Any,
         runner: ToolRunner,
-        policy: DecodingPolicy,
-        mode: str = "diffusion",
+        decoding: DecodingMode,
         max_rounds: int = 3,
-        attention: str | None = None,
         context: int | None = None,
         entity_slots: bool = True,
     ) -> None:
         self.submit = submit
         self.tokenizer = tokenizer
         self.runner = runner
-        self.policy = policy
-        self.mode = mode
-        self.attention = attention
+        self.decoding = decoding
         self.max_rounds = max_rounds
         # Positions the model can see (None: unbounded); prompt + reply budget must fit.
         self.context = context
@@ -156,9 +152,7 @@ class AgentLoop:
             request = GenerationRequest(
                 request_id=f"{request_id}:{round_}",
                 prompt_ids=prompt,
-                policy=self.policy,
-                mode=self.mode,
-                attention=self.attention,
+                decoding=self.decoding,
                 seed=seed,
             )
             async for event in self.submit(request):
@@ -228,7 +222,7 @@ class AgentLoop:
         prompt, table = encode(history)
         if self.context is None:
             return prompt, table
-        limit = self.context - self.policy.max_new_tokens
+        limit = self.context - self.decoding.policy.max_new_tokens
         if len(prompt) <= limit:
             return prompt, table
 

@@ -363,9 +363,7 @@ async def run_evaluation(
                 engine_submit(engine),
                 tokenizer,
                 ToolRunner(MemoryBackend(build_store())),
-                mode.policy,
-                mode.engine_mode,
-                attention=mode.attention,
+                mode,
                 context=engine.info.context,
                 entity_slots=entity_slots,
             )

@@ -281,9 +281,7 @@ def _agent_loop(submit: Any, tokenizer: Any, backend: Any, mode: Any) -> AgentLo
         submit,
         tokenizer,
         ToolRunner(backend),
-        mode.policy,
-        mode.engine_mode,
-        attention=mode.attention,
+        mode,
     )
 
 

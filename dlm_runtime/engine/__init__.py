@@ -7,30 +7,33 @@ logits; events go back to each request's asyncio queue via ``loop.call_soon_thre
 model never carries flags: every pattern below is only a mask plus a choice of what is written
 to the request's cache.
 
-Attention patterns of ``mode="diffusion"`` (``GenerationRequest.attention``):
+A request names its :class:`~dlm_runtime.decoding.DecodingMode`: a policy and a
+:class:`~dlm_runtime.decoding.Pattern`, which picks the request's state class. Diffusion
+patterns (``DEFAULT_DIFFUSION`` is PREFIX_CAUSAL for native ``"dlm"`` models, BIDIRECTIONAL for
+LLaDA):
 
-* ``"prefix-causal"`` (default for native ``"dlm"`` models; how :mod:`dlm_runtime.train`
-  trains them): the prompt and every finished block are cached exactly as a causal pass
-  computes them. The block being decoded attends to the cache and bidirectionally to itself.
-  Tokens not yet cached ("pending": the prompt at first, then each finished block) ride along
-  in the first step of the next block: pending rows attend causally, block rows see cache +
-  pending + block, and the pending rows' K/V are appended afterwards. Replies are open-ended.
-* ``"prefix-causal-nocache"``: the same attention pattern with no cache: every step
-  recomputes the prompt and the finished blocks. Same tokens, more work; the baseline the
-  cache's saving is measured against ("vanilla" diffusion in the evaluation).
-* ``"bidirectional"`` (default for LLaDA): no cache; every step runs prompt + all blocks
-  (future ones masked) with full attention, which is what LLaDA's ``generate()`` does; the
-  ``fixed_schedule`` policy preset reproduces it token for token.
-* ``"prefix-cache"`` (APPROXIMATE, Fast-dLLM's prefix cache): at a block's first step the
-  whole sequence runs bidirectionally and the K/V of everything before the block is cached;
-  the block's later steps run only the block and the masked suffix against that stale cache.
+* PREFIX_CAUSAL (how :mod:`dlm_runtime.train` trains native models): the prompt and every
+  finished block are cached exactly as a causal pass computes them. The block being decoded
+  attends to the cache and bidirectionally to itself. Tokens not yet cached ("pending": the
+  prompt at first, then each finished block) ride along in the first step of the next block:
+  pending rows attend causally, block rows see cache + pending + block, and the pending rows'
+  K/V are appended afterwards. Replies are open-ended.
+* PREFIX_CAUSAL_NOCACHE: the same attention pattern with no cache: every step recomputes the
+  prompt and the finished blocks. Same tokens, more work; the baseline the cache's saving is
+  measured against ("vanilla" diffusion in the evaluation).
+* BIDIRECTIONAL: no cache; every step runs prompt + all blocks (future ones masked) with full
+  attention, which is what LLaDA's ``generate()`` does; the ``fixed_schedule`` policy preset
+  reproduces it token for token.
+* PREFIX_CACHE (APPROXIMATE, Fast-dLLM's prefix cache): at a block's first step the whole
+  sequence runs bidirectionally and the K/V of everything before the block is cached; the
+  block's later steps run only the block and the masked suffix against that stale cache.
 
-Other modes: ``"autoregressive"`` (causal, one token per forward, prefill in the first) and
-``"speculative"`` (a block drafted by prefix-causal diffusion, then verified by one causal
-forward; the longest prefix the autoregressive sampler agrees with is kept plus the
-verifier's own next token, so at temperature 0 it equals autoregressive mode).
+Left to right: AUTOREGRESSIVE (causal, one token per forward, prefill in the first) and
+SPECULATIVE (a block drafted by prefix-causal diffusion, then verified by one causal forward;
+the longest prefix the autoregressive sampler agrees with is kept plus the verifier's own next
+token, so at temperature 0 it equals autoregressive decoding).
 
-Policies with ``early_stop`` end at the model's ``eos_token_id`` in every mode (the end token
+Policies with ``early_stop`` end at the model's ``eos_token_id`` in every pattern (the end token
 is not part of :attr:`Final.token_ids`); the ``fixed_schedule`` preset never stops early.
 
 Batching: request ``i`` of the batch owns row ``i`` of a :class:`KVPool` (per-layer tensors
@@ -46,11 +49,10 @@ state, one class per pattern), :mod:`~dlm_runtime.engine.batching` (KV cache poo
 reuse, batch assembly) and :mod:`~dlm_runtime.engine.draft_text` (incremental draft text).
 """
 
+from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine.batching import BatchBuilder, KVPool, Query
 from dlm_runtime.engine.draft_text import DraftDecoder
 from dlm_runtime.engine.requests import (
-    ATTENTIONS,
-    MODES,
     Draft,
     EngineStats,
     Event,
@@ -61,9 +63,8 @@ from dlm_runtime.engine.requests import (
 from dlm_runtime.engine.scheduler import Engine
 
 __all__ = [
-    "ATTENTIONS",
-    "MODES",
     "BatchBuilder",
+    "DecodingMode",
     "Draft",
     "DraftDecoder",
     "Engine",
@@ -72,6 +73,7 @@ __all__ = [
     "Final",
     "GenerationRequest",
     "KVPool",
+    "Pattern",
     "Query",
     "Usage",
 ]

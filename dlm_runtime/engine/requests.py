@@ -6,11 +6,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dlm_runtime.policies import DecodingPolicy
+from dlm_runtime.decoding import DecodingMode
 from dlm_runtime.tokenizer import TokenSpan
 
-MODES = ("diffusion", "autoregressive", "speculative")
-ATTENTIONS = ("prefix-causal", "prefix-causal-nocache", "bidirectional", "prefix-cache")
 FinishReason = Literal["end", "length", "cancelled", "error"]
 
 
@@ -20,9 +18,7 @@ class GenerationRequest:
 
     request_id: str
     prompt_ids: list[int]
-    policy: DecodingPolicy
-    mode: str = "diffusion"  # "diffusion" | "autoregressive" | "speculative"
-    attention: str | None = None  # diffusion only; None = the model's default pattern
+    decoding: DecodingMode
     seed: int | None = None  # None = a fresh random seed
 
 

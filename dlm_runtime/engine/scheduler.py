@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime.attention import ForwardOutput
+from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine.batching import (
     BatchBuilder,
     CacheWrite,
@@ -27,8 +28,6 @@ from dlm_runtime.engine.batching import (
 )
 from dlm_runtime.engine.draft_text import DraftDecoder
 from dlm_runtime.engine.requests import (
-    ATTENTIONS,
-    MODES,
     EngineStats,
     Event,
     Final,
@@ -94,9 +93,9 @@ class Engine:
             vocab_size=int(cfg.vocab_size),
             context=getattr(cfg, "max_position_embeddings", None),
             device=self.device,
-            default_attention="prefix-causal"
+            default_pattern=Pattern.PREFIX_CAUSAL
             if getattr(cfg, "model_type", "") == "dlm"
-            else "bidirectional",
+            else Pattern.BIDIRECTIONAL,
         )
         self.mask_placeholder = mask_placeholder
         pad = self.info.fill_id if self.info.fill_id is not None else self.info.mask_id
@@ -119,14 +118,14 @@ class Engine:
 
     async def submit(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """Validate and enqueue ``request``; returns its event stream (ValueError if invalid)."""
-        attention = self._validate(request)
+        pattern = self._validate(request)
         decoder = DraftDecoder(self.tokenizer, self.info.mask_id, self.mask_placeholder)
         handle = Handle(
             request,
             asyncio.get_running_loop(),
             asyncio.Queue(),
             time.perf_counter(),
-            attention,
+            pattern,
             decoder,
         )
         with self._cv:
@@ -180,13 +179,16 @@ class Engine:
 
     # --- validation --------------------------------------------------------------------------
 
-    def _validate(self, request: GenerationRequest) -> str:
-        """Raise ValueError naming what is wrong; return the resolved attention pattern."""
+    def _validate(self, request: GenerationRequest) -> Pattern:
+        """Raise ValueError naming what is wrong; return the pattern to decode with."""
         if not isinstance(request, GenerationRequest):
             raise ValueError(f"expected a GenerationRequest, got {type(request).__name__}")
         if not isinstance(request.request_id, str) or not request.request_id:
             raise ValueError("request_id must be a non-empty string")
-        policy = request.policy
+        decoding = request.decoding
+        if not isinstance(decoding, DecodingMode):
+            raise ValueError(f"decoding must be a DecodingMode, got {type(decoding).__name__}")
+        policy = decoding.policy
         if not isinstance(policy, DecodingPolicy):
             raise ValueError(f"policy must be a DecodingPolicy, got {type(policy).__name__}")
         prompt = request.prompt_ids
@@ -200,27 +202,18 @@ class Engine:
         ]
         if bad:
             raise ValueError(f"prompt_ids holds ids outside [0, {vocab}): {bad[:5]}")
-        if request.mode not in MODES:
-            raise ValueError(f"unknown mode {request.mode!r}; choose one of {list(MODES)}")
-        if request.mode == "diffusion":
-            attention = (
-                self.info.default_attention if request.attention is None else request.attention
-            )
-            if attention not in ATTENTIONS:
-                raise ValueError(
-                    f"unknown attention {attention!r}; choose one of {list(ATTENTIONS)}"
-                )
-        else:
-            attention = "causal" if request.mode == "autoregressive" else "prefix-causal"
-            if request.attention not in (None, attention):
-                raise ValueError(
-                    f"mode {request.mode!r} always uses {attention!r} attention, "
-                    f"got {request.attention!r}"
-                )
-        if self.plain_only and (request.mode, attention) != ("diffusion", "bidirectional"):
+        pattern = decoding.pattern
+        if not isinstance(pattern, Pattern):
             raise ValueError(
-                "this remote-code model supports only mode 'diffusion' "
-                "with 'bidirectional' attention"
+                f"unknown pattern {pattern!r} in decoding mode {decoding.name!r}; "
+                f"choose one of {[p.name for p in Pattern]} (dlm_runtime.decoding.Pattern)"
+            )
+        if pattern is Pattern.DEFAULT_DIFFUSION:
+            pattern = self.info.default_pattern
+        if self.plain_only and pattern is not Pattern.BIDIRECTIONAL:
+            raise ValueError(
+                "this remote-code model supports only the BIDIRECTIONAL diffusion pattern, "
+                f"got {pattern.name} (decoding mode {decoding.name!r})"
             )
         context, new = self.info.context, policy.max_new_tokens
         if context is not None:
@@ -241,7 +234,7 @@ class Engine:
         seed = request.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-        return attention
+        return pattern
 
     # --- asyncio side ------------------------------------------------------------------------
 
@@ -346,9 +339,7 @@ class Engine:
         while self._waiting and len(self._active) < self.max_batch:
             handle = self._waiting.popleft()
             try:
-                state = STATES[(handle.request.mode, handle.attention)](
-                    handle, self.info, self._stats
-                )
+                state = STATES[handle.pattern](handle, self.info, self._stats)
             except Exception as exc:  # e.g. a policy BlockState rejects
                 failed.append((handle, self._idle_final(handle, "error", repr(exc))))
                 continue

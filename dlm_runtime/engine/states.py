@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dlm_runtime.decoding import Pattern
 from dlm_runtime.engine.batching import CacheWrite, Query, causal_ranks, prefix_ranks
 from dlm_runtime.engine.draft_text import DraftDecoder
 from dlm_runtime.engine.requests import (
@@ -34,7 +35,7 @@ class ModelInfo:
     vocab_size: int
     context: int | None
     device: torch.device
-    default_attention: str
+    default_pattern: Pattern  # what Pattern.DEFAULT_DIFFUSION means for this model
 
 
 class RowCache:
@@ -87,7 +88,7 @@ class Handle:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Event]
     submitted: float
-    attention: str
+    pattern: Pattern  # resolved: never DEFAULT_DIFFUSION
     decoder: DraftDecoder
 
     def render(self, update: Update) -> Event:
@@ -140,7 +141,7 @@ class RequestState(ABC):
     def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
         self.handle = handle
         self.request = handle.request
-        self.policy = handle.request.policy
+        self.policy = handle.request.decoding.policy
         self.info = info
         self.stats = stats
         self.prompt = torch.tensor(self.request.prompt_ids, dtype=torch.long, device=info.device)
@@ -477,11 +478,11 @@ class SpeculativeState(RequestState):
         return events
 
 
-STATES: dict[tuple[str, str], type[RequestState]] = {
-    ("diffusion", "prefix-causal"): PrefixCausalState,
-    ("diffusion", "prefix-causal-nocache"): PrefixCausalNoCacheState,
-    ("diffusion", "bidirectional"): BidirectionalState,
-    ("diffusion", "prefix-cache"): PrefixCacheState,
-    ("autoregressive", "causal"): AutoregressiveState,
-    ("speculative", "prefix-causal"): SpeculativeState,
+STATES: dict[Pattern, type[RequestState]] = {
+    Pattern.PREFIX_CAUSAL: PrefixCausalState,
+    Pattern.PREFIX_CAUSAL_NOCACHE: PrefixCausalNoCacheState,
+    Pattern.BIDIRECTIONAL: BidirectionalState,
+    Pattern.PREFIX_CACHE: PrefixCacheState,
+    Pattern.AUTOREGRESSIVE: AutoregressiveState,
+    Pattern.SPECULATIVE: SpeculativeState,
 }

@@ -12,6 +12,7 @@ from assistant.agent.prompting import HistoryItem
 from assistant.demo.shop import build_store
 from assistant.lab.corpus.build import added_words
 from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
+from dlm_runtime.decoding import DecodingMode
 from dlm_runtime.engine import Draft, Final, GenerationRequest, Usage
 from dlm_runtime.policies import fast
 from dlm_runtime.tokenizer import TOOL_CALL_CLOSE_TOKEN, TOOL_CALL_OPEN_TOKEN, train_tokenizer
@@ -49,7 +50,7 @@ def _call(name: str, **arguments: str) -> str:
 async def _run(tokenizer, outputs: Sequence[str], text: str, slots: bool = True):  # type: ignore[no-untyped-def]
     script = Script(tokenizer, outputs)
     runner = ToolRunner(MemoryBackend(build_store()))
-    loop = AgentLoop(script, tokenizer, runner, fast(), entity_slots=slots)
+    loop = AgentLoop(script, tokenizer, runner, DecodingMode.diffusion(fast()), entity_slots=slots)
     events = [
         event
         async for event in loop.run(
@@ -107,7 +108,8 @@ async def test_message_longer_than_the_context_is_cut_to_fit(tokenizer) -> None:
     """A 4,000-character message reaches the model cut to the context, its end kept."""
     script = Script(tokenizer, ["Hello!"])
     runner = ToolRunner(MemoryBackend(build_store()))
-    loop = AgentLoop(script, tokenizer, runner, fast(max_new_tokens=32), context=300)
+    decoding = DecodingMode.diffusion(fast(max_new_tokens=32))
+    loop = AgentLoop(script, tokenizer, runner, decoding, context=300)
     text = "pasted text " * 330 + "where is my order?"
     history = [HistoryItem("user", text)]
     events = [e async for e in loop.run("widget", history, ToolContext(tenant_id="t"))]

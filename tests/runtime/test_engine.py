@@ -27,6 +27,7 @@ from dlm_runtime.attention import (
 )
 from dlm_runtime.engine import (
     BatchBuilder,
+    DecodingMode,
     Draft,
     DraftDecoder,
     Engine,
@@ -34,9 +35,11 @@ from dlm_runtime.engine import (
     Final,
     GenerationRequest,
     KVPool,
+    Pattern,
     Query,
 )
 from dlm_runtime.engine.batching import CacheWrite, plan_forwards, sort_rows
+from dlm_runtime.loading import RemoteCodeModel, RemoteConfigView
 from dlm_runtime.modeling import DLMConfig, DLMModel, prepare_forward
 from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise
 from dlm_runtime.policies import reference as reference_policy
@@ -185,11 +188,10 @@ def req(
     rid: str,
     prompt: Sequence[int],
     policy: DecodingPolicy,
-    mode: str = "diffusion",
-    attention: str | None = None,
+    pattern: Pattern = Pattern.DEFAULT_DIFFUSION,
     seed: int | None = 0,
 ) -> GenerationRequest:
-    return GenerationRequest(rid, list(prompt), policy, mode, attention, seed)
+    return GenerationRequest(rid, list(prompt), DecodingMode(pattern.value, pattern, policy), seed)
 
 
 async def collect(engine: Engine, request: GenerationRequest) -> list[Event]:
@@ -213,27 +215,31 @@ def prompt(n: int, seed: int) -> list[int]:
 
 
 MIXED = [
-    ("pc-fast", 5, fast(threshold=0.6, block_size=8, max_new_tokens=24), "diffusion", None),
-    ("pc-revise", 9, fast_revise(0.7, 0.3, block_size=4, max_new_tokens=10), "diffusion", None),
-    ("pc-sample", 3, fast(0.8, 6, 18, temperature=0.9, top_k=30), "diffusion", None),
-    ("bi-ref", 3, reference_policy(8, 16, 8), "diffusion", "bidirectional"),
+    ("pc-fast", 5, fast(threshold=0.6, block_size=8, max_new_tokens=24), Pattern.DEFAULT_DIFFUSION),
+    (
+        "pc-revise",
+        9,
+        fast_revise(0.7, 0.3, block_size=4, max_new_tokens=10),
+        Pattern.DEFAULT_DIFFUSION,
+    ),
+    ("pc-sample", 3, fast(0.8, 6, 18, temperature=0.9, top_k=30), Pattern.DEFAULT_DIFFUSION),
+    ("bi-ref", 3, reference_policy(8, 16, 8), Pattern.BIDIRECTIONAL),
     (
         "bi-fast",
         7,
         fast(threshold=0.5, block_size=6, max_new_tokens=12),
-        "diffusion",
-        "bidirectional",
+        Pattern.BIDIRECTIONAL,
     ),
-    ("prefix-cache", 4, reference_policy(6, 12, 4), "diffusion", "prefix-cache"),
-    ("ar", 4, fast(block_size=4, max_new_tokens=20), "autoregressive", None),
-    ("spec", 6, fast(block_size=4, max_new_tokens=14), "speculative", None),
+    ("prefix-cache", 4, reference_policy(6, 12, 4), Pattern.PREFIX_CACHE),
+    ("ar", 4, fast(block_size=4, max_new_tokens=20), Pattern.AUTOREGRESSIVE),
+    ("spec", 6, fast(block_size=4, max_new_tokens=14), Pattern.SPECULATIVE),
 ]
 
 
 def mixed_requests() -> list[GenerationRequest]:
     return [
-        req(rid, prompt(n, seed=i), policy, mode, attention, seed=i)
-        for i, (rid, n, policy, mode, attention) in enumerate(MIXED)
+        req(rid, prompt(n, seed=i), policy, pattern, seed=i)
+        for i, (rid, n, policy, pattern) in enumerate(MIXED)
     ]
 
 
@@ -366,7 +372,7 @@ async def test_prefix_causal_cache_equals_recompute(
         recomputed = await run_all(
             engine,
             [
-                req(f"n{i}", p, policy, seed=7 + i, attention="prefix-causal-nocache")
+                req(f"n{i}", p, policy, seed=7 + i, pattern=Pattern.PREFIX_CAUSAL_NOCACHE)
                 for i, p in enumerate(prompts)
             ],
         )
@@ -403,7 +409,7 @@ async def test_autoregressive_equals_plain_greedy_loop(
     policy = fast(block_size=8, max_new_tokens=30)
     async with Engine(dlm, tok) as engine:
         results = await run_all(
-            engine, [req(f"r{i}", p, policy, "autoregressive") for i, p in enumerate(prompts)]
+            engine, [req(f"r{i}", p, policy, Pattern.AUTOREGRESSIVE) for i, p in enumerate(prompts)]
         )
     for i, p in enumerate(prompts):
         assert final(results[f"r{i}"]).token_ids == greedy_without_cache(dlm, p, 30)
@@ -445,15 +451,15 @@ async def test_reference_preset_equals_llada_generate(
         mask_id=mask_id,
     )[0, len(prompt_ids) :].tolist()
     policy = reference_policy(**kw, temperature=temperature, remasking=remasking)
-    target = req("ref", prompt_ids, policy, attention="bidirectional", seed=1234)
+    target = req("ref", prompt_ids, policy, pattern=Pattern.BIDIRECTIONAL, seed=1234)
     others = [
         req(
             "other-pc",
             random.Random(1).choices(range(3, vocab - 3), k=9),
             fast(0.5, 4, 8),
-            attention="prefix-causal",
+            pattern=Pattern.PREFIX_CAUSAL,
         ),
-        req("other-ar", [4, 5], fast(block_size=2, max_new_tokens=6), "autoregressive"),
+        req("other-ar", [4, 5], fast(block_size=2, max_new_tokens=6), Pattern.AUTOREGRESSIVE),
     ]
     async with Engine(model, tok) as engine:
         alone = final(await collect(engine, target)).token_ids
@@ -471,8 +477,8 @@ async def test_speculative_equals_autoregressive_on_random_weights(
     for block in (3, 8):
         policy = fast(block_size=block, max_new_tokens=25)
         for i, p in enumerate(prompts):
-            requests.append(req(f"ar-{block}-{i}", p, policy, "autoregressive"))
-            requests.append(req(f"sp-{block}-{i}", p, policy, "speculative"))
+            requests.append(req(f"ar-{block}-{i}", p, policy, Pattern.AUTOREGRESSIVE))
+            requests.append(req(f"sp-{block}-{i}", p, policy, Pattern.SPECULATIVE))
     async with Engine(dlm, tok) as engine:
         results = await run_all(engine, requests)
     for block in (3, 8):
@@ -495,7 +501,11 @@ async def test_speculative_accepts_drafts_and_fixes_wrong_ones(
     p = prompt(6, seed=0)
     async with Engine(model, tok) as engine:
         results = await run_all(
-            engine, [req("ar", p, policy, "autoregressive"), req("sp", p, policy, "speculative")]
+            engine,
+            [
+                req("ar", p, policy, Pattern.AUTOREGRESSIVE),
+                req("sp", p, policy, Pattern.SPECULATIVE),
+            ],
         )
     ar, sp = final(results["ar"]), final(results["sp"])
     assert sp.token_ids == ar.token_ids == chain(torch.arange(6, 46)).tolist()
@@ -511,15 +521,17 @@ async def test_long_replies_grow_the_cache_pool(tok: PreTrainedTokenizerFast) ->
     mask = special_token_ids(tok).mask
     model = ScriptedModel(tok, sloppy_drafts(mask))  # checks the cache on every call
     requests = [
-        req("ar", prompt(3, seed=1), fast(block_size=4, max_new_tokens=20), "autoregressive"),
+        req("ar", prompt(3, seed=1), fast(block_size=4, max_new_tokens=20), Pattern.AUTOREGRESSIVE),
         req("pc", prompt(70, seed=2), fast(block_size=16, max_new_tokens=150)),
-        req("sp", prompt(9, seed=3), fast(block_size=8, max_new_tokens=150), "speculative"),
-        req("ar2", prompt(5, seed=4), fast(block_size=4, max_new_tokens=140), "autoregressive"),
+        req("sp", prompt(9, seed=3), fast(block_size=8, max_new_tokens=150), Pattern.SPECULATIVE),
+        req(
+            "ar2", prompt(5, seed=4), fast(block_size=4, max_new_tokens=140), Pattern.AUTOREGRESSIVE
+        ),
     ]
     async with Engine(model, tok) as engine:
         results = await run_all(engine, requests)
     for r in requests:
-        n, m = len(r.prompt_ids), r.policy.max_new_tokens
+        n, m = len(r.prompt_ids), r.decoding.policy.max_new_tokens
         got = final(results[r.request_id]).token_ids
         want = chain(torch.arange(n, n + m)).tolist()
         if r.request_id == "pc":  # diffusion takes the sloppy guesses; check the cached part
@@ -532,18 +544,16 @@ async def test_long_replies_grow_the_cache_pool(tok: PreTrainedTokenizerFast) ->
 
 
 @pytest.mark.parametrize(
-    ("mode", "attention"),
+    "pattern",
     [
-        ("diffusion", "prefix-causal"),
-        ("diffusion", "bidirectional"),
-        ("diffusion", "prefix-cache"),
-        ("autoregressive", None),
-        ("speculative", None),
+        Pattern.PREFIX_CAUSAL,
+        Pattern.BIDIRECTIONAL,
+        Pattern.PREFIX_CACHE,
+        Pattern.AUTOREGRESSIVE,
+        Pattern.SPECULATIVE,
     ],
 )
-async def test_end_token_stops_the_reply(
-    tok: PreTrainedTokenizerFast, mode: str, attention: str | None
-) -> None:
+async def test_end_token_stops_the_reply(tok: PreTrainedTokenizerFast, pattern: Pattern) -> None:
     """A confident end token ends the reply in every mode; it is not in the final ids."""
     sp = special_token_ids(tok)
     p = prompt(5, seed=1)
@@ -551,7 +561,7 @@ async def test_end_token_stops_the_reply(
     model = ScriptedModel(tok, agreeing(sp.mask, end_at, sp.end))
     policy = fast(block_size=4, max_new_tokens=32)
     async with Engine(model, tok) as engine:
-        events = await collect(engine, req("r", p, policy, mode, attention))
+        events = await collect(engine, req("r", p, policy, pattern))
     done = final(events)
     assert done.finish_reason == "end"
     assert done.token_ids == chain(torch.arange(len(p), end_at)).tolist()
@@ -641,8 +651,12 @@ async def test_cancel_removes_a_request_mid_generation(tok: PreTrainedTokenizerF
     want = chain(torch.arange(4, 44)).tolist()
     async with Engine(model, tok) as engine:
         streams = {}
-        for rid, mode in [("a", "autoregressive"), ("b", "autoregressive"), ("c", "diffusion")]:
-            streams[rid] = await engine.submit(req(rid, p, policy, mode))
+        for rid, pattern in [
+            ("a", Pattern.AUTOREGRESSIVE),
+            ("b", Pattern.AUTOREGRESSIVE),
+            ("c", Pattern.DEFAULT_DIFFUSION),
+        ]:
+            streams[rid] = await engine.submit(req(rid, p, policy, pattern))
 
         async def drain(rid: str) -> list[Event]:
             events: list[Event] = []
@@ -670,14 +684,15 @@ async def test_cancel_by_closing_the_stream(tok: PreTrainedTokenizerFast) -> Non
     model = ScriptedModel(tok, agreeing(mask), delay=0.001)
     policy = fast(block_size=4, max_new_tokens=60)
     async with Engine(model, tok) as engine:
-        stream = await engine.submit(req("x", [20, 21], policy, "autoregressive"))
+        stream = await engine.submit(req("x", [20, 21], policy, Pattern.AUTOREGRESSIVE))
         async for event in stream:
             if isinstance(event, Draft) and event.step == 3:
                 break
         await stream.aclose()  # type: ignore[attr-defined]
         again = final(
             await collect(
-                engine, req("x", [20, 21], fast(block_size=4, max_new_tokens=8), "autoregressive")
+                engine,
+                req("x", [20, 21], fast(block_size=4, max_new_tokens=8), Pattern.AUTOREGRESSIVE),
             )
         )
     assert again.finish_reason == "length" and len(again.token_ids) == 8
@@ -689,7 +704,7 @@ async def test_new_request_joins_the_running_batch(tok: PreTrainedTokenizerFast)
     model = ScriptedModel(tok, agreeing(mask), delay=0.002)
     async with Engine(model, tok) as engine:
         first = await engine.submit(
-            req("first", [20], fast(block_size=4, max_new_tokens=60), "autoregressive")
+            req("first", [20], fast(block_size=4, max_new_tokens=60), Pattern.AUTOREGRESSIVE)
         )
         first_events: list[Event] = []
         async for event in first:
@@ -747,7 +762,7 @@ async def test_event_loop_stays_responsive(tok: PreTrainedTokenizerFast) -> None
 
     policy = reference_policy(48, 96, 32)
     requests = [
-        req(f"r{i}", prompt(40, seed=i), policy, attention="bidirectional") for i in range(8)
+        req(f"r{i}", prompt(40, seed=i), policy, pattern=Pattern.BIDIRECTIONAL) for i in range(8)
     ]
     async with Engine(model, tok) as engine:
         task = asyncio.create_task(ticker())
@@ -769,11 +784,20 @@ async def test_event_loop_stays_responsive(tok: PreTrainedTokenizerFast) -> None
         ({"prompt_ids": []}, "prompt_ids is empty"),
         ({"prompt_ids": [5] * 80}, "prompt too long"),
         ({"prompt_ids": [5, 10**6]}, "outside"),
-        ({"mode": "turbo"}, "unknown mode"),
-        ({"attention": "sideways"}, "unknown attention"),
-        ({"mode": "autoregressive", "attention": "bidirectional"}, "always uses 'causal'"),
-        ({"policy": fast(max_new_tokens=200)}, "exceeds the model context"),
-        ({"policy": {"name": "fast"}}, "DecodingPolicy"),
+        ({"decoding": DecodingMode("turbo", "turbo", fast(max_new_tokens=32))}, "unknown pattern"),
+        (
+            {"decoding": DecodingMode("s", "prefix-causal", fast(max_new_tokens=32))},
+            "unknown pattern 'prefix-causal'",
+        ),
+        ({"decoding": fast(max_new_tokens=32)}, "must be a DecodingMode"),
+        (
+            {"decoding": DecodingMode.diffusion(fast(max_new_tokens=200))},
+            "exceeds the model context",
+        ),
+        (
+            {"decoding": DecodingMode("x", Pattern.PREFIX_CAUSAL, {"name": "fast"})},
+            "DecodingPolicy",
+        ),
         ({"request_id": ""}, "request_id"),
         ({"seed": -1}, "seed"),
     ],
@@ -785,18 +809,46 @@ async def test_bad_input_raises_value_error(
     base: dict[str, Any] = {
         "request_id": "r",
         "prompt_ids": [5, 6],
-        "policy": fast(max_new_tokens=32),
+        "decoding": DecodingMode.diffusion(fast(max_new_tokens=32)),
     }
     async with Engine(dlm, tok) as engine:
         with pytest.raises(ValueError, match=message):
             await engine.submit(GenerationRequest(**{**base, **change}))
 
 
+def test_a_left_to_right_pattern_is_no_diffusion_mode() -> None:
+    """Autoregressive decoding with a diffusion pattern cannot be asked for."""
+    with pytest.raises(ValueError, match="not a diffusion pattern"):
+        DecodingMode.diffusion(fast(), Pattern.AUTOREGRESSIVE)
+
+
+async def test_remote_code_model_takes_only_the_bidirectional_pattern(
+    tok: PreTrainedTokenizerFast, dlm: DLMModel
+) -> None:
+    """A trust_remote_code model supports the plain uncached call only: other patterns fail."""
+    cfg = dlm.config
+    view = RemoteConfigView(
+        cfg.vocab_size,
+        cfg.mask_token_id,
+        cfg.eos_token_id,
+        cfg.pad_token_id,
+        cfg.max_position_embeddings,
+        model_type="llada",
+    )
+    remote = RemoteCodeModel(dlm, view)
+    async with Engine(remote, tok) as engine:
+        for pattern in (Pattern.PREFIX_CAUSAL, Pattern.AUTOREGRESSIVE, Pattern.SPECULATIVE):
+            with pytest.raises(ValueError, match="only the BIDIRECTIONAL"):
+                await engine.submit(req("r", [5, 6], fast(block_size=4, max_new_tokens=8), pattern))
+        events = await collect(engine, req("r", [5, 6], fast(block_size=4, max_new_tokens=8)))
+    assert final(events).finish_reason in ("end", "length")
+
+
 async def test_duplicate_id_and_closed_engine(tok: PreTrainedTokenizerFast, dlm: DLMModel) -> None:
     """A running id cannot be reused; a closed engine refuses work and cancels what ran."""
     engine = Engine(dlm, tok)
     stream = await engine.submit(
-        req("r", [5, 6], fast(block_size=4, max_new_tokens=64), "autoregressive")
+        req("r", [5, 6], fast(block_size=4, max_new_tokens=64), Pattern.AUTOREGRESSIVE)
     )
     with pytest.raises(ValueError, match="already"):
         await engine.submit(req("r", [5, 6], fast(block_size=4, max_new_tokens=8)))
@@ -815,8 +867,8 @@ async def test_autoregressive_on_a_bidirectional_model_is_allowed(
         results = await run_all(
             engine,
             [
-                req("ar", [3, 4, 5], fast(block_size=4, max_new_tokens=12), "autoregressive"),
-                req("sp", [3, 4, 5], fast(block_size=4, max_new_tokens=12), "speculative"),
+                req("ar", [3, 4, 5], fast(block_size=4, max_new_tokens=12), Pattern.AUTOREGRESSIVE),
+                req("sp", [3, 4, 5], fast(block_size=4, max_new_tokens=12), Pattern.SPECULATIVE),
             ],
         )
     assert final(results["ar"]).token_ids == final(results["sp"]).token_ids
@@ -836,12 +888,12 @@ async def test_forward_failure_ends_the_batch_with_error(tok: PreTrainedTokenize
     async with Engine(model, tok) as engine:
         failed = final(
             await collect(
-                engine, req("a", [20], fast(block_size=4, max_new_tokens=8), "autoregressive")
+                engine, req("a", [20], fast(block_size=4, max_new_tokens=8), Pattern.AUTOREGRESSIVE)
             )
         )
         ok = final(
             await collect(
-                engine, req("b", [20], fast(block_size=4, max_new_tokens=8), "autoregressive")
+                engine, req("b", [20], fast(block_size=4, max_new_tokens=8), Pattern.AUTOREGRESSIVE)
             )
         )
     assert failed.finish_reason == "error" and "device on fire" in (failed.error or "")
@@ -889,20 +941,20 @@ def test_row_swaps_sort_by_length_with_few_moves(lengths: list[int]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "policy"),
+    ("pattern", "policy"),
     [
-        ("diffusion", fast(threshold=0.6, block_size=4, max_new_tokens=12)),
-        ("autoregressive", fast(block_size=4, max_new_tokens=12)),
+        (Pattern.DEFAULT_DIFFUSION, fast(threshold=0.6, block_size=4, max_new_tokens=12)),
+        (Pattern.AUTOREGRESSIVE, fast(block_size=4, max_new_tokens=12)),
     ],
 )
 async def test_second_round_reuses_the_first_rounds_cache(
-    tok: PreTrainedTokenizerFast, dlm: DLMModel, mode: str, policy: DecodingPolicy
+    tok: PreTrainedTokenizerFast, dlm: DLMModel, pattern: Pattern, policy: DecodingPolicy
 ) -> None:
     """A prompt that extends a finished request's tokens prefills only the new part, same output."""
-    first = req("round-1", prompt(40, seed=1), policy, mode)
+    first = req("round-1", prompt(40, seed=1), policy, pattern)
     async with Engine(dlm, tok) as engine:
         reply = final(await collect(engine, first)).token_ids
-        second = req("round-2", [*first.prompt_ids, *reply, *prompt(7, seed=2)], policy, mode)
+        second = req("round-2", [*first.prompt_ids, *reply, *prompt(7, seed=2)], policy, pattern)
         reused = final(await collect(engine, second)).token_ids
         assert engine.stats.prefix_tokens_reused >= len(first.prompt_ids)
     async with Engine(dlm, tok) as fresh:

@@ -15,13 +15,13 @@ import pytest
 import redis.asyncio as aioredis
 import torch
 
-from assistant.agent.decoding import DecodingMode
 from assistant.agent.prompting import SUPPORT_SYSTEM
 from assistant.bus.streams import EventLog
 from assistant.core.config import Settings
 from assistant.lab.corpus.build import added_words
 from assistant.store.repository import Store
 from assistant.store.tables import MessageStatus, Role
+from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Engine
 from dlm_runtime.loading import load_model, save_model
 from dlm_runtime.modeling import DLMModel
@@ -36,7 +36,7 @@ from workers.worker_metrics import Metrics
 pytestmark = pytest.mark.slow
 
 LONG = DecodingMode(
-    "long", "diffusion", "prefix-causal", reference(steps=64, gen_length=64, block_length=16)
+    "long", Pattern.PREFIX_CAUSAL, reference(steps=64, gen_length=64, block_length=16)
 )
 
 

@@ -27,7 +27,6 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from transformers import PreTrainedTokenizerFast
 
-from assistant.agent.decoding import DecodingMode
 from assistant.agent.prompting import SUPPORT_SYSTEM, model_messages
 from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.activity import ActivityLog
@@ -53,6 +52,7 @@ from assistant.store.database import create_engine
 from assistant.store.repository import Store
 from assistant.store.tables import Channel, MessageStatus, Owner, Role, ToolCallStatus
 from assistant.tools.runner import MemoryBackend
+from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest, Usage
 from dlm_runtime.loading import load_model, save_model
 from dlm_runtime.modeling import DLMModel
@@ -110,7 +110,7 @@ def loaded(checkpoint: Path) -> Iterator[tuple[EngineGenerator, PreTrainedTokeni
 
 
 LONG = DecodingMode(
-    "long", "diffusion", "prefix-causal", reference(steps=128, gen_length=128, block_length=32)
+    "long", Pattern.PREFIX_CAUSAL, reference(steps=128, gen_length=128, block_length=32)
 )
 
 
