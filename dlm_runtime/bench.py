@@ -4,8 +4,8 @@ The model has the shape of the bundled checkpoint (``assistant/checkpoints/train
 hidden 192, intermediate 576, 6 layers, 6 heads, 6 kv heads, tied embeddings, vocab 8192,
 context 512); the tokenizer is trained on this package's own source text. Random weights make
 confidence meaningless, so every diffusion figure uses a fixed schedule: greedy tokens, the
-``FixedCount`` unmasking of the reference preset, 32-token blocks, no early stop, so the work
-per request does not depend on the weights. Prints one plain-text report.
+``FixedCount`` unmasking of the ``fixed_schedule`` preset, 32-token blocks, no early stop, so
+the work per request does not depend on the weights. Prints one plain-text report.
 """
 
 from __future__ import annotations
@@ -276,8 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     model, tok = build_model()
-    # As a server should after loading: a full GC pass over the ~300k objects that torch and
-    # transformers leave behind takes ~0.2 s here, and would land inside some engine step.
+    # As a server should after loading: a full GC pass over what torch and transformers leave
+    # behind would land inside some engine step (docs/benchmarks.md has its cost).
     gc.collect()
     gc.freeze()
     command = "python -m dlm_runtime.bench" + "".join(f" {a}" for a in (argv or sys.argv[1:]))

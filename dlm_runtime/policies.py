@@ -10,17 +10,18 @@ model's logits for the block's positions until :attr:`BlockState.done`. One step
     revised    = revision.select(...)                      # RevisionPolicy | None: re-mask some
     stop check                                             # StopPolicy: end-of-reply reached?
 
-:class:`DecodingPolicy` bundles the parts; :func:`reference`, :func:`fast` and
+:class:`DecodingPolicy` bundles the parts; :func:`fixed_schedule`, :func:`fast` and
 :func:`fast_revise` are the named presets and :func:`policy_from_dict` parses a config dict.
 
-Reproducing LLaDA's reference ``generate()`` (ML-GSAI/LLaDA generate.py) token for token:
-use :func:`reference`, feed the model the *whole* sequence (prompt + every block, future blocks
-still masked) each step, and give every block ``offset`` (its start in that sequence) and
-``seq_len`` (prompt + gen_length). The reference draws its random numbers over the full
-``[1, seq_len, V]`` logits (and ``[1, seq_len]`` for ``remasking="random"``) each step;
-:class:`ReferenceRandom` draws the same shapes in the same order and slices out the block, so a
-``torch.Generator`` seeded like the reference's ``torch.manual_seed`` (or ``generator=None``,
-the global generator itself) gives identical tokens. Only batch size 1 is reproduced.
+Reproducing LLaDA's reference ``generate()`` (ML-GSAI/LLaDA generate.py, ported as
+:mod:`dlm_runtime.llada_generate`) token for token: use :func:`fixed_schedule`, feed the model
+the *whole* sequence (prompt + every block, future blocks still masked) each step, and give
+every block ``offset`` (its start in that sequence) and ``seq_len`` (prompt + gen_length). The
+reference draws its random numbers over the full ``[1, seq_len, V]`` logits (and
+``[1, seq_len]`` for ``remasking="random"``) each step; :class:`ReferenceRandom` draws the same
+shapes in the same order and slices out the block, so a ``torch.Generator`` seeded like the
+reference's ``torch.manual_seed`` (or ``generator=None``, the global generator itself) gives
+identical tokens. Only batch size 1 is reproduced.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ __all__ = [
     "UnmaskPolicy",
     "fast",
     "fast_revise",
+    "fixed_schedule",
     "num_transfer_tokens",
     "policy_from_dict",
-    "reference",
 ]
 
 MAX_NEW_TOKENS = 8192
@@ -260,10 +261,8 @@ class ConfidenceScore(Protocol):
 
 
 def token_probability(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``softmax(logits)[tokens]`` in float32 without materialising the softmax.
-
-    About 8x cheaper than a float64 softmax over the vocabulary, which dominated a step.
-    """
+    """``softmax(logits)[tokens]`` in float32 without materialising the softmax, which
+    dominated a step in float64 (figures: docs/benchmarks.md, "Decoding settings and why")."""
     logits = logits.float()
     chosen = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
     return torch.exp(chosen - torch.logsumexp(logits, dim=-1))
@@ -518,7 +517,7 @@ class DecodingPolicy:
         return {"name": self.name, **self.params}
 
 
-def reference(
+def fixed_schedule(
     steps: int = 128,
     gen_length: int = 128,
     block_length: int = 128,
@@ -526,7 +525,8 @@ def reference(
     remasking: str = "low_confidence",
     noise_at_zero_temperature: bool = False,
 ) -> DecodingPolicy:
-    """LLaDA's ``generate()`` (no CFG): fixed schedule, Gumbel sampling, no early stop."""
+    """LLaDA's ``generate()`` (no CFG): ``steps // blocks`` tokens unmasked per step (the most
+    confident, or random ones), Gumbel sampling, no early stop."""
     _int("gen_length", gen_length, 1, MAX_NEW_TOKENS)
     _int("block_length", block_length, 1, gen_length)
     _int("steps", steps, 1, gen_length)
@@ -547,7 +547,7 @@ def reference(
     if not isinstance(noise_at_zero_temperature, bool):
         raise ValueError("noise_at_zero_temperature must be a bool")
     return DecodingPolicy(
-        name="reference",
+        name="fixed_schedule",
         chooser=GumbelSampler(temperature, noise_at_zero_temperature),
         confidence=confidence,
         unmask=FixedCount(steps // num_blocks),
@@ -644,7 +644,7 @@ def fast_revise(
 
 
 PRESETS: dict[str, Callable[..., DecodingPolicy]] = {
-    "reference": reference,
+    "fixed_schedule": fixed_schedule,
     "fast": fast,
     "fast_revise": fast_revise,
 }

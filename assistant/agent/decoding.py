@@ -6,7 +6,7 @@ import dataclasses
 
 from assistant.core.errors import UserError
 from dlm_runtime.decoding import DecodingMode, Pattern
-from dlm_runtime.policies import fast, fast_revise, reference
+from dlm_runtime.policies import fast, fast_revise, fixed_schedule
 
 __all__ = [
     "BLOCK",
@@ -22,14 +22,9 @@ __all__ = [
 
 MAX_REPLY_TOKENS = 96
 BLOCK = 32
-# Fast diffusion decodes 8-token blocks: measured on the bundled model's held-out turns
-# (60 turns, one run), against 32-token blocks: facts 66.7% vs 45.0%, 150 vs 93 tokens/s,
-# p50 158 vs 253 ms; replies are ~20 tokens, so a 32-token block is mostly padding.
+# Fast diffusion's block length and commit threshold; docs/benchmarks.md ("Decoding settings
+# and why") has the measurements behind both.
 FAST_BLOCK = 8
-# Commit every position whose probability reaches this. Tuned on dev dialogues (training
-# templates, another seed; never the held-out set), 100 turns, block 8: 0.95, 0.9 and 0.8
-# gave the same accuracy (tools 95%, args 83.3%, facts 80%) at 0.53, 0.48 and 0.42 forwards
-# per token; 0.7 lost a point of facts and 0.6 two. Blocks of 4 and 16 were no better.
 FAST_THRESHOLD = 0.8
 
 
@@ -55,7 +50,7 @@ def decoding_modes(
     diffusion modes' (for sweeps: ``assistant eval --fast-threshold --revise-below
     --fast-block``)."""
     vanilla = dataclasses.replace(
-        reference(steps=MAX_REPLY_TOKENS, gen_length=MAX_REPLY_TOKENS, block_length=BLOCK),
+        fixed_schedule(steps=MAX_REPLY_TOKENS, gen_length=MAX_REPLY_TOKENS, block_length=BLOCK),
         name="vanilla",
         early_stop=True,
         forbid_mask_token=True,

@@ -268,8 +268,7 @@ class BatchBuilder:
 
 
 # What a model call costs beyond its positions, in padded positions: kernel launches and
-# per-layer Python for a small model (measured on the bundled model, 2-core CPU: one row of
-# 16 positions costs about what 30 extra padded positions do in a batch of 16).
+# per-layer Python for a small model (measured: docs/benchmarks.md, "Decoding settings and why").
 FORWARD_OVERHEAD = 64
 
 

@@ -41,8 +41,7 @@ from dlm_runtime.engine import (
 from dlm_runtime.engine.batching import CacheWrite, plan_forwards, sort_rows
 from dlm_runtime.loading import RemoteCodeModel, RemoteConfigView
 from dlm_runtime.modeling import DLMConfig, DLMModel, prepare_forward
-from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise
-from dlm_runtime.policies import reference as reference_policy
+from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise, fixed_schedule
 from dlm_runtime.tokenizer import decode_draft, special_token_ids, train_tokenizer
 from tests.runtime.test_llada import write_checkpoint
 from tests.tiny_models import tiny_config
@@ -223,14 +222,14 @@ MIXED = [
         Pattern.DEFAULT_DIFFUSION,
     ),
     ("pc-sample", 3, fast(0.8, 6, 18, temperature=0.9, top_k=30), Pattern.DEFAULT_DIFFUSION),
-    ("bi-ref", 3, reference_policy(8, 16, 8), Pattern.BIDIRECTIONAL),
+    ("bi-ref", 3, fixed_schedule(8, 16, 8), Pattern.BIDIRECTIONAL),
     (
         "bi-fast",
         7,
         fast(threshold=0.5, block_size=6, max_new_tokens=12),
         Pattern.BIDIRECTIONAL,
     ),
-    ("prefix-cache", 4, reference_policy(6, 12, 4), Pattern.PREFIX_CACHE),
+    ("prefix-cache", 4, fixed_schedule(6, 12, 4), Pattern.PREFIX_CACHE),
     ("ar", 4, fast(block_size=4, max_new_tokens=20), Pattern.AUTOREGRESSIVE),
     ("spec", 6, fast(block_size=4, max_new_tokens=14), Pattern.SPECULATIVE),
 ]
@@ -356,9 +355,9 @@ def prefix_causal_without_cache(
         fast(threshold=0.6, block_size=8, max_new_tokens=24),
         fast(threshold=0.8, block_size=5, max_new_tokens=23, temperature=0.8),
         fast_revise(0.7, 0.3, block_size=4, max_new_tokens=16),
-        reference_policy(12, 24, 8, temperature=0.5),
+        fixed_schedule(12, 24, 8, temperature=0.5),
     ],
-    ids=["fast", "fast-sampled", "fast-revise", "reference"],
+    ids=["fast", "fast-sampled", "fast-revise", "fixed-schedule"],
 )
 async def test_prefix_causal_cache_equals_recompute(
     tok: PreTrainedTokenizerFast, dlm: DLMModel, policy: DecodingPolicy
@@ -426,7 +425,7 @@ def llada(tmp_path: Path) -> nn.Module:
     ("temperature", "remasking"),
     [(0.0, "low_confidence"), (0.8, "low_confidence"), (1.0, "random")],
 )
-async def test_reference_preset_equals_llada_generate(
+async def test_fixed_schedule_preset_equals_llada_generate(
     tok: PreTrainedTokenizerFast,
     dlm: DLMModel,
     llada: nn.Module,
@@ -434,7 +433,7 @@ async def test_reference_preset_equals_llada_generate(
     temperature: float,
     remasking: str,
 ) -> None:
-    """Bidirectional + reference preset == llada_generate.generate(), alone and inside a batch."""
+    """BIDIRECTIONAL + fixed_schedule == llada_generate.generate(), alone and inside a batch."""
     model = llada if which == "llada" else NoMask(dlm)
     cfg: Any = model.config
     mask_id = cfg.mask_token_id
@@ -450,7 +449,7 @@ async def test_reference_preset_equals_llada_generate(
         remasking=remasking,
         mask_id=mask_id,
     )[0, len(prompt_ids) :].tolist()
-    policy = reference_policy(**kw, temperature=temperature, remasking=remasking)
+    policy = fixed_schedule(**kw, temperature=temperature, remasking=remasking)
     target = req("ref", prompt_ids, policy, pattern=Pattern.BIDIRECTIONAL, seed=1234)
     others = [
         req(
@@ -760,7 +759,7 @@ async def test_event_loop_stays_responsive(tok: PreTrainedTokenizerFast) -> None
             ticks += 1
             await asyncio.sleep(0)
 
-    policy = reference_policy(48, 96, 32)
+    policy = fixed_schedule(48, 96, 32)
     requests = [
         req(f"r{i}", prompt(40, seed=i), policy, pattern=Pattern.BIDIRECTIONAL) for i in range(8)
     ]

@@ -29,9 +29,9 @@ from dlm_runtime.policies import (
     TorchRandom,
     fast,
     fast_revise,
+    fixed_schedule,
     num_transfer_tokens,
     policy_from_dict,
-    reference,
 )
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -159,8 +159,8 @@ def drive(
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 1.0])
 @pytest.mark.parametrize("remasking", ["low_confidence", "random"])
-def test_reference_policy_matches_llada_generate(temperature: float, remasking: str) -> None:
-    """reference() driven through BlockState equals LLaDA's generate() token for token."""
+def test_fixed_schedule_matches_llada_generate(temperature: float, remasking: str) -> None:
+    """fixed_schedule() driven through BlockState equals LLaDA's generate() token for token."""
     vocab, mask_id = 50, 49
     model = FakeModel(vocab, mask_id, seed=1)
     prompt = torch.randint(0, 40, (1, 5), generator=torch.Generator().manual_seed(2))
@@ -172,21 +172,21 @@ def test_reference_policy_matches_llada_generate(temperature: float, remasking: 
     }
     torch.manual_seed(123)
     want = lit_generate(model, prompt, **kw, remasking=remasking, mask_id=mask_id)
-    policy = reference(**kw, remasking=remasking)
+    policy = fixed_schedule(**kw, remasking=remasking)
     got = drive(policy, model, prompt, torch.Generator().manual_seed(123))
     assert torch.equal(got, want)
     torch.manual_seed(123)  # generator=None uses the global generator, like the reference
     assert torch.equal(drive(policy, model, prompt, None), want)
 
 
-def test_reference_matches_llada_generate_module() -> None:
+def test_fixed_schedule_matches_llada_generate_module() -> None:
     """The project's llada_generate.generate port agrees with the policy-driven loop."""
     ref = pytest.importorskip("dlm_runtime.llada_generate")
     model = FakeModel(40, 39, seed=3)
     prompt = torch.tensor([[1, 2, 3]])
     torch.manual_seed(7)
     want = ref.generate(model, prompt, 6, 12, 4, 0.8, 0.0, "low_confidence", 39)
-    policy = reference(steps=6, gen_length=12, block_length=4, temperature=0.8)
+    policy = fixed_schedule(steps=6, gen_length=12, block_length=4, temperature=0.8)
     assert torch.equal(drive(policy, model, prompt, torch.Generator().manual_seed(7)), want)
 
 
@@ -470,7 +470,7 @@ def test_block_state_guards() -> None:
 
 def test_presets_and_round_trip() -> None:
     """Presets build the documented parts and to_dict round-trips through policy_from_dict."""
-    ref = reference(steps=64, gen_length=128, block_length=32, temperature=0.5)
+    ref = fixed_schedule(steps=64, gen_length=128, block_length=32, temperature=0.5)
     assert isinstance(ref.unmask, FixedCount) and ref.unmask.steps == 16
     assert ref.block_lengths() == [32] * 4 and ref.rng_layout == "reference"
     f = fast(threshold=0.8, block_size=32, max_new_tokens=100, temperature=0.7, top_p=0.9)
@@ -500,10 +500,13 @@ def test_presets_and_round_trip() -> None:
         ({"name": "fast", "temperature": 1.0, "top_p": 0.0}, "top_p"),
         ({"name": "fast_revise", "revise_below": 1.0}, "revise_below"),
         ({"name": "fast_revise", "max_revisions": 0}, "max_revisions"),
-        ({"name": "reference", "steps": 50, "gen_length": 100, "block_length": 32}, "multiple"),
-        ({"name": "reference", "steps": 6, "gen_length": 128, "block_length": 32}, "multiple"),
-        ({"name": "reference", "steps": 256, "gen_length": 128}, "steps"),
-        ({"name": "reference", "remasking": "sideways"}, "remasking"),
+        (
+            {"name": "fixed_schedule", "steps": 50, "gen_length": 100, "block_length": 32},
+            "multiple",
+        ),
+        ({"name": "fixed_schedule", "steps": 6, "gen_length": 128, "block_length": 32}, "multiple"),
+        ({"name": "fixed_schedule", "steps": 256, "gen_length": 128}, "steps"),
+        ({"name": "fixed_schedule", "remasking": "sideways"}, "remasking"),
     ],
 )
 def test_bad_config_raises_clear_value_error(config: dict[str, Any], message: str) -> None:

@@ -25,7 +25,7 @@ from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Engine
 from dlm_runtime.loading import load_model, save_model
 from dlm_runtime.modeling import DLMModel
-from dlm_runtime.policies import reference
+from dlm_runtime.policies import fixed_schedule
 from dlm_runtime.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 from tests.tiny_models import Slow, tiny_config
 from tests.web.conftest import GatewayFactory, Tenant, client, of_type
@@ -36,7 +36,7 @@ from workers.worker_metrics import Metrics
 pytestmark = pytest.mark.slow
 
 LONG = DecodingMode(
-    "long", Pattern.PREFIX_CAUSAL, reference(steps=64, gen_length=64, block_length=16)
+    "long", Pattern.PREFIX_CAUSAL, fixed_schedule(steps=64, gen_length=64, block_length=16)
 )
 
 

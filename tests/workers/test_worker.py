@@ -56,7 +56,7 @@ from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest, Usage
 from dlm_runtime.loading import load_model, save_model
 from dlm_runtime.modeling import DLMModel
-from dlm_runtime.policies import reference
+from dlm_runtime.policies import fixed_schedule
 from dlm_runtime.tokenizer import (
     TOOL_CALL_CLOSE_TOKEN,
     TOOL_CALL_OPEN_TOKEN,
@@ -110,7 +110,7 @@ def loaded(checkpoint: Path) -> Iterator[tuple[EngineGenerator, PreTrainedTokeni
 
 
 LONG = DecodingMode(
-    "long", Pattern.PREFIX_CAUSAL, reference(steps=128, gen_length=128, block_length=32)
+    "long", Pattern.PREFIX_CAUSAL, fixed_schedule(steps=128, gen_length=128, block_length=32)
 )
 
 
