@@ -2,7 +2,8 @@
 
 One scheduler thread owns the model, every request's decoding state and the KV cache. Each
 iteration it admits waiting requests (up to ``max_batch``), drops cancelled ones, asks every
-active request for its query rows, runs ONE batched forward pass and hands each request its
+active request for its query rows, runs them in batched forward passes (one, unless rows of
+very different lengths are cheaper apart: ``plan_forwards``) and hands each request its
 logits; events go back to each request's asyncio queue via ``loop.call_soon_threadsafe``. The
 model never carries flags: every pattern below is only a mask plus a choice of what is written
 to the request's cache.

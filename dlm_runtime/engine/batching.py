@@ -1,4 +1,5 @@
-"""The KV cache pool, the prefix cache, and how query rows are stacked into forward passes."""
+"""The KV cache pool, the cache of finished requests' prefixes, and how query rows are stacked
+into forward passes."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The engine: one scheduler thread that admits requests, runs one batched forward per step
-and hands each request its logits and its events."""
+"""The engine: one scheduler thread whose every step admits requests, runs the batched
+forwards and hands each request its logits, then its events."""
 
 from __future__ import annotations
 
