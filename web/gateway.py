@@ -23,8 +23,10 @@ from assistant.bus.connection import connect
 from assistant.bus.keys import Keys
 from assistant.core.config import Settings
 from assistant.core.errors import UserError
+from assistant.demo.load import demo_public_key
 from assistant.store.database import create_engine
 from assistant.store.repository import Store
+from assistant.tools.registry import tool_labels
 from web import auth, static
 from web.gateway_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from web.gateway_metrics import GatewayMetrics, exposition
@@ -71,6 +73,7 @@ class Gateway:
             auth.load_secret(settings.secret, settings.data_dir),
         )
         self.static_dir = static.STATIC_DIR
+        self.tool_labels = tool_labels()
         self.server: Server | None = None
 
     @property
@@ -110,8 +113,10 @@ class Gateway:
         if path == "/metrics":
             body = (await exposition(self.metrics, self.redis, self.keys)).encode()
             return _response(HTTPStatus.OK, body, METRICS_CONTENT_TYPE)
-        public_key = static.demo_public_key(self.settings.demo_public_key, self.settings.data_dir)
-        found = await asyncio.to_thread(static.load, path, public_key, self.static_dir)
+        public_key = demo_public_key(self.settings.demo_public_key, self.settings.data_dir)
+        found = await asyncio.to_thread(
+            static.load, path, public_key, self.static_dir, self.tool_labels
+        )
         if found is not None:
             return _response(HTTPStatus.OK, found.body, found.content_type, found.cache_control)
         return _response(HTTPStatus.NOT_FOUND, b"not found\n", TEXT)

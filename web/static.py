@@ -2,7 +2,9 @@
 
 Names are checked against a strict pattern and the resolved path must stay inside the
 directory, so no request reaches another file. HTML gets the demo tenant's public key and
-the WebSocket path filled in (``{{PUBLIC_KEY}}``, ``{{WS_PATH}}``), HTML-escaped.
+the WebSocket path filled in (``{{PUBLIC_KEY}}``, ``{{WS_PATH}}``), HTML-escaped; scripts get
+the tools' labels (``/*{{TOOL_LABELS}}*/ {}``) that the gateway reads from the tool registry,
+so a new tool needs no edit of the pages. Nothing here reads the domain: the caller passes both.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from assistant.demo.load import DEMO_KEYS_FILE
 from web.protocol import WS_PATH
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
@@ -30,6 +32,8 @@ PAGES: Final = {"/": "demo.html", "/console": "console.html", "/tutor": "tutor.h
 # Pages carry a key that may be rotated: always revalidate. Assets may be cached briefly.
 PAGE_CACHE: Final = "no-cache"
 ASSET_CACHE: Final = "public, max-age=300"
+
+TOOL_LABELS_SLOT: Final = b"/*{{TOOL_LABELS}}*/ {}"
 
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -62,7 +66,17 @@ def render_page(body: bytes, public_key: str, ws_path: str = WS_PATH) -> bytes:
     return text.encode("utf-8")
 
 
-def load(path: str, public_key: str, directory: Path = STATIC_DIR) -> StaticFile | None:
+def render_script(body: bytes, labels: Mapping[str, str]) -> bytes:
+    """A script with the tools' labels filled in (a JSON object literal is a JS literal)."""
+    return body.replace(TOOL_LABELS_SLOT, json.dumps(labels, sort_keys=True).encode("ascii"))
+
+
+def load(
+    path: str,
+    public_key: str,
+    directory: Path = STATIC_DIR,
+    tool_labels: Mapping[str, str] | None = None,
+) -> StaticFile | None:
     """The response body for a request path, or None when it is not a page or asset here."""
     if path in PAGES:
         name, cache = PAGES[path], PAGE_CACHE
@@ -78,16 +92,6 @@ def load(path: str, public_key: str, directory: Path = STATIC_DIR) -> StaticFile
     if file.suffix == ".html":
         body = render_page(body, public_key)
         cache = PAGE_CACHE
+    elif file.suffix == ".js":
+        body = render_script(body, tool_labels or {})
     return StaticFile(body, content_type, cache)
-
-
-def demo_public_key(configured: str, data_dir: Path) -> str:
-    """The key the pages embed: the setting, else the demo tenant's from demo-keys.json."""
-    if configured:
-        return configured
-    try:
-        data = json.loads((data_dir / DEMO_KEYS_FILE).read_text())
-    except (OSError, ValueError):
-        return ""
-    value = data.get("public_key") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""

@@ -40,7 +40,8 @@ from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer
 from assistant.core.log import bind_turn
 from assistant.store.repository import Store
 from assistant.store.tables import Message, MessageStatus, Owner, ToolCallStatus
-from assistant.tools.runner import ToolContext, ToolOutcome, ToolRunner
+from assistant.tools.base import ToolContext
+from assistant.tools.runner import ToolOutcome, ToolRunner
 from dlm_runtime.engine import Draft, Final, GenerationRequest
 from workers.generator import Generator
 from workers.history import HistoryLoader, StoredToolCall, stored_call, tool_outcome
@@ -83,7 +84,7 @@ class ReplayingRunner(ToolRunner):
     """
 
     def __init__(self, inner: ToolRunner) -> None:
-        super().__init__(inner.backend, inner.timeout_s)
+        super().__init__(inner.shop, inner.timeout_s)
         self.inner = inner
         self.stored: StoredToolCall | None = None
         self.replayed = False

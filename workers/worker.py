@@ -41,8 +41,9 @@ from assistant.bus.keys import DEFAULT_KEYS, Keys
 from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer
 from assistant.core.log import bind_turn
 from assistant.store.repository import Store
-from assistant.store.sql_backend import SqlBackend
-from assistant.tools.runner import DEFAULT_TIMEOUT_S, StoreBackend, ToolRunner
+from assistant.store.shop import SqlShop
+from assistant.tools.runner import ToolRunner
+from assistant.tools.shop import Shop
 from workers.generator import DEFAULT_MAX_BATCH, Generator
 from workers.turns import TurnHandler, TurnResult, TurnState
 from workers.worker_metrics import METRICS, Metrics
@@ -65,7 +66,7 @@ class WorkerOptions:
     grace_s: float = 20.0  # how long a stopping worker lets its turns finish
     claim_block_ms: int = 500
     draft_interval_s: float = 0.05
-    tool_timeout_s: float = DEFAULT_TIMEOUT_S
+    tool_timeout_s: float | None = None  # None: each tool's own timeout
     max_rounds: int = 3
     # Whether the model reads entities as placeholders (assistant.checkpoints.uses_entity_slots).
     entity_slots: bool = True
@@ -93,7 +94,7 @@ class Worker:
         *,
         options: WorkerOptions | None = None,
         keys: Keys = DEFAULT_KEYS,
-        backend: StoreBackend | None = None,
+        shop: Shop | None = None,
         mode: DecodingMode | None = None,
         metrics: Metrics | None = None,
         handler: Callable[[Worker], Handles] | None = None,
@@ -126,7 +127,7 @@ class Worker:
         elif store is None:
             raise ValueError("a worker needs a store unless it is given another handler")
         else:
-            self.handler = self._turn_handler(store, tokenizer, backend, mode)
+            self.handler = self._turn_handler(store, tokenizer, shop, mode)
         self.turns: dict[str, TurnState] = {}  # by stream id
         self._turn_locks: dict[str, asyncio.Lock] = {}  # by turn id: one delivery at a time
         self._stopping = asyncio.Event()
@@ -135,7 +136,7 @@ class Worker:
         self,
         store: Store,
         tokenizer: Any,
-        backend: StoreBackend | None,
+        shop: Shop | None,
         mode: DecodingMode | None,
     ) -> TurnHandler:
         opts = self.options
@@ -145,7 +146,7 @@ class Worker:
             consumer=self.consumer,
             generator=self.generator,
             tokenizer=tokenizer,
-            runner=ToolRunner(backend or SqlBackend(store.engine, store), opts.tool_timeout_s),
+            runner=ToolRunner(shop or SqlShop(store.engine, store), opts.tool_timeout_s),
             mode=mode or decoding_modes()[DEFAULT_MODE],
             metrics=self.metrics,
             activity=self.activity,

@@ -19,8 +19,9 @@ from assistant.agent.prompting import HistoryItem, model_messages
 from assistant.agent.toolcall import ParseError, Reply, ToolRequest, parse_output
 from assistant.agent.trimming import shorten_last_user_message, trim_history
 from assistant.entities.slots import SlotTable, UnresolvedSlot
-from assistant.tools.runner import ToolContext, ToolOutcome, ToolRunner
-from assistant.tools.specs import SUPPORT_TOOLS, TUTOR_TOOLS
+from assistant.tools.base import ToolContext
+from assistant.tools.registry import tools_for
+from assistant.tools.runner import ToolOutcome, ToolRunner
 from dlm_runtime.decoding import DecodingMode
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
 from dlm_runtime.tokenizer import encode_chat, special_token_ids
@@ -28,11 +29,6 @@ from dlm_runtime.tokenizer import encode_chat, special_token_ids
 log = structlog.get_logger(__name__)
 
 FALLBACK_REPLY = "Sorry, something went wrong on my side. Could you say that again?"
-TOOLS_BY_CHANNEL = {
-    "widget": {spec.name for spec in SUPPORT_TOOLS},
-    "console": {spec.name for spec in SUPPORT_TOOLS},
-    "tutor": {spec.name for spec in TUTOR_TOOLS},
-}
 
 Submit = Callable[[GenerationRequest], AsyncIterator[Draft | Final]]
 
@@ -173,7 +169,7 @@ class AgentLoop:
                 yield TurnFinished("", "cancelled", usage, None, first_draft)
                 return
             output = self.tokenizer.decode(final.token_ids, skip_special_tokens=False)
-            parsed = parse_output(output, TOOLS_BY_CHANNEL.get(channel))
+            parsed = parse_output(output, {tool.name for tool in tools_for(channel)} or None)
             if isinstance(parsed, ParseError):
                 log.warning("unusable model output", code=parsed.code, detail=parsed.message)
                 yield TurnFinished(FALLBACK_REPLY, "failed", usage, parsed.code, first_draft)

@@ -13,15 +13,15 @@ from typing import Any
 
 from assistant.demo.shop import STORE_NAME
 from assistant.entities.slots import SlotTable
-from assistant.tools.specs import ALL_TOOLS, SUPPORT_TOOLS, TUTOR_TOOLS
+from assistant.tools.registry import TOOLS, tools_for
 
 SUPPORT_SYSTEM = (
     f"You are the support assistant of {STORE_NAME}. "
-    f"Tools: {', '.join(spec.name for spec in SUPPORT_TOOLS)}."
+    f"Tools: {', '.join(tool.name for tool in tools_for('widget'))}."
 )
 TUTOR_SYSTEM = (
-    f"You are a math tutor. Check every answer with {TUTOR_TOOLS[0].name}, then say if it is "
-    "right, why, and what to try next."
+    f"You are a math tutor. Check every answer with {tools_for('tutor')[0].name}, then say if "
+    "it is right, why, and what to try next."
 )
 SYSTEM_PROMPTS = {"widget": SUPPORT_SYSTEM, "console": SUPPORT_SYSTEM, "tutor": TUTOR_SYSTEM}
 
@@ -39,7 +39,7 @@ class HistoryItem:
 
 
 def tool_result_text(tool: str, result: dict[str, Any], table: SlotTable) -> str:
-    spec = ALL_TOOLS.get(tool)
+    spec = TOOLS.get(tool)
     slots = spec.result_slots if spec else {}
     # Compact separators: every token of a tool result is paid for in each later prompt.
     return json.dumps(

@@ -28,10 +28,6 @@ class ToolRequest:
     # Anything the model wrote before the call (usually nothing).
     preamble: str = ""
 
-    def as_message_call(self) -> dict[str, Any]:
-        """The shape a chat message's ``tool_calls`` entry takes."""
-        return {"name": self.name, "arguments": self.arguments}
-
 
 @dataclass(frozen=True)
 class ParseError:

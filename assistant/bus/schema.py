@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Final, Literal, Self, TypeVar, cast, get_type_hints
@@ -35,10 +34,6 @@ class SchemaError(ValueError):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def new_turn_id() -> str:
-    return uuid.uuid4().hex
 
 
 # codec ---------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from assistant.demo.shop import DEMO_TENANT, build_store
-from assistant.store.catalog import Catalog
+from assistant.demo.shop import DEMO_TENANT, build_shop
 from assistant.store.database import session_factory
 from assistant.store.repository import NotFound, Store
+from assistant.store.shop import SqlShop
 from assistant.store.tables import KeyKind, Operator
 
 DEMO_KEYS_FILE: Final = "demo-keys.json"
@@ -35,7 +35,7 @@ async def load_demo(engine: AsyncEngine) -> tuple[str, dict[str, int]]:
         tenant = await store.get_tenant(DEMO_TENANT)
     except NotFound:
         tenant = await store.create_tenant(DEMO_TENANT)
-    added = await Catalog(engine).load(tenant.id, build_store())
+    added = await SqlShop(engine, store).load(tenant.id, build_shop())
     return tenant.id, added
 
 
@@ -101,3 +101,15 @@ async def ensure_demo_keys(engine: AsyncEngine, tenant_id: str, data_dir: Path) 
     if changed or known != keys:
         _write_private(data_dir / DEMO_KEYS_FILE, json.dumps(asdict(keys), indent=2) + "\n")
     return keys
+
+
+def demo_public_key(configured: str, data_dir: Path) -> str:
+    """The key the pages embed: the setting, else the demo tenant's from demo-keys.json."""
+    if configured:
+        return configured
+    try:
+        data = json.loads((data_dir / DEMO_KEYS_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    value = data.get("public_key") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""

@@ -8,70 +8,15 @@ evaluation), so no entity value of the evaluation ever occurs in training.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from datetime import date, timedelta
+
+from assistant.tools.shop import Article, Order, OrderItem, Product, ShopData
 
 STORE_NAME = "Northwind Outfitters"
 DEMO_TENANT = "northwind"
 
 CARRIERS = ("UPS", "FedEx", "USPS", "DHL")
 STATUSES = ("processing", "shipped", "in_transit", "out_for_delivery", "delivered", "cancelled")
-
-
-@dataclass(frozen=True)
-class Product:
-    sku: str
-    name: str
-    category: str
-    price_cents: int
-
-
-@dataclass(frozen=True)
-class Article:
-    topic: str  # the closed set search_kb is asked with
-    title: str
-    answer: str  # the one-paragraph answer a reply quotes
-    keywords: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class OrderItem:
-    sku: str
-    name: str
-    quantity: int
-    price_cents: int
-
-
-@dataclass(frozen=True)
-class Order:
-    number: str
-    email: str
-    customer: str
-    status: str
-    carrier: str | None
-    tracking_number: str | None
-    placed_on: date
-    estimated_delivery: date | None
-    items: tuple[OrderItem, ...]
-    split: str  # "train" or "heldout"
-
-    @property
-    def total_cents(self) -> int:
-        return sum(item.price_cents * item.quantity for item in self.items)
-
-
-@dataclass
-class Store:
-    products: list[Product]
-    articles: list[Article]
-    orders: list[Order] = field(default_factory=list)
-
-    def orders_in(self, split: str) -> list[Order]:
-        return [order for order in self.orders if order.split == split]
-
-
-def money(cents: int) -> str:
-    return f"${cents // 100}.{cents % 100:02d}"
 
 
 _PRODUCTS = [
@@ -263,19 +208,19 @@ def _order(rng: random.Random, split: str, products: list[Product], today: date)
     )
 
 
-def build_store(
+def build_shop(
     seed: int = 7,
     train_orders: int = 400,
     heldout_orders: int = 120,
     today: date = date(2026, 11, 1),
-) -> Store:
+) -> ShopData:
     """The whole demo store, the same for the same arguments."""
     rng = random.Random(seed)
     products = [
         Product(sku=f"NW-{index:04d}", name=name, category=category, price_cents=price)
         for index, (name, category, price) in enumerate(_PRODUCTS, start=1)
     ]
-    store = Store(products=products, articles=list(ARTICLES))
+    store = ShopData(products=products, articles=list(ARTICLES))
     seen: set[str] = set()
     for split, count in (("train", train_orders), ("heldout", heldout_orders)):
         while len(store.orders_in(split)) < count:

@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.agent.loop import AgentLoop, ToolCalled, ToolFinished, TurnFinished
 from assistant.agent.prompting import HistoryItem
-from assistant.demo.shop import build_store
+from assistant.demo.shop import build_shop
 from assistant.entities.slots import SlotTable
 from assistant.lab.corpus.build import read_dialogues
 from assistant.lab.corpus.dialogue import Dialogue, TurnExpectation
-from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
+from assistant.tools.base import ToolContext
+from assistant.tools.runner import ToolRunner
+from assistant.tools.shop import MemoryShop
 
 if TYPE_CHECKING:
     from assistant.agent.decoding import DecodingMode
@@ -145,7 +147,7 @@ def _context(history: Sequence[HistoryItem], results: Sequence[dict[str, Any]]) 
 
 
 async def score_turn(
-    loop: AgentLoop, dialogue: Dialogue, turn: TurnExpectation, backend: MemoryBackend
+    loop: AgentLoop, dialogue: Dialogue, turn: TurnExpectation, shop: MemoryShop
 ) -> TurnScore:
     history = dialogue.items[: turn.index + 1]
     started = time.perf_counter()
@@ -269,13 +271,13 @@ async def evaluate_mode(
     loop: AgentLoop, mode: str, turns: list[tuple[Dialogue, TurnExpectation]], concurrency: int
 ) -> ModeReport:
     report = ModeReport(mode=mode, concurrency=concurrency)
-    backend = MemoryBackend(build_store())
-    loop.runner = ToolRunner(backend)
+    shop = MemoryShop(build_shop())
+    loop.runner = ToolRunner(shop)
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(dialogue: Dialogue, turn: TurnExpectation) -> TurnScore:
         async with semaphore:
-            return await score_turn(loop, dialogue, turn, backend)
+            return await score_turn(loop, dialogue, turn, shop)
 
     started = time.perf_counter()
     report.scores = list(await asyncio.gather(*(one(d, t) for d, t in turns)))
@@ -362,7 +364,7 @@ async def run_evaluation(
             loop = AgentLoop(
                 engine_submit(engine),
                 tokenizer,
-                ToolRunner(MemoryBackend(build_store())),
+                ToolRunner(MemoryShop(build_shop())),
                 mode,
                 context=engine.info.context,
                 entity_slots=entity_slots,

@@ -229,9 +229,9 @@ async def compare(
 
     from assistant.agent.decoding import MAX_REPLY_TOKENS, decoding_modes
     from assistant.agent.loop import engine_submit
-    from assistant.demo.shop import build_store
+    from assistant.demo.shop import build_shop
     from assistant.lab.evaluation import sample_turns, score_turn
-    from assistant.tools.runner import MemoryBackend
+    from assistant.tools.shop import MemoryShop
     from dlm_runtime.engine import Engine
     from dlm_runtime.loading import load_model
     from dlm_runtime.tokenizer import load_tokenizer
@@ -249,15 +249,15 @@ async def compare(
     mode = decoding_modes()[OUR_MODE]
     theirs = Side(REFERENCE_NAME, reference.parameters(), [], [])
     ours = Side(f"ours ({OUR_MODE})", ours_parameters, [], [])
-    backend = MemoryBackend(build_store())
+    shop = MemoryShop(build_shop())
     async with Engine(model, tokenizer, max_batch=1) as engine:
-        loop: AgentLoop = _agent_loop(engine_submit(engine), tokenizer, backend, mode)
+        loop: AgentLoop = _agent_loop(engine_submit(engine), tokenizer, shop, mode)
         # One warm-up turn each, not counted: first calls pay for lazy initialisation.
-        await score_turn(loop, first, first_turn, backend)
+        await score_turn(loop, first, first_turn, shop)
         reference.reply(first.channel, first.items[: first_turn.index + 1])
         for dialogue, turn in turns:
             history = dialogue.items[: turn.index + 1]
-            score = await score_turn(loop, dialogue, turn, backend)
+            score = await score_turn(loop, dialogue, turn, shop)
             ours.replies.append(Reply(score.reply, score.tokens, score.latency_ms))
             ours.facts_ok.append(score.facts_ok)
             reply = reference.reply(dialogue.channel, history)
@@ -273,14 +273,14 @@ async def compare(
     )
 
 
-def _agent_loop(submit: Any, tokenizer: Any, backend: Any, mode: Any) -> AgentLoop:
+def _agent_loop(submit: Any, tokenizer: Any, shop: Any, mode: Any) -> AgentLoop:
     from assistant.agent.loop import AgentLoop
     from assistant.tools.runner import ToolRunner
 
     return AgentLoop(
         submit,
         tokenizer,
-        ToolRunner(backend),
+        ToolRunner(shop),
         mode,
     )
 

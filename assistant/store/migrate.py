@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,21 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-import migrations
 from assistant.store.database import check_connection, create_engine, normalize_url
+
+
+def _scripts_dir() -> Path:
+    """The migrations package's folder, found without importing it: it stands above assistant/
+    (its env.py imports the tables) and is Alembic's to run, not ours."""
+    spec = importlib.util.find_spec("migrations")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the migrations package is not installed beside assistant/")
+    return Path(spec.origin).parent
 
 
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(_scripts_dir()))
     # Alembic's config is an ini parser: a literal % must be doubled.
     config.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
     return config

@@ -1,1 +1,1 @@
-"""Tools the assistant can call: each with a JSON schema, tenant-scoped, with timeouts."""
+"""Tools the model can call: one file per tool, registered in ``registry``; they use a ``Shop``."""

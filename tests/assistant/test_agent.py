@@ -9,15 +9,17 @@ import pytest
 
 from assistant.agent.loop import AgentLoop, DraftUpdate, ToolCalled, ToolFinished, TurnFinished
 from assistant.agent.prompting import HistoryItem
-from assistant.demo.shop import build_store
+from assistant.demo.shop import build_shop
 from assistant.lab.corpus.build import added_words
-from assistant.tools.runner import MemoryBackend, ToolContext, ToolRunner
+from assistant.tools.base import ToolContext
+from assistant.tools.runner import ToolRunner
+from assistant.tools.shop import MemoryShop
 from dlm_runtime.decoding import DecodingMode
 from dlm_runtime.engine import Draft, Final, GenerationRequest, Usage
 from dlm_runtime.policies import fast
 from dlm_runtime.tokenizer import TOOL_CALL_CLOSE_TOKEN, TOOL_CALL_OPEN_TOKEN, train_tokenizer
 
-ORDER = build_store().orders[0]
+ORDER = build_shop().orders[0]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def _call(name: str, **arguments: str) -> str:
 
 async def _run(tokenizer, outputs: Sequence[str], text: str, slots: bool = True):  # type: ignore[no-untyped-def]
     script = Script(tokenizer, outputs)
-    runner = ToolRunner(MemoryBackend(build_store()))
+    runner = ToolRunner(MemoryShop(build_shop()))
     loop = AgentLoop(script, tokenizer, runner, DecodingMode.diffusion(fast()), entity_slots=slots)
     events = [
         event
@@ -107,7 +109,7 @@ async def test_model_without_slots_reads_and_writes_real_values(tokenizer) -> No
 async def test_message_longer_than_the_context_is_cut_to_fit(tokenizer) -> None:  # type: ignore[no-untyped-def]
     """A 4,000-character message reaches the model cut to the context, its end kept."""
     script = Script(tokenizer, ["Hello!"])
-    runner = ToolRunner(MemoryBackend(build_store()))
+    runner = ToolRunner(MemoryShop(build_shop()))
     decoding = DecodingMode.diffusion(fast(max_new_tokens=32))
     loop = AgentLoop(script, tokenizer, runner, decoding, context=300)
     text = "pasted text " * 330 + "where is my order?"

@@ -10,7 +10,7 @@ import pytest
 
 from assistant.agent.prompting import model_messages
 from assistant.agent.trimming import ELISION
-from assistant.demo.shop import build_store
+from assistant.demo.shop import build_shop
 from assistant.entities.slots import SlotTable
 from assistant.lab import evaluation
 from assistant.lab.corpus import augment, support
@@ -20,7 +20,7 @@ from assistant.lab.corpus.phrases import Phrases
 
 
 def _texts(split: str, count: int = 200) -> list[str]:
-    store = build_store()
+    store = build_shop()
     return [
         item.text
         for d in dialogues(count, split, 7, store)
@@ -30,7 +30,7 @@ def _texts(split: str, count: int = 200) -> list[str]:
 
 
 def _augmented(seed: int) -> list[Dialogue]:
-    store, rng = build_store(), random.Random(seed)
+    store, rng = build_shop(), random.Random(seed)
     return [augment.augment_dialogue(d, rng) for d in dialogues(50, "train", 7, store)]
 
 
@@ -52,7 +52,7 @@ def test_extra_training_phrasings_stay_out_of_heldout() -> None:
 
 
 def test_heldout_dialogues_are_refused() -> None:
-    store = build_store()
+    store = build_shop()
     held = next(iter(dialogues(1, "heldout", 7, store)))
     with pytest.raises(ValueError):
         augment.augment_dialogue(held, random.Random(0))
@@ -114,7 +114,7 @@ def test_typos_and_casing_leave_entities_alone() -> None:
 
 
 def test_model_view_of_an_augmented_turn_keeps_its_tool_arguments() -> None:
-    store = build_store()
+    store = build_shop()
     rng = random.Random(1)
     for d in dialogues(100, "train", 7, store):
         noisy = augment.augment_dialogue(d, rng)
@@ -129,7 +129,7 @@ def test_dev_dialogues_come_from_training_templates_and_entities(tmp_path: Path)
     build_corpus(tmp_path, train_dialogues=100, heldout_dialogues=20, seed=3, dev_dialogues=50)
     dev = list(read_dialogues(tmp_path / "dev_dialogues.jsonl"))
     assert len(dev) == 50 and all(d.split == "train" for d in dev)
-    store = build_store()
+    store = build_shop()
     held_numbers = {o.number for o in store.orders_in("heldout")}
     text = (tmp_path / "dev_dialogues.jsonl").read_text()
     assert not any(number in text for number in held_numbers)
@@ -162,7 +162,7 @@ def test_pastes_are_not_the_evaluation_paste() -> None:
 
 def test_paste_share_buries_some_first_messages(tmp_path: Path) -> None:
     """``paste_share`` 0 leaves the corpus as before; above 0 some first turns get long."""
-    store, rng = build_store(), random.Random(2)
+    store, rng = build_shop(), random.Random(2)
     source = list(dialogues(200, "train", 7, store))
     pasted = [augment.augment_dialogue(d, rng, share=0.0, paste_share=0.2) for d in source]
     longer = [p for p, d in zip(pasted, source, strict=True) if p.items != d.items]

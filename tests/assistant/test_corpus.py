@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.demo.shop import build_store
+from assistant.demo.shop import build_shop
 from assistant.entities.slots import PLACEHOLDER
 from assistant.lab.corpus import support
 from assistant.lab.corpus.build import build_corpus, dialogues, read_dialogues, training_examples
@@ -40,7 +40,7 @@ def test_phrase_split_is_by_construction() -> None:
 
 def test_heldout_entity_values_never_occur_in_training(corpus: Path) -> None:
     """No held-out order number, email or tracking number appears in any training file."""
-    store = build_store()
+    store = build_shop()
     train_text = (corpus / "train.jsonl").read_text()
     heldout = store.orders_in("heldout")
     assert heldout
@@ -54,7 +54,7 @@ def test_heldout_entity_values_never_occur_in_training(corpus: Path) -> None:
 
 def test_heldout_support_phrasings_are_unseen(corpus: Path) -> None:
     """Held-out support user messages are not training messages (templates are disjoint)."""
-    store = build_store()
+    store = build_shop()
     rng = random.Random(0)
     train_templates = {t for p in (support.ASK_STATUS, support.GREETING) for t in p.of("train")}
     held_templates = {t for p in (support.ASK_STATUS, support.GREETING) for t in p.of("heldout")}
@@ -88,7 +88,7 @@ def test_heldout_dialogues_round_trip(corpus: Path) -> None:
 
 def test_corpus_without_slots_keeps_real_values() -> None:
     """A corpus for a model that copies entities itself holds values, not placeholders."""
-    dialogue = next(d for d in dialogues(40, "train", 5, build_store()) if d.domain == "support")
+    dialogue = next(d for d in dialogues(40, "train", 5, build_shop()) if d.domain == "support")
     with_slots = list(training_examples(dialogue))
     without = list(training_examples(dialogue, entity_slots=False))
     assert len(without) == len(with_slots)

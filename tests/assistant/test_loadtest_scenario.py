@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from assistant.core.errors import UserError
-from assistant.demo.shop import build_store
+from assistant.demo.shop import build_shop
 from assistant.lab.loadtest.client import check_loopback
 from assistant.lab.loadtest.scenario import Ledger, make_scripts, percentile, render, summarise
 
 
 def test_scripts_are_reproducible_and_mixed() -> None:
     """The same seed gives the same scripts; the tutoring share is respected."""
-    orders = build_store().orders_in("heldout")
+    orders = build_shop().orders_in("heldout")
     first = make_scripts(10, 2, orders, 0.3, seed=5)
     assert first == make_scripts(10, 2, orders, 0.3, seed=5)
     assert sum(s.kind == "tutoring" for s in first) == 3

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from assistant.demo.shop import STORE_NAME, build_store, money
+from assistant.demo.shop import STORE_NAME, build_shop
+from assistant.tools.shop import money
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 SCRIPTS = ("dlm-client.js", "widget.js", "console.js", "tutor.js")
@@ -17,7 +18,7 @@ def test_demo_page_hint_names_a_real_order() -> None:
     number = re.search(r"<code data-demo-order>([^<]+)</code>", page)
     email = re.search(r"<code data-demo-email>([^<]+)</code>", page)
     assert number and email
-    orders = {order.number: order for order in build_store().orders}
+    orders = {order.number: order for order in build_shop().orders}
     assert number.group(1) in orders
     assert orders[number.group(1)].email == email.group(1)
 
@@ -25,7 +26,7 @@ def test_demo_page_hint_names_a_real_order() -> None:
 def test_demo_page_products_match_the_catalog() -> None:
     """Every product card names a real SKU with its catalog name and price."""
     page = (STATIC / "demo.html").read_text()
-    products = {p.sku: p for p in build_store().products}
+    products = {p.sku: p for p in build_shop().products}
     cards = re.findall(
         r"<h3>([^<]+)</h3><p class=\"price\">([^<]+)</p><p class=\"sku\">([^<]+)</p>", page
     )

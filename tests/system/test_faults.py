@@ -27,7 +27,7 @@ from assistant.app.embedded_redis import EmbeddedRedis, free_port
 from assistant.bus.connection import connect
 from assistant.bus.keys import DEFAULT_KEYS
 from assistant.demo.load import load_demo
-from assistant.demo.shop import build_store
+from assistant.demo.shop import build_shop
 from assistant.lab.loadtest.client import LoadOptions, run_load
 from assistant.lab.loadtest.scenario import Summary, make_scripts, render
 from assistant.store import migrate
@@ -169,7 +169,7 @@ async def test_faults_under_load_lose_and_duplicate_nothing(
     deployment: Deployment, redis_client: aioredis.Redis
 ) -> None:
     """Worker, gateway and Redis killed under load: nothing lost, nothing twice, no gaps."""
-    orders = build_store().orders_in("heldout")
+    orders = build_shop().orders_in("heldout")
     scripts = make_scripts(CLIENTS, TURNS, orders, tutoring_share=0.3, seed=11)
     options = LoadOptions(
         urls=deployment.urls,

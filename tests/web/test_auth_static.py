@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from assistant.demo.load import DEMO_KEYS_FILE, ensure_demo_keys, load_demo, read_demo_keys
+from assistant.demo.load import (
+    DEMO_KEYS_FILE,
+    demo_public_key,
+    ensure_demo_keys,
+    load_demo,
+    read_demo_keys,
+)
 from assistant.store.database import create_engine
 from assistant.store.repository import Store
 from assistant.store.tables import KeyKind
+from assistant.tools.registry import TOOLS, tool_labels
 from web import auth, static
 
 
@@ -52,12 +59,24 @@ def test_static_resolve_refuses_everything_outside(tmp_path: Path) -> None:
         assert static.resolve(tmp_path, bad) is None, bad
 
 
+def test_widget_gets_every_registered_tools_label() -> None:
+    """The widget's labels come from the tool registry, one per tool, and stay valid JS."""
+    served = static.load("/static/widget.js", "pk_x", tool_labels=tool_labels())
+    assert served is not None
+    body = served.body.decode()
+    assert "{{TOOL_LABELS}}" not in body
+    start = body.index("var TOOL_LABELS = ") + len("var TOOL_LABELS = ")
+    labels = json.loads(body[start : body.index(";", start)])
+    assert labels == {name: tool.label for name, tool in TOOLS.items()}
+    assert all(labels.values())
+
+
 def test_demo_public_key_prefers_the_setting(tmp_path: Path) -> None:
     """The setting wins; else demo-keys.json; else empty."""
-    assert static.demo_public_key("", tmp_path) == ""
+    assert demo_public_key("", tmp_path) == ""
     (tmp_path / DEMO_KEYS_FILE).write_text(json.dumps({"public_key": "pk_file"}))
-    assert static.demo_public_key("", tmp_path) == "pk_file"
-    assert static.demo_public_key("pk_env", tmp_path) == "pk_env"
+    assert demo_public_key("", tmp_path) == "pk_file"
+    assert demo_public_key("pk_env", tmp_path) == "pk_env"
 
 
 @pytest.fixture

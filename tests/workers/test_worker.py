@@ -1,7 +1,7 @@
 """The worker on a real Redis and a real SQLite file, with a tiny random model or a script.
 
 The random model writes garbage, but every turn must still end with one stored reply and one
-final event. Tool behaviour is driven by a scripted generator and fake tool backends.
+final event. Tool behaviour is driven by a scripted generator and fake shops.
 """
 
 from __future__ import annotations
@@ -44,14 +44,13 @@ from assistant.bus.schema import (
 )
 from assistant.bus.streams import Cancellation, EventLog, InFlight, TurnInFlight, TurnQueue
 from assistant.core.config import Settings
-from assistant.demo import shop as demo
-from assistant.demo.shop import build_store
+from assistant.demo.shop import build_shop
 from assistant.lab.corpus.build import added_words
 from assistant.store import migrate
 from assistant.store.database import create_engine
 from assistant.store.repository import Store
 from assistant.store.tables import Channel, MessageStatus, Owner, Role, ToolCallStatus
-from assistant.tools.runner import MemoryBackend
+from assistant.tools.shop import Article, MemoryShop, ShopData
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest, Usage
 from dlm_runtime.loading import load_model, save_model
@@ -170,7 +169,7 @@ def make_worker(
     generator: Generator,
     tokenizer: PreTrainedTokenizerFast,
     *,
-    backend: Any = None,
+    shop: Any = None,
     mode: DecodingMode | None = None,
     **options: Any,
 ) -> Worker:
@@ -191,7 +190,7 @@ def make_worker(
         generator,
         tokenizer,
         options=WorkerOptions(**settings),
-        backend=backend,
+        shop=shop,
         mode=mode,
         metrics=Metrics(),
     )
@@ -317,8 +316,8 @@ async def test_same_turn_delivered_twice(
     """A turn queued again after it finished stores nothing twice and adds no final."""
     tokenizer = loaded[1]
     script = Script(tokenizer, [tool_call("search_kb", topic="returns"), "Here you go."])
-    backend = CountingBackend(build_store())
-    worker = make_worker(redis_client, store, script, tokenizer, backend=backend)
+    shop = CountingShop(build_shop())
+    worker = make_worker(redis_client, store, script, tokenizer, shop=shop)
     turn = await new_turn(store, redis_client, "returns?")
     async with running(worker):
         await wait_until(lambda: has_final(redis_client, turn))
@@ -329,7 +328,7 @@ async def test_same_turn_delivered_twice(
     assert await events_of(redis_client, turn.conversation_id) == before
     assert await replies(store, turn.conversation_id) == 1
     assert len(await store.tool_calls(turn.turn_id)) == 1
-    assert backend.article_calls == 1
+    assert shop.article_calls == 1
     assert worker.metrics.turns == {"complete": 1, "duplicate": 1}
 
 
@@ -384,14 +383,14 @@ async def test_stored_reply_without_final_is_republished(
     assert await replies(store, turn.conversation_id) == 1
 
 
-class CountingBackend(MemoryBackend):
+class CountingShop(MemoryShop):
     """The demo store, counting how often a tool really ran."""
 
-    def __init__(self, data: demo.Store) -> None:
+    def __init__(self, data: ShopData) -> None:
         super().__init__(data)
         self.article_calls = 0
 
-    async def article(self, tenant_id: str, topic: str) -> demo.Article | None:
+    async def article(self, tenant_id: str, topic: str) -> Article | None:
         self.article_calls += 1
         return await super().article(tenant_id, topic)
 
@@ -418,14 +417,14 @@ async def test_redelivery_reuses_the_stored_tool_result(
     try:
         tokenizer = loaded[1]
         script = Script(tokenizer, [tool_call("search_kb", topic="returns"), "Here you go."])
-        backend = CountingBackend(build_store())
-        worker = make_worker(redis_client, store, script, tokenizer, backend=backend)
+        shop = CountingShop(build_shop())
+        worker = make_worker(redis_client, store, script, tokenizer, shop=shop)
         turn = await new_turn(store, redis_client, "returns?")
         async with running(worker):
             await wait_until(lambda: has_final(redis_client, turn))
             await wait_until(lambda: settled(redis_client))
         assert worker.metrics.turn_errors == 1
-        assert backend.article_calls == 1
+        assert shop.article_calls == 1
         calls = await store.tool_calls(turn.turn_id)
         assert len(calls) == 1 and calls[0].status is ToolCallStatus.OK
         assert await replies(store, turn.conversation_id) == 1
@@ -506,7 +505,7 @@ async def test_handoff_tool_gives_the_conversation_to_a_human(
     store: Store,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
-    """handoff_to_human (SQL backend) sets the owner, publishes a handoff, still replies."""
+    """handoff_to_human (SQL shop) sets the owner, publishes a handoff, still replies."""
     tokenizer = loaded[1]
     script = Script(
         tokenizer, [tool_call("handoff_to_human", reason="customer_request"), "A colleague."]
@@ -551,13 +550,13 @@ async def test_worker_notes_activity_for_handoff_and_final(
     assert await activity_kinds(redis_client, turn) == ["handoff", "final"]
 
 
-class BrokenBackend(MemoryBackend):
+class BrokenShop(MemoryShop):
     """Tools misbehave: garbage from one, an exception from another, a hang from the third."""
 
     async def find_order(self, tenant_id: str, number: str, email: str) -> Any:
         return "garbage"
 
-    async def article(self, tenant_id: str, topic: str) -> demo.Article | None:
+    async def article(self, tenant_id: str, topic: str) -> Article | None:
         raise RuntimeError("search index is down")
 
     async def open_ticket(self, *args: Any) -> str:
@@ -581,9 +580,7 @@ async def test_failing_tools_are_recorded_and_the_turn_still_replies(
             "Sorry, our systems are slow today.",
         ],
     )
-    worker = make_worker(
-        redis_client, store, script, tokenizer, backend=BrokenBackend(build_store())
-    )
+    worker = make_worker(redis_client, store, script, tokenizer, shop=BrokenShop(build_shop()))
     turn = await new_turn(store, redis_client, "help")
     async with running(worker):
         await wait_until(lambda: has_final(redis_client, turn))

@@ -148,13 +148,9 @@
     return svg;
   }
 
-  var TOOL_LABELS = {
-    lookup_order: "Looking up your order\u2026",
-    search_kb: "Checking our help articles\u2026",
-    create_ticket: "Opening a support ticket\u2026",
-    handoff_to_human: "Finding a person to help\u2026",
-    check_answer: "Checking the answer\u2026",
-  };
+  // Filled in by the gateway from the tool registry (assistant/tools/registry.py); served
+  // as a plain file it stays empty and every tool shows the generic label.
+  var TOOL_LABELS = /*{{TOOL_LABELS}}*/ {};
 
   function Widget(config) {
     var C = window.DlmClient;

@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from assistant.agent.prompting import model_messages
-from assistant.demo.shop import Store, build_store
+from assistant.demo.shop import build_shop
 from assistant.entities.slots import PLACEHOLDER, SlotKind, SlotTable
 from assistant.lab.corpus import support
 from assistant.lab.corpus.augment import augment_dialogue
 from assistant.lab.corpus.dialogue import Dialogue
 from assistant.lab.corpus.refusals import refusal
 from assistant.lab.corpus.smalltalk import smalltalk
+from assistant.tools.shop import ShopData
 
-Generator = Callable[[random.Random, Store, str], Dialogue]
+Generator = Callable[[random.Random, ShopData, str], Dialogue]
 MAX_PLACEHOLDER_INDEX = 8
 # Share of training dialogues whose first message comes inside a long paste (0 gives the
 # corpus of the checkpoint before, which never saw one).
@@ -48,7 +49,7 @@ def generators() -> list[tuple[Generator, int]]:
     return weighted
 
 
-def dialogues(count: int, split: str, seed: int, store: Store) -> Iterator[Dialogue]:
+def dialogues(count: int, split: str, seed: int, store: ShopData) -> Iterator[Dialogue]:
     rng = random.Random(f"{seed}-{split}")
     chosen = generators()
     functions = [g for g, _ in chosen]
@@ -98,7 +99,7 @@ def build_corpus(
     buries about ``paste_share`` of training dialogues' first message in pasted text;
     ``entity_slots`` False writes real values where placeholders would be."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    store = build_store()
+    store = build_shop()
     stats: dict[str, Any] = {}
     # Its own generator: augmenting never shifts what the dialogue generators draw.
     noise = random.Random(f"{seed}-augment")
@@ -129,7 +130,7 @@ def build_corpus(
     return stats
 
 
-def write_dev_dialogues(path: Path, count: int, seed: int, store: Store) -> None:
+def write_dev_dialogues(path: Path, count: int, seed: int, store: ShopData) -> None:
     """Training-split dialogues from a seed the training files never use (not augmented)."""
     with path.open("w", encoding="utf-8") as handle:
         for dialogue in dialogues(count, "train", seed + 100_003, store):

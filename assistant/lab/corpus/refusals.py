@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 
-from assistant.demo.shop import STORE_NAME, Store
+from assistant.demo.shop import STORE_NAME
 from assistant.lab.corpus.dialogue import Dialogue
 from assistant.lab.corpus.phrases import Phrases
+from assistant.tools.shop import ShopData
 
 OUT_OF_SCOPE = Phrases(
     [
@@ -132,7 +133,7 @@ INJECTION_REPLY = Phrases(
 )
 
 
-def refusal(rng: random.Random, _store: Store, split: str) -> Dialogue:
+def refusal(rng: random.Random, _store: ShopData, split: str) -> Dialogue:
     kind = rng.choice(("out_of_scope", "unsafe", "injection", "non_english"))
     question, reply = {
         "out_of_scope": (OUT_OF_SCOPE, SCOPE_REPLY),

@@ -1,4 +1,4 @@
-"""Store-support conversations: orders, policies, problems, hand-offs, follow-ups."""
+"""ShopData-support conversations: orders, policies, problems, hand-offs, follow-ups."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from assistant.demo.shop import Order, Store
 from assistant.lab.corpus.dialogue import Dialogue
 from assistant.lab.corpus.phrases import Phrases, join, maybe
-from assistant.tools.specs import KB_TOPICS
-from assistant.tools.views import NOT_FOUND, handoff_view, kb_view, order_view, ticket_view
+from assistant.tools.create_ticket import ticket_view
+from assistant.tools.handoff_to_human import handoff_view
+from assistant.tools.lookup_order import NOT_FOUND, order_view
+from assistant.tools.search_kb import KB_TOPICS, kb_view
+from assistant.tools.shop import Order, ShopData
 
 GREETING = Phrases(
     [
@@ -661,7 +663,7 @@ def _reply_for(order: Order, rng: random.Random, split: str, angry: bool) -> str
     return reply
 
 
-def order_status(rng: random.Random, store: Store, split: str) -> Dialogue:
+def order_status(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     order = rng.choice(store.orders_in(split))
     values = _order_values(order)
     angry = rng.random() < 0.2
@@ -704,7 +706,7 @@ def _follow_ups(rng: random.Random, dialogue: Dialogue, order: Order, split: str
         dialogue.say(CLOSING.pick(rng, split))
 
 
-def order_missing_email(rng: random.Random, store: Store, split: str) -> Dialogue:
+def order_missing_email(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     order = rng.choice(store.orders_in(split))
     values = _order_values(order)
     dialogue = Dialogue(split, "support", "order_missing_email", "widget")
@@ -726,7 +728,7 @@ def order_missing_email(rng: random.Random, store: Store, split: str) -> Dialogu
     return dialogue
 
 
-def order_missing_id(rng: random.Random, store: Store, split: str) -> Dialogue:
+def order_missing_id(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     order = rng.choice(store.orders_in(split))
     values = _order_values(order)
     dialogue = Dialogue(split, "support", "order_missing_id", "widget")
@@ -744,7 +746,7 @@ def order_missing_id(rng: random.Random, store: Store, split: str) -> Dialogue:
     return dialogue
 
 
-def order_not_found(rng: random.Random, store: Store, split: str) -> Dialogue:
+def order_not_found(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     """A mistyped number, or someone else's order: the tool says not found either way."""
     orders = store.orders_in(split)
     order, other = rng.sample(orders, 2)
@@ -768,7 +770,7 @@ def order_not_found(rng: random.Random, store: Store, split: str) -> Dialogue:
     return dialogue
 
 
-def policy_question(rng: random.Random, store: Store, split: str) -> Dialogue:
+def policy_question(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     topic = rng.choice(KB_TOPICS)
     article = next(a for a in store.articles if a.topic == topic)
     dialogue = Dialogue(split, "support", f"policy_{topic}", "widget")
@@ -787,7 +789,7 @@ def policy_question(rng: random.Random, store: Store, split: str) -> Dialogue:
     return dialogue
 
 
-def order_problem(rng: random.Random, store: Store, split: str) -> Dialogue:
+def order_problem(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     order = rng.choice([o for o in store.orders_in(split) if o.status != "cancelled"])
     category = rng.choice(tuple(PROBLEM))
     # Held-out tickets come from their own number range.
@@ -811,7 +813,7 @@ def order_problem(rng: random.Random, store: Store, split: str) -> Dialogue:
     return dialogue
 
 
-def handoff(rng: random.Random, store: Store, split: str) -> Dialogue:
+def handoff(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     complaint = rng.random() < 0.35
     reason = "complaint" if complaint else "customer_request"
     dialogue = Dialogue(split, "support", f"handoff_{reason}", "widget")
@@ -826,7 +828,7 @@ def handoff(rng: random.Random, store: Store, split: str) -> Dialogue:
 
 
 # Relative frequencies in the generated corpus.
-GENERATORS: list[tuple[Callable[[random.Random, Store, str], Dialogue], int]] = [
+GENERATORS: list[tuple[Callable[[random.Random, ShopData, str], Dialogue], int]] = [
     (order_status, 30),
     (order_missing_email, 8),
     (order_missing_id, 8),

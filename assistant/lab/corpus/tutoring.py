@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from assistant.demo.shop import Store
 from assistant.lab.corpus.dialogue import Dialogue
 from assistant.lab.corpus.phrases import Phrases, join
+from assistant.tools.shop import ShopData
 from assistant.tutoring.checker import check_answer
 from assistant.tutoring.exercises import Exercise, generate, right_answers, wrong_answers
 
@@ -124,7 +124,7 @@ def _attempt(
     return verdict
 
 
-def tutoring(rng: random.Random, _store: Store, split: str) -> Dialogue:
+def tutoring(rng: random.Random, _store: ShopData, split: str) -> Dialogue:
     dialogue = Dialogue(split, "tutoring", "tutoring", "tutor")
     for _ in range(rng.choice((1, 1, 1, 2))):
         exercise = generate(rng.choice(KINDS), rng, split)

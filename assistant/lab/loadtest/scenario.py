@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from assistant.demo.shop import Order
+from assistant.tools.shop import Order
 
 Kind = Literal["support", "tutoring"]
 

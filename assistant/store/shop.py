@@ -1,6 +1,6 @@
-"""SQL reads and writes of a tenant's store: products, help articles, orders, tickets.
+"""The support tools' shop in SQL: products, help articles, orders, tickets and handoffs.
 
-The support tools call these; every query is scoped to one tenant.
+Every query is scoped to one tenant, one short transaction each.
 """
 
 from __future__ import annotations
@@ -11,16 +11,20 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from assistant.demo import shop as demo
 from assistant.store.database import session_factory
-from assistant.store.tables import KbArticle, Order, OrderItem, Product, Ticket
+from assistant.store.repository import NotFound, Store
+from assistant.store.tables import KbArticle, Order, OrderItem, Owner, Product, Ticket
+from assistant.tools import shop
 
 
-class Catalog:
-    def __init__(self, engine: AsyncEngine) -> None:
+class SqlShop:
+    """A :class:`assistant.tools.shop.Shop` in the SQL database, plus loading records into it."""
+
+    def __init__(self, engine: AsyncEngine, store: Store | None = None) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self._store = store or Store(engine)
 
-    async def load(self, tenant_id: str, data: demo.Store) -> dict[str, int]:
+    async def load(self, tenant_id: str, data: shop.ShopData) -> dict[str, int]:
         """Insert the store's records that are not there yet; return how many were added."""
         added = {"products": 0, "articles": 0, "orders": 0}
         async with self._sessions() as session:
@@ -89,7 +93,7 @@ class Catalog:
             await session.commit()
         return added
 
-    async def find_order(self, tenant_id: str, number: str, email: str) -> demo.Order | None:
+    async def find_order(self, tenant_id: str, number: str, email: str) -> shop.Order | None:
         """The order with this number whose email matches; None for anything else.
 
         A wrong email and an unknown number look the same to the caller, so the tool never
@@ -110,7 +114,7 @@ class Catalog:
                     select(OrderItem).where(OrderItem.order_id == row.id).order_by(OrderItem.id)
                 )
             )
-        return demo.Order(
+        return shop.Order(
             number=row.number,
             email=row.email,
             customer=row.customer_name,
@@ -119,18 +123,17 @@ class Catalog:
             tracking_number=row.tracking_number,
             placed_on=row.placed_on,
             estimated_delivery=row.estimated_delivery,
-            items=tuple(demo.OrderItem(i.sku, i.name, i.quantity, i.price_cents) for i in items),
-            split="",
+            items=tuple(shop.OrderItem(i.sku, i.name, i.quantity, i.price_cents) for i in items),
         )
 
-    async def article(self, tenant_id: str, topic: str) -> demo.Article | None:
+    async def article(self, tenant_id: str, topic: str) -> shop.Article | None:
         async with self._sessions() as session:
             row = await session.scalar(
                 select(KbArticle).where(KbArticle.tenant_id == tenant_id, KbArticle.topic == topic)
             )
         if row is None:
             return None
-        return demo.Article(row.topic, row.title, row.answer, tuple(row.keywords))
+        return shop.Article(row.topic, row.title, row.answer, tuple(row.keywords))
 
     async def open_ticket(
         self,
@@ -138,7 +141,7 @@ class Catalog:
         category: str,
         order_number: str | None,
         conversation_id: str | None,
-    ) -> Ticket:
+    ) -> str:
         for _attempt in range(5):
             number = f"T-{secrets.randbelow(90000) + 10000}"
             ticket = Ticket(
@@ -152,7 +155,16 @@ class Catalog:
                 session.add(ticket)
                 try:
                     await session.commit()
-                    return ticket
+                    return number
                 except IntegrityError:
                     await session.rollback()
         raise RuntimeError("could not allocate a ticket number")
+
+    async def hand_off(self, tenant_id: str, conversation_id: str | None) -> None:
+        """Give the conversation to the human operators (no operator picked yet)."""
+        if conversation_id is None:
+            raise ValueError("handoff needs a conversation")
+        # Scoped to the tenant: a tool call never touches another tenant's conversation.
+        if await self._store.get_conversation(conversation_id, tenant_id) is None:
+            raise NotFound(f"no conversation {conversation_id!r} for this tenant")
+        await self._store.set_owner(conversation_id, Owner.HUMAN)

@@ -1,0 +1,314 @@
+"""Commands of offline work: the training corpus, the evaluation and the load test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from assistant.app.options import logging_options
+from assistant.core.config import Settings
+from assistant.core.errors import UserError
+from assistant.lab.corpus.build import PASTE_SHARE
+
+
+def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
+    from assistant.demo.load import read_demo_keys
+    from assistant.demo.shop import build_shop
+    from assistant.lab.loadtest.client import LoadOptions, run_with_idle
+    from assistant.lab.loadtest.scenario import make_scripts, render
+
+    key = args.key or settings.demo_public_key
+    if not key:
+        demo = read_demo_keys(settings.data_dir)
+        if demo is None:
+            raise UserError(
+                f"no --key given and no demo keys in {settings.data_dir}: run 'assistant demo "
+                "load' (or 'assistant serve') with this data directory, or pass --key pk_..."
+            )
+        key = demo.public_key
+    if args.clients < 0 or args.turns < 1 or args.idle < 0:
+        raise UserError("--clients and --idle must be 0 or more and --turns at least 1")
+    options = LoadOptions(
+        urls=tuple(args.url or [f"ws://127.0.0.1:{settings.port}/ws"]),
+        key=key,
+        think_s=args.think,
+        turn_timeout_s=args.turn_timeout,
+        duration_s=args.duration,
+    )
+    orders = build_shop().orders_in("heldout")
+    scripts = make_scripts(args.clients, args.turns, orders, args.tutoring_share, args.seed)
+    summary, memory = asyncio.run(run_with_idle(scripts, options, args.idle))
+    text = render(summary, args.label)
+    mib = {name: f"{value / 2**20:.0f} MiB" if value else "-" for name, value in memory.items()}
+    text += (
+        f"\n  gateway RSS            {mib['rss_start']} at start, {mib['rss_idle']} with "
+        f"{args.idle} idle connections, {mib['rss_after_load']} after the load"
+    )
+    sys.stdout.write(text + "\n")
+    if args.json:
+        report = {"label": args.label, **summary.as_dict(), **memory, "idle": args.idle}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if not summary.violations else 1
+
+
+def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from assistant.lab.corpus.build import build_corpus
+
+    stats = build_corpus(
+        Path(args.out),
+        args.train,
+        args.heldout,
+        args.seed,
+        augment=not args.no_augment,
+        dev_dialogues=args.dev,
+        entity_slots=not args.no_slots,
+        paste_share=args.paste_share,
+    )
+    for split, figures in stats.items():
+        print(
+            f"{split}: {figures['dialogues']} dialogues, {figures['examples']} examples, "
+            f"by domain {figures['domains']}"
+        )
+    print(f"written to {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from assistant.agent.decoding import decoding_modes
+    from assistant.checkpoints import model_dir, uses_entity_slots
+    from assistant.lab.evaluation import (
+        format_bad_input,
+        format_table,
+        run_evaluation,
+        write_failures,
+    )
+
+    heldout = Path(args.heldout)
+    if not heldout.is_file():
+        raise UserError(
+            f"no held-out dialogues at {heldout}: run 'assistant corpus build' first "
+            "(or pass --heldout)"
+        )
+    path = model_dir(settings.model_path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"no model checkpoint in {path} (set --model-path)")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - set(decoding_modes())
+    if unknown:
+        raise UserError(
+            f"unknown decoding mode(s) {', '.join(sorted(unknown))}: choose from "
+            f"{', '.join(decoding_modes())}"
+        )
+    try:
+        levels = [int(x) for x in args.concurrency.split(",")]
+    except ValueError:
+        raise UserError("--concurrency takes numbers separated by commas, e.g. 1,8") from None
+    # Sweeps of the fast modes' settings; unset ones keep the served values.
+    sweep = {
+        name: value
+        for name, value in (
+            ("threshold", args.fast_threshold),
+            ("revise_below", args.revise_below),
+            ("block_size", args.fast_block),
+        )
+        if value is not None
+    }
+    reports, bad_reports = asyncio.run(
+        run_evaluation(
+            path,
+            heldout,
+            modes,
+            args.limit,
+            levels,
+            args.speed_limit,
+            entity_slots=uses_entity_slots(path, settings.entity_slots),
+            bad_input=args.bad_input,
+            known=decoding_modes(**sweep),
+        )
+    )
+    print(format_table(reports))
+    if bad_reports:
+        print()
+        print(format_bad_input(bad_reports))
+    if args.dump:
+        first = [r for r in reports if r.concurrency == levels[0]]
+        count = write_failures(first, Path(args.dump))
+        print(f"{count} failed turns written to {args.dump}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add corpus, eval and loadtest to the command line."""
+    corpus = commands.add_parser(
+        "corpus",
+        help="training and evaluation data",
+        description="Generated conversations for the bundled model.",
+    )
+    corpus_commands = corpus.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)
+    build = corpus_commands.add_parser(
+        "build",
+        parents=[logging_options()],
+        help="generate the corpus files",
+        description="Write train.jsonl, heldout.jsonl, heldout_dialogues.jsonl and "
+        "added_words.json. Held-out templates and entity values never occur in training.",
+    )
+    build.add_argument(
+        "--out", default="data/corpus", help="output directory (default data/corpus)"
+    )
+    build.add_argument(
+        "--train", type=int, default=20000, help="training dialogues (default 20000)"
+    )
+    build.add_argument(
+        "--heldout", type=int, default=1500, help="held-out dialogues (default 1500)"
+    )
+    build.add_argument("--seed", type=int, default=11, help="random seed (default 11)")
+    build.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="leave training user turns as generated (no casing, punctuation, typo or "
+        "filler noise); held-out turns are never augmented",
+    )
+    build.add_argument(
+        "--dev",
+        type=int,
+        default=0,
+        help="also write N dev dialogues from the training templates (another seed) to "
+        "dev_dialogues.jsonl, for tuning decoding settings (default 0)",
+    )
+    build.add_argument(
+        "--no-slots",
+        action="store_true",
+        help="write entities as their real values, not placeholders: the corpus of a model "
+        'that copies them itself (train it with "entity_slots": false)',
+    )
+    build.add_argument(
+        "--paste-share",
+        type=float,
+        default=PASTE_SHARE,
+        metavar="P",
+        help="share of training dialogues whose first message is buried in a long paste, "
+        f"cut as serving cuts it (default {PASTE_SHARE}; 0 = none, the corpus before)",
+    )
+    build.set_defaults(handler=cmd_corpus_build)
+
+    evaluate = commands.add_parser(
+        "eval",
+        parents=[logging_options()],
+        help="score a model on the held-out dialogues in every decoding mode",
+        description="Replay held-out user turns through the agent loop (tools on the "
+        "in-memory demo store) and print, per decoding mode side by side: tool selection, "
+        "argument exact match, fact accuracy, tutoring verdicts, tokens/s, forward passes "
+        "per token and latency percentiles.",
+    )
+    evaluate.add_argument("--model-path", metavar="DIR", help="checkpoint (default: bundled)")
+    evaluate.add_argument(
+        "--heldout",
+        default="data/corpus/heldout_dialogues.jsonl",
+        help="held-out dialogues (default data/corpus/heldout_dialogues.jsonl)",
+    )
+    evaluate.add_argument(
+        "--modes",
+        default="autoregressive,vanilla-diffusion,fast-diffusion,fast-diffusion+revision",
+        help="comma-separated decoding modes (also: speculative)",
+    )
+    evaluate.add_argument("--limit", type=int, default=300, help="held-out turns (default 300)")
+    evaluate.add_argument(
+        "--concurrency",
+        default="1,8",
+        help="concurrency levels; accuracy uses the first (default 1,8)",
+    )
+    evaluate.add_argument(
+        "--speed-limit",
+        type=int,
+        default=64,
+        help="turns for the other concurrency levels (default 64)",
+    )
+    evaluate.add_argument(
+        "--dump",
+        metavar="FILE",
+        help="write each failed turn (first concurrency level) as JSON lines to FILE",
+    )
+    evaluate.add_argument(
+        "--fast-threshold",
+        type=float,
+        metavar="P",
+        help="fast diffusion commits positions at this probability (default: the served one)",
+    )
+    evaluate.add_argument(
+        "--fast-block",
+        type=int,
+        metavar="N",
+        help="fast diffusion's block length in positions (default: the served one)",
+    )
+    evaluate.add_argument(
+        "--revise-below",
+        type=float,
+        metavar="P",
+        help="self-revision re-masks committed tokens whose probability fell below this "
+        "(default: the served one)",
+    )
+    evaluate.add_argument(
+        "--bad-input",
+        type=int,
+        default=20,
+        metavar="N",
+        help="also score N held-out turns of each bad-input case (prompt injection, unsafe, "
+        "out of scope, not English, unknown or another customer's order, a question in a "
+        "4,000-character message) per mode; 0 = off (default 20)",
+    )
+    evaluate.add_argument(
+        "--entity-slots",
+        choices=("auto", "on", "off"),
+        help="entities as placeholders: auto follows the checkpoint's config.json "
+        "(default; $ASSISTANT_ENTITY_SLOTS)",
+    )
+    evaluate.set_defaults(handler=cmd_eval)
+
+    loadtest = commands.add_parser(
+        "loadtest",
+        parents=[logging_options()],
+        help="simulated clients holding scripted conversations against running gateways",
+        description="Open N WebSocket clients on loopback gateways; each holds a scripted "
+        "support or tutoring conversation (next message THINK seconds after each reply) "
+        "and checks that every message and reply arrives exactly once. Prints time to "
+        "first draft and to final (p50/p95/p99), turns/s, errors by code and, with --idle, "
+        "the first gateway's memory while it holds that many silent connections.",
+    )
+    loadtest.add_argument(
+        "--url",
+        action="append",
+        metavar="WS_URL",
+        help="gateway WebSocket URL, repeatable (default ws://127.0.0.1:8765/ws)",
+    )
+    loadtest.add_argument(
+        "--key", help="public key (default: the demo tenant's, from <data dir>/demo-keys.json)"
+    )
+    loadtest.add_argument("--data-dir", help="where demo-keys.json lives (default data)")
+    loadtest.add_argument("--clients", type=int, default=50, help="conversations (default 50)")
+    loadtest.add_argument("--turns", type=int, default=3, help="user turns each (default 3)")
+    loadtest.add_argument(
+        "--think", type=float, default=2.0, help="seconds between a reply and the next message"
+    )
+    loadtest.add_argument(
+        "--tutoring-share", type=float, default=0.3, help="share of tutoring clients (0.3)"
+    )
+    loadtest.add_argument(
+        "--duration", type=float, default=600, help="hard stop in seconds (default 600)"
+    )
+    loadtest.add_argument(
+        "--turn-timeout", type=float, default=60, help="seconds before a turn counts as hanging"
+    )
+    loadtest.add_argument(
+        "--idle", type=int, default=0, help="extra silent connections held open (default 0)"
+    )
+    loadtest.add_argument("--seed", type=int, default=1, help="script seed (default 1)")
+    loadtest.add_argument("--label", default="", help="a name for this run in the report")
+    loadtest.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    loadtest.set_defaults(handler=cmd_loadtest)
