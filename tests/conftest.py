@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.store import migrate
 from assistant.store.database import create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 
 PG_URL = os.environ.get(
     "ASSISTANT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -123,7 +123,7 @@ def db_url(empty_db_url: str) -> str:
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    store = Store(create_engine(db_url))
+async def store(db_url: str) -> AsyncIterator[Repository]:
+    store = Repository(create_engine(db_url))
     yield store
     await store.close()

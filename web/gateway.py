@@ -25,7 +25,7 @@ from assistant.core.config import Settings
 from assistant.core.errors import UserError
 from assistant.demo.load import demo_public_key
 from assistant.store.database import create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.tools.registry import tool_labels
 from web import auth, static
 from web.gateway_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -64,7 +64,7 @@ class Gateway:
         )
         self.keys = Keys(settings.key_prefix)
         self.engine = create_engine(settings.effective_database_url)
-        self.store = Store(self.engine)
+        self.store = Repository(self.engine)
         self.metrics = GatewayMetrics()
         self.service = ConversationService(
             self.store,

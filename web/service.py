@@ -39,7 +39,7 @@ from assistant.bus.streams import (
 from assistant.core.config import IPNetwork, Settings, parse_networks, parse_rate
 from assistant.core.errors import UserError
 from assistant.core.log import bind_turn
-from assistant.store.repository import NotFound, Store
+from assistant.store.repository import NotFound, Repository
 from assistant.store.tables import Channel as DbChannel
 from assistant.store.tables import Conversation, KeyKind, Message, Owner, Role
 from assistant.tutoring.exercises import next_exercise
@@ -164,7 +164,7 @@ def _busy(retry_after: float, why: str, ref: str) -> ProtocolError:
 
 
 class ConversationService:
-    def __init__(self, store: Store, bus: Bus, options: GatewayOptions, secret: bytes) -> None:
+    def __init__(self, store: Repository, bus: Bus, options: GatewayOptions, secret: bytes) -> None:
         self.store = store
         self.bus = bus
         self.options = options

@@ -14,7 +14,7 @@ from assistant.bus.keys import Keys
 from assistant.checkpoints import model_dir, uses_entity_slots
 from assistant.core.config import Settings
 from assistant.store.database import check_connection, create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from workers.generator import load_generator
 from workers.worker import Worker, WorkerOptions
 
@@ -47,7 +47,7 @@ async def run_worker(settings: Settings, *, max_batch: int | None = None) -> Non
             return
         worker = Worker(
             redis,
-            Store(engine),
+            Repository(engine),
             generator,
             tokenizer,
             options=WorkerOptions(

@@ -38,7 +38,7 @@ from assistant.bus.schema import (
 )
 from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer, note_activity
 from assistant.core.log import bind_turn
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import Message, MessageStatus, Owner, ToolCallStatus
 from assistant.tools.base import ToolContext
 from assistant.tools.runner import ToolOutcome, ToolRunner
@@ -297,7 +297,7 @@ class TurnHandler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: Repository,
         events: EventLog,
         consumer: TurnConsumer,
         generator: Generator,

@@ -40,7 +40,7 @@ from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, Keys
 from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer
 from assistant.core.log import bind_turn
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.shop import SqlShop
 from assistant.tools.runner import ToolRunner
 from assistant.tools.shop import Shop
@@ -88,7 +88,7 @@ class Worker:
     def __init__(
         self,
         redis: aioredis.Redis,
-        store: Store | None,
+        store: Repository | None,
         generator: Generator,
         tokenizer: Any,
         *,
@@ -134,7 +134,7 @@ class Worker:
 
     def _turn_handler(
         self,
-        store: Store,
+        store: Repository,
         tokenizer: Any,
         shop: Shop | None,
         mode: DecodingMode | None,

@@ -88,10 +88,10 @@ def require_redis(settings: Settings) -> None:
 async def with_store(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     from assistant.store import migrate
     from assistant.store.database import check_connection, create_engine
-    from assistant.store.repository import Store
+    from assistant.store.repository import Repository
 
     engine = create_engine(settings.effective_database_url)
-    store = Store(engine)
+    store = Repository(engine)
     try:
         await check_connection(engine)
         revision = await migrate.current_revision_async(settings.effective_database_url)

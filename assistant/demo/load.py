@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assistant.demo.shop import DEMO_TENANT, build_shop
 from assistant.store.database import session_factory
-from assistant.store.repository import NotFound, Store
+from assistant.store.repository import NotFound, Repository
 from assistant.store.shop import SqlShop
 from assistant.store.tables import KeyKind, Operator
 
@@ -30,7 +30,7 @@ DEMO_OPERATOR_EMAIL: Final = "operator@demo.example"
 
 async def load_demo(engine: AsyncEngine) -> tuple[str, dict[str, int]]:
     """Create the demo tenant if needed and add its store; return (tenant id, counts added)."""
-    store = Store(engine)
+    store = Repository(engine)
     try:
         tenant = await store.get_tenant(DEMO_TENANT)
     except NotFound:
@@ -66,14 +66,14 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-async def _key_valid(store: Store, plain: str, tenant_id: str, kind: KeyKind) -> bool:
+async def _key_valid(store: Repository, plain: str, tenant_id: str, kind: KeyKind) -> bool:
     row = await store.authenticate(plain) if plain else None
     return row is not None and row.tenant_id == tenant_id and row.kind is kind
 
 
 async def ensure_demo_keys(engine: AsyncEngine, tenant_id: str, data_dir: Path) -> DemoKeys:
     """The demo tenant's public key and demo operator key, made once, kept in data_dir."""
-    store = Store(engine)
+    store = Repository(engine)
     known = read_demo_keys(data_dir)
     public = known.public_key if known and known.tenant_id == tenant_id else ""
     operator_key = known.operator_key if known and known.tenant_id == tenant_id else ""

@@ -41,8 +41,9 @@ class NotFound(UserError):
     """The named tenant, key, conversation or message does not exist."""
 
 
-class Store:
-    """All SQL reads and writes, one short transaction per call."""
+class Repository:
+    """Tenants, keys, operators, conversations, messages, tool calls and feedback in SQL, one
+    short transaction per call (the shop's records are `assistant.store.shop.SqlShop`'s)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

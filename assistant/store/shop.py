@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from assistant.store.database import session_factory
-from assistant.store.repository import NotFound, Store
+from assistant.store.repository import NotFound, Repository
 from assistant.store.tables import KbArticle, Order, OrderItem, Owner, Product, Ticket
 from assistant.tools import shop
 
@@ -20,9 +20,9 @@ from assistant.tools import shop
 class SqlShop:
     """A :class:`assistant.tools.shop.Shop` in the SQL database, plus loading records into it."""
 
-    def __init__(self, engine: AsyncEngine, store: Store | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, store: Repository | None = None) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
-        self._store = store or Store(engine)
+        self._store = store or Repository(engine)
 
     async def load(self, tenant_id: str, data: shop.ShopData) -> dict[str, int]:
         """Insert the store's records that are not there yet; return how many were added."""

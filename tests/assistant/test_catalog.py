@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from assistant.demo.load import load_demo
 from assistant.demo.shop import build_shop
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.shop import SqlShop
 
 
-async def test_load_is_idempotent_and_complete(store: Store) -> None:
+async def test_load_is_idempotent_and_complete(store: Repository) -> None:
     """Loading twice adds everything once."""
     tenant_id, added = await load_demo(store.engine)
     data = build_shop()
@@ -21,7 +21,7 @@ async def test_load_is_idempotent_and_complete(store: Store) -> None:
     assert again_id == tenant_id and not any(again.values())
 
 
-async def test_order_lookup_needs_the_matching_email(store: Store) -> None:
+async def test_order_lookup_needs_the_matching_email(store: Repository) -> None:
     """An order is found with its own email (any case), never with another's."""
     tenant_id, _ = await load_demo(store.engine)
     shop = SqlShop(store.engine, store)
@@ -32,7 +32,7 @@ async def test_order_lookup_needs_the_matching_email(store: Store) -> None:
     assert await shop.find_order(tenant_id, "NW-000000", order.email) is None
 
 
-async def test_lookup_is_tenant_scoped(store: Store) -> None:
+async def test_lookup_is_tenant_scoped(store: Repository) -> None:
     """Another tenant cannot find the demo tenant's orders."""
     await load_demo(store.engine)
     other = await store.create_tenant("other-shop")
@@ -41,7 +41,7 @@ async def test_lookup_is_tenant_scoped(store: Store) -> None:
     assert await shop.find_order(other.id, order.number, order.email) is None
 
 
-async def test_articles_and_tickets(store: Store) -> None:
+async def test_articles_and_tickets(store: Repository) -> None:
     """Articles are found by topic; tickets get distinct numbers."""
     tenant_id, _ = await load_demo(store.engine)
     shop = SqlShop(store.engine, store)

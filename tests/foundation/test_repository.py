@@ -7,17 +7,17 @@ import asyncio
 import pytest
 
 from assistant.core.errors import UserError
-from assistant.store.repository import NotFound, Store
+from assistant.store.repository import NotFound, Repository
 from assistant.store.tables import Channel, KeyKind, MessageStatus, Owner, Role, ToolCallStatus
 
 
-async def _conversation(store: Store) -> tuple[str, str]:
+async def _conversation(store: Repository) -> tuple[str, str]:
     tenant = await store.create_tenant("shop")
     conversation = await store.create_conversation(tenant.id, Channel.WIDGET)
     return tenant.id, conversation.id
 
 
-async def test_tenant_names_are_unique(store: Store) -> None:
+async def test_tenant_names_are_unique(store: Repository) -> None:
     """Creating a tenant twice is a clear error."""
     await store.create_tenant("shop", ["https://shop.example"])
     with pytest.raises(UserError, match="already exists"):
@@ -27,7 +27,7 @@ async def test_tenant_names_are_unique(store: Store) -> None:
         await store.get_tenant("nobody")
 
 
-async def test_keys_are_stored_hashed_and_revocable(store: Store) -> None:
+async def test_keys_are_stored_hashed_and_revocable(store: Repository) -> None:
     """A key authenticates until revoked, and its plain text is never stored."""
     tenant = await store.create_tenant("shop")
     row, plain = await store.create_key(tenant.id, KeyKind.PUBLIC)
@@ -39,7 +39,7 @@ async def test_keys_are_stored_hashed_and_revocable(store: Store) -> None:
     assert await store.authenticate(plain) is None
 
 
-async def test_operator_gets_operator_key(store: Store) -> None:
+async def test_operator_gets_operator_key(store: Repository) -> None:
     """Creating an operator returns a key that authenticates as that operator."""
     tenant = await store.create_tenant("shop")
     operator, plain = await store.create_operator(tenant.id, "Ann", "ann@shop.example")
@@ -49,7 +49,7 @@ async def test_operator_gets_operator_key(store: Store) -> None:
         await store.create_operator(tenant.id, "Ann again", "ann@shop.example")
 
 
-async def test_conversation_is_tenant_scoped(store: Store) -> None:
+async def test_conversation_is_tenant_scoped(store: Repository) -> None:
     """Another tenant cannot see a conversation."""
     tenant_id, conversation_id = await _conversation(store)
     other = await store.create_tenant("other")
@@ -59,7 +59,7 @@ async def test_conversation_is_tenant_scoped(store: Store) -> None:
     assert await store.list_conversations(other.id) == []
 
 
-async def test_owner_changes(store: Store) -> None:
+async def test_owner_changes(store: Repository) -> None:
     """Take over sets the operator; handing back clears it."""
     tenant_id, conversation_id = await _conversation(store)
     operator, _ = await store.create_operator(tenant_id, "Ann", "ann@shop.example")
@@ -70,7 +70,7 @@ async def test_owner_changes(store: Store) -> None:
     assert await store.list_conversations(tenant_id, owner=Owner.HUMAN) == []
 
 
-async def test_user_message_retry_is_not_stored_twice(store: Store) -> None:
+async def test_user_message_retry_is_not_stored_twice(store: Repository) -> None:
     """The same client message id stores one message."""
     _tenant_id, conversation_id = await _conversation(store)
     first, created = await store.add_user_message(conversation_id, "hi", "c1", "t1")
@@ -79,7 +79,7 @@ async def test_user_message_retry_is_not_stored_twice(store: Store) -> None:
     assert await store.count_messages(conversation_id, Role.USER) == 1
 
 
-async def test_reply_is_stored_once_per_turn(store: Store) -> None:
+async def test_reply_is_stored_once_per_turn(store: Repository) -> None:
     """A second store of the same turn returns the first row."""
     _tenant_id, conversation_id = await _conversation(store)
     first, created = await store.store_reply(conversation_id, "t1", "Hello!", stats={"steps": 3})
@@ -88,7 +88,7 @@ async def test_reply_is_stored_once_per_turn(store: Store) -> None:
     assert second.id == first.id and second.text == "Hello!" and second.stats == {"steps": 3}
 
 
-async def test_concurrent_replies_store_one_row(store: Store) -> None:
+async def test_concurrent_replies_store_one_row(store: Repository) -> None:
     """Many concurrent stores of one turn leave exactly one message."""
     _tenant_id, conversation_id = await _conversation(store)
     results = await asyncio.gather(
@@ -99,7 +99,7 @@ async def test_concurrent_replies_store_one_row(store: Store) -> None:
     assert await store.count_messages(conversation_id, Role.ASSISTANT) == 1
 
 
-async def test_cancelled_reply_keeps_status(store: Store) -> None:
+async def test_cancelled_reply_keeps_status(store: Repository) -> None:
     """A cancelled reply is stored with its status."""
     _tenant_id, conversation_id = await _conversation(store)
     message, _ = await store.store_reply(
@@ -108,7 +108,7 @@ async def test_cancelled_reply_keeps_status(store: Store) -> None:
     assert (await store.get_message(message.id)).status is MessageStatus.CANCELLED  # type: ignore[union-attr]
 
 
-async def test_history_is_in_order(store: Store) -> None:
+async def test_history_is_in_order(store: Repository) -> None:
     """History returns the last messages, oldest first."""
     _tenant_id, conversation_id = await _conversation(store)
     for i in range(5):
@@ -118,7 +118,7 @@ async def test_history_is_in_order(store: Store) -> None:
     assert texts == ["q3", "a3", "q4", "a4"]
 
 
-async def test_tool_calls_are_recorded_once_per_round(store: Store) -> None:
+async def test_tool_calls_are_recorded_once_per_round(store: Repository) -> None:
     """A redelivered turn does not duplicate its tool-call rows."""
     _tenant_id, conversation_id = await _conversation(store)
     call, created = await store.start_tool_call(
@@ -139,7 +139,7 @@ async def test_tool_calls_are_recorded_once_per_round(store: Store) -> None:
     assert all(c.finished_at is not None for c in calls)
 
 
-async def test_feedback_replaces_earlier_rating(store: Store) -> None:
+async def test_feedback_replaces_earlier_rating(store: Repository) -> None:
     """Rating a reply again replaces the rating; bad ratings are refused."""
     _tenant_id, conversation_id = await _conversation(store)
     reply, _ = await store.store_reply(conversation_id, "t1", "Hello!")

@@ -32,7 +32,7 @@ from assistant.lab.loadtest.client import LoadOptions, run_load
 from assistant.lab.loadtest.scenario import Summary, make_scripts, render
 from assistant.store import migrate
 from assistant.store.database import create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import KeyKind, Message, Role
 from tests.foundation._processes import wait_http
 
@@ -69,7 +69,7 @@ async def _prepare_database(url: str) -> str:
     engine = create_engine(url)
     try:
         tenant_id, _ = await load_demo(engine)
-        _row, plain = await Store(engine).create_key(tenant_id, KeyKind.PUBLIC, label="faults")
+        _row, plain = await Repository(engine).create_key(tenant_id, KeyKind.PUBLIC, label="faults")
         return plain
     finally:
         await engine.dispose()

@@ -24,7 +24,7 @@ from assistant.bus.ratelimit import Bucket
 from assistant.core.config import Settings
 from assistant.store import migrate
 from assistant.store.database import create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import KeyKind
 from tests.conftest import _postgres_database
 from web.gateway import Gateway
@@ -61,8 +61,8 @@ BOTH_DATABASES = pytest.mark.parametrize(
 
 
 @pytest.fixture
-async def store(db_file_url: str) -> AsyncIterator[Store]:
-    store = Store(create_engine(db_file_url))
+async def store(db_file_url: str) -> AsyncIterator[Repository]:
+    store = Repository(create_engine(db_file_url))
     yield store
     await store.close()
 
@@ -117,7 +117,7 @@ class Tenant:
     operator_id: int
 
 
-async def make_tenant(store: Store, name: str, origins: tuple[str, ...] = ()) -> Tenant:
+async def make_tenant(store: Repository, name: str, origins: tuple[str, ...] = ()) -> Tenant:
     tenant = await store.create_tenant(name, origins)
     _row, public = await store.create_key(tenant.id, KeyKind.PUBLIC)
     operator, operator_key = await store.create_operator(tenant.id, f"Op {name}", f"op@{name}")
@@ -125,7 +125,7 @@ async def make_tenant(store: Store, name: str, origins: tuple[str, ...] = ()) ->
 
 
 @pytest.fixture
-async def tenant(store: Store) -> Tenant:
+async def tenant(store: Repository) -> Tenant:
     return await make_tenant(store, "shop")
 
 

@@ -18,7 +18,7 @@ from assistant.demo.load import (
     read_demo_keys,
 )
 from assistant.store.database import create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import KeyKind
 from assistant.tools.registry import TOOLS, tool_labels
 from web import auth, static
@@ -80,14 +80,14 @@ def test_demo_public_key_prefers_the_setting(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def any_store(db_url: str) -> AsyncIterator[Store]:
+async def any_store(db_url: str) -> AsyncIterator[Repository]:
     """A store on each SQL backend (PostgreSQL skipped where unreachable)."""
-    store = Store(create_engine(db_url))
+    store = Repository(create_engine(db_url))
     yield store
     await store.close()
 
 
-async def test_demo_keys_are_made_once(any_store: Store, tmp_path: Path) -> None:
+async def test_demo_keys_are_made_once(any_store: Repository, tmp_path: Path) -> None:
     """Demo loading makes a public key and an operator key once, in a 0600 file."""
     store = any_store
     tenant_id, _added = await load_demo(store.engine)

@@ -26,7 +26,7 @@ from assistant.bus.ratelimit import Bucket
 from assistant.bus.schema import HandoffEvent, OperatorMessageEvent
 from assistant.bus.streams import EventLog, InFlight
 from assistant.lab.loadtest.client import gateway_rss_bytes
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import Owner, Role, ToolCallStatus
 from tests.web.conftest import (
     BOTH_DATABASES,
@@ -150,7 +150,7 @@ async def test_static_files_and_pages(gateway: Gateway, tmp_path: Path) -> None:
 
 
 async def test_bad_frames_get_errors_and_the_connection_survives(
-    gateway: Gateway, tenant: Tenant, store: Store
+    gateway: Gateway, tenant: Tenant, store: Repository
 ) -> None:
     """Not JSON, binary, unknown type, missing fields, forbidden frames: an error each."""
     async with client(gateway) as c:
@@ -202,7 +202,7 @@ async def test_wrong_key_closes_with_4401(gateway: Gateway, tenant: Tenant) -> N
             assert await close_code(c) == 4401
 
 
-async def test_origin_must_be_allowed(gateway: Gateway, store: Store) -> None:
+async def test_origin_must_be_allowed(gateway: Gateway, store: Repository) -> None:
     """A tenant with allowed origins refuses widget connections from other pages."""
     shop = await make_tenant(store, "strict", ("https://shop.example",))
     async with client(gateway, origin="https://evil.example") as c:
@@ -223,7 +223,7 @@ async def test_hello_timeout_closes_with_4408(
 
 
 async def test_conversation_of_another_tenant_and_forged_token(
-    gateway: Gateway, tenant: Tenant, store: Store
+    gateway: Gateway, tenant: Tenant, store: Repository
 ) -> None:
     """Another tenant's conversation is not_found (stays open); a forged token closes 4403."""
     other = await make_tenant(store, "other")
@@ -254,7 +254,7 @@ async def test_conversation_of_another_tenant_and_forged_token(
 
 
 async def test_flood_is_rate_limited_and_nothing_stored_is_lost(
-    start_gateway: GatewayFactory, tenant: Tenant, store: Store
+    start_gateway: GatewayFactory, tenant: Tenant, store: Repository
 ) -> None:
     """1,000 messages at once: the excess gets rate_limited, the rest is stored exactly."""
     gw = await start_gateway(ip_bucket=Bucket(rate=20, burst=30))
@@ -323,7 +323,7 @@ async def cancel_requested(redis: aioredis.Redis, conversation_id: str) -> bool:
 
 @BOTH_DATABASES
 async def test_repeated_client_id_is_stored_once(
-    gateway: Gateway, tenant: Tenant, store: Store, redis_client: aioredis.Redis
+    gateway: Gateway, tenant: Tenant, store: Repository, redis_client: aioredis.Redis
 ) -> None:
     """A user_message resent with the same id: one row, one echo, one turn."""
     async with client(gateway) as c:
@@ -361,7 +361,7 @@ async def test_new_message_cancels_the_reply_in_flight(
 
 
 async def test_lock_of_a_finished_turn_does_not_make_messages_busy(
-    gateway: Gateway, tenant: Tenant, store: Store, redis_client: aioredis.Redis
+    gateway: Gateway, tenant: Tenant, store: Repository, redis_client: aioredis.Redis
 ) -> None:
     """A lock left by a turn whose reply is stored (its worker lost Redis) is freed at once."""
     async with client(gateway) as c:
@@ -377,7 +377,7 @@ async def test_lock_of_a_finished_turn_does_not_make_messages_busy(
 
 
 async def test_busy_keeps_the_message_and_a_resend_starts_the_turn(
-    start_gateway: GatewayFactory, tenant: Tenant, store: Store, redis_client: aioredis.Redis
+    start_gateway: GatewayFactory, tenant: Tenant, store: Repository, redis_client: aioredis.Redis
 ) -> None:
     """A full turn queue answers busy; the message is stored; resent with its id it runs."""
     gw = await start_gateway(max_backlog=1)
@@ -438,7 +438,9 @@ async def test_many_followed_conversations_share_one_redis_read(
     assert connected < 20  # not one connection per followed conversation
 
 
-async def test_feedback_on_own_replies_only(gateway: Gateway, tenant: Tenant, store: Store) -> None:
+async def test_feedback_on_own_replies_only(
+    gateway: Gateway, tenant: Tenant, store: Repository
+) -> None:
     """A reply of this conversation can be rated; another conversation's is not_found."""
     async with client(gateway) as other:
         theirs = await widget(other, tenant)
@@ -452,7 +454,7 @@ async def test_feedback_on_own_replies_only(gateway: Gateway, tenant: Tenant, st
         await expect_error(c, "not_found")
 
 
-async def test_tutor_gets_exercises(gateway: Gateway, tenant: Tenant, store: Store) -> None:
+async def test_tutor_gets_exercises(gateway: Gateway, tenant: Tenant, store: Repository) -> None:
     """next_exercise stores 'Exercise: <prompt>' as a system message and publishes it."""
     async with client(gateway) as c:
         ready = await c.hello(tenant.public_key, channel="tutor")
@@ -475,7 +477,7 @@ async def console(c: Client, tenant: Tenant) -> dict[str, Any]:
 
 @BOTH_DATABASES
 async def test_take_over_operator_message_hand_back(
-    gateway: Gateway, tenant: Tenant, store: Store, redis_client: aioredis.Redis
+    gateway: Gateway, tenant: Tenant, store: Repository, redis_client: aioredis.Redis
 ) -> None:
     """The console sees the conversation live, takes it over, replies and hands it back."""
     async with client(gateway) as op, client(gateway) as visitor:
@@ -514,7 +516,7 @@ async def test_take_over_operator_message_hand_back(
 
 
 async def test_retried_operator_message_is_stored_and_echoed_once(
-    gateway: Gateway, tenant: Tenant, store: Store, redis_client: aioredis.Redis
+    gateway: Gateway, tenant: Tenant, store: Repository, redis_client: aioredis.Redis
 ) -> None:
     """An operator_message resent with its id: one row, one event, which carries the id."""
     async with client(gateway) as visitor:
@@ -540,7 +542,9 @@ async def test_retried_operator_message_is_stored_and_echoed_once(
 
 
 @BOTH_DATABASES
-async def test_console_sees_only_its_tenant(gateway: Gateway, tenant: Tenant, store: Store) -> None:
+async def test_console_sees_only_its_tenant(
+    gateway: Gateway, tenant: Tenant, store: Repository
+) -> None:
     """An operator key never reads or changes another tenant's conversations."""
     other = await make_tenant(store, "rival")
     async with client(gateway) as visitor:
@@ -564,7 +568,7 @@ async def test_console_sees_only_its_tenant(gateway: Gateway, tenant: Tenant, st
 
 
 async def test_history_shows_tool_calls_with_timing(
-    gateway: Gateway, tenant: Tenant, store: Store
+    gateway: Gateway, tenant: Tenant, store: Repository
 ) -> None:
     """open sends the stored messages and every tool call with its arguments, result and ms."""
     async with client(gateway) as visitor:

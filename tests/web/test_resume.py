@@ -19,7 +19,7 @@ from assistant.agent.prompting import SUPPORT_SYSTEM
 from assistant.bus.streams import EventLog
 from assistant.core.config import Settings
 from assistant.lab.corpus.build import added_words
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import MessageStatus, Role
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Engine
@@ -56,7 +56,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    redis: aioredis.Redis, store: Store, checkpoint: Path
+    redis: aioredis.Redis, store: Repository, checkpoint: Path
 ) -> AsyncIterator[Worker]:
     tokenizer = load_tokenizer(checkpoint)
     generator = EngineGenerator(Engine(Slow(load_model(checkpoint), 0.01), tokenizer, max_batch=2))
@@ -87,7 +87,7 @@ async def test_resume_on_another_gateway_gets_every_event_once(
     start_gateway: GatewayFactory,
     settings: Settings,
     tenant: Tenant,
-    store: Store,
+    store: Repository,
     redis_client: aioredis.Redis,
     checkpoint: Path,
 ) -> None:
@@ -125,7 +125,7 @@ async def test_resume_on_another_gateway_gets_every_event_once(
 async def test_message_in_flight_cancels_with_a_real_worker(
     start_gateway: GatewayFactory,
     tenant: Tenant,
-    store: Store,
+    store: Repository,
     redis_client: aioredis.Redis,
     checkpoint: Path,
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 from assistant.agent.prompting import HistoryItem
 from assistant.store import migrate
 from assistant.store.database import create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import Channel, MessageStatus, ToolCallStatus
 from workers.history import (
     HistoryError,
@@ -27,8 +27,8 @@ def migrated_url(sqlite_url: str) -> str:
 
 
 @pytest.fixture
-async def sqlite_store(migrated_url: str) -> AsyncIterator[Store]:
-    store = Store(create_engine(migrated_url))
+async def sqlite_store(migrated_url: str) -> AsyncIterator[Repository]:
+    store = Repository(create_engine(migrated_url))
     yield store
     await store.close()
 
@@ -111,7 +111,7 @@ def test_missing_user_message_is_an_error() -> None:
         build_history(MESSAGES, [], "t9")
 
 
-async def test_loader_reads_sql_in_order(sqlite_store: Store) -> None:
+async def test_loader_reads_sql_in_order(sqlite_store: Repository) -> None:
     """The loader rebuilds the same history from real rows."""
     store = sqlite_store
     tenant = await store.create_tenant("shop")

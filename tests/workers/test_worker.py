@@ -48,7 +48,7 @@ from assistant.demo.shop import build_shop
 from assistant.lab.corpus.build import added_words
 from assistant.store import migrate
 from assistant.store.database import create_engine
-from assistant.store.repository import Store
+from assistant.store.repository import Repository
 from assistant.store.tables import Channel, MessageStatus, Owner, Role, ToolCallStatus
 from assistant.tools.shop import Article, MemoryShop, ShopData
 from dlm_runtime.decoding import DecodingMode, Pattern
@@ -157,15 +157,15 @@ def migrated_url(sqlite_url: str) -> str:
 
 
 @pytest.fixture
-async def store(migrated_url: str) -> AsyncIterator[Store]:
-    store = Store(create_engine(migrated_url))
+async def store(migrated_url: str) -> AsyncIterator[Repository]:
+    store = Repository(create_engine(migrated_url))
     yield store
     await store.close()
 
 
 def make_worker(
     redis: aioredis.Redis,
-    store: Store,
+    store: Repository,
     generator: Generator,
     tokenizer: PreTrainedTokenizerFast,
     *,
@@ -214,7 +214,7 @@ async def wait_until(check: Callable[[], Awaitable[bool]], limit_s: float = 20.0
 
 
 async def new_turn(
-    store: Store,
+    store: Repository,
     redis: aioredis.Redis,
     text: str = "hello",
     *,
@@ -263,7 +263,7 @@ async def settled(redis: aioredis.Redis) -> bool:
     return int(pending["pending"]) == 0
 
 
-async def replies(store: Store, conversation_id: str) -> int:
+async def replies(store: Repository, conversation_id: str) -> int:
     return await store.count_messages(conversation_id, Role.ASSISTANT)
 
 
@@ -272,7 +272,7 @@ async def replies(store: Store, conversation_id: str) -> int:
 
 async def test_one_turn_end_to_end(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """Drafts, then one final with gapless seqs; one stored reply; the turn is acked."""
@@ -310,7 +310,7 @@ async def test_one_turn_end_to_end(
 
 async def test_same_turn_delivered_twice(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """A turn queued again after it finished stores nothing twice and adds no final."""
@@ -334,7 +334,7 @@ async def test_same_turn_delivered_twice(
 
 async def test_delivery_overtaken_by_another_adds_nothing_after_the_final(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """Another delivery's final lands mid-generation: this one's later drafts are dropped."""
@@ -362,7 +362,7 @@ async def test_delivery_overtaken_by_another_adds_nothing_after_the_final(
 
 async def test_stored_reply_without_final_is_republished(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """A delivery that died between storing the reply and publishing it: the final goes out."""
@@ -395,7 +395,7 @@ class CountingShop(MemoryShop):
         return await super().article(tenant_id, topic)
 
 
-class FailingReplyStore(Store):
+class FailingReplyRepository(Repository):
     """Fails the first reply write, as if the worker died right before it."""
 
     failures = 1
@@ -413,7 +413,7 @@ async def test_redelivery_reuses_the_stored_tool_result(
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """A turn that failed after its tool call is redelivered: the tool does not run again."""
-    store = FailingReplyStore(create_engine(migrated_url))
+    store = FailingReplyRepository(create_engine(migrated_url))
     try:
         tokenizer = loaded[1]
         script = Script(tokenizer, [tool_call("search_kb", topic="returns"), "Here you go."])
@@ -435,7 +435,7 @@ async def test_redelivery_reuses_the_stored_tool_result(
 
 async def test_cancel_mid_generation(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     slow_generator: EngineGenerator,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
@@ -465,7 +465,7 @@ async def test_cancel_mid_generation(
 
 async def test_stop_leaves_unfinished_turns_pending(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     slow_generator: EngineGenerator,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
@@ -485,7 +485,7 @@ async def test_stop_leaves_unfinished_turns_pending(
 
 async def test_human_owner_gets_no_reply(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """A conversation a human took over: the turn is acked and nothing is generated."""
@@ -502,7 +502,7 @@ async def test_human_owner_gets_no_reply(
 
 async def test_handoff_tool_gives_the_conversation_to_a_human(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """handoff_to_human (SQL shop) sets the owner, publishes a handoff, still replies."""
@@ -536,7 +536,7 @@ async def activity_kinds(redis: aioredis.Redis, turn: TurnRequest) -> list[str]:
 
 async def test_worker_notes_activity_for_handoff_and_final(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """With no gateway relaying, the tenant's activity stream gets the handoff and the final."""
@@ -566,7 +566,7 @@ class BrokenShop(MemoryShop):
 
 async def test_failing_tools_are_recorded_and_the_turn_still_replies(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """Garbage, an exception and a timeout are stored as errors; the turn ends with a reply."""
@@ -603,7 +603,7 @@ async def test_failing_tools_are_recorded_and_the_turn_still_replies(
 
 async def test_poison_turn_is_dead_lettered(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """A turn that always fails is dead-lettered; the client and the console hear of it."""
@@ -678,7 +678,7 @@ def slow_checkpoint(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.mark.slow
 async def test_killed_worker_process_turn_is_finished_by_another(
     private_redis: EmbeddedRedis,
-    store: Store,
+    store: Repository,
     migrated_url: str,
     slow_checkpoint: Path,
 ) -> None:
@@ -774,7 +774,7 @@ def short_retry_client(url: str) -> aioredis.Redis:
 )
 async def test_redis_restart_while_workers_run(
     private_redis: EmbeddedRedis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
     client: Callable[[str], aioredis.Redis],
     down_s: float,
@@ -843,7 +843,7 @@ async def test_redis_restart_while_workers_run(
 
 async def test_conversation_longer_than_the_context_gets_a_reply(
     redis_client: aioredis.Redis,
-    store: Store,
+    store: Repository,
     loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
 ) -> None:
     """The oldest exchanges are left out of the prompt instead of the turn failing."""
