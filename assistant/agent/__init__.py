@@ -1,1 +1,1 @@
-"""The turn loop: prompts, entity slots, decoding modes, tool-call parsing and history trimming."""
+"""The turn loop: prompts, decoding modes, tool-call parsing and history trimming."""
