@@ -1,8 +1,11 @@
 """Exact checking of a student's answer to a tutoring exercise (the ``check_answer`` tool).
 
 The model sees exercises and answers only as placeholders, so this tool reads the real
-strings itself: a small recursive-descent parser (never eval) that computes with
-``fractions.Fraction``. Every entry point returns a JSON-ready dict; nothing raises.
+strings itself: our own tokenizer and recursive-descent parser build a tree, and sympy does
+the maths on it (exact Rational arithmetic, linear solving, unit factors from
+``sympy.physics.units``). Student text never reaches ``sympify``/``parse_expr`` or any
+other evaluator: sympy only receives Rationals and one Symbol. Sizes are checked before a
+power is computed. Every entry point returns a JSON-ready dict; nothing raises.
 
 Choices:
 
@@ -39,6 +42,9 @@ import zlib
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Final, TypeAlias
+
+import sympy
+from sympy.physics import units as _units
 
 __all__ = [
     "CHECK_ANSWER_SPEC",
@@ -185,6 +191,13 @@ def _check_size(value: Fraction) -> Fraction:
     return value
 
 
+def _fraction(value: Any) -> Fraction:
+    """A sympy number as a Fraction (the rest of the module formats Fractions)."""
+    if not value.is_Rational:
+        raise _bad_exercise(_INTERNAL_ERROR)
+    return _check_size(Fraction(int(value.p), int(value.q)))
+
+
 @dataclass(frozen=True)
 class _Number:
     value: Fraction
@@ -232,31 +245,47 @@ def _parse_number(text: str, code: str) -> _Number | None:
 
 # --- units -----------------------------------------------------------------------------
 
-_INCH = Fraction(254, 10000)  # metres, exact by definition
-_FOOT = 12 * _INCH
-_POUND = Fraction(45359237, 100000000)  # kilograms, exact by definition
+# Each unit as a sympy quantity (exact SI definitions: 1 in = 0.0254 m, 1 lb = 0.45359237
+# kg) times a multiplier; the factor to the kind's base unit is sympy's exact conversion.
+_BASES: Final[dict[str, Any]] = {
+    "length": _units.meter,
+    "mass": _units.kilogram,
+    "volume": _units.liter,
+    "time": _units.second,
+}
+_QUANTITIES: Final[dict[str, tuple[str, Any, int]]] = {
+    "mm": ("length", _units.millimeter, 1),
+    "cm": ("length", _units.centimeter, 1),
+    "m": ("length", _units.meter, 1),
+    "km": ("length", _units.kilometer, 1),
+    "in": ("length", _units.inch, 1),
+    "ft": ("length", _units.foot, 1),
+    "yd": ("length", _units.yard, 1),
+    "mi": ("length", _units.mile, 1),
+    "mg": ("mass", _units.milligram, 1),
+    "g": ("mass", _units.gram, 1),
+    "kg": ("mass", _units.kilogram, 1),
+    "oz": ("mass", _units.pound, 16),  # sympy has no ounce: 1/16 lb
+    "lb": ("mass", _units.pound, 1),
+    "ml": ("volume", _units.milliliter, 1),
+    "cl": ("volume", _units.centiliter, 1),
+    "dl": ("volume", _units.deciliter, 1),
+    "l": ("volume", _units.liter, 1),
+    "s": ("time", _units.second, 1),
+    "min": ("time", _units.minute, 1),
+    "h": ("time", _units.hour, 1),
+    "day": ("time", _units.day, 1),
+}
+
+
+def _to_base(kind: str, quantity: Any, per: int) -> Fraction:
+    base = _BASES[kind]
+    return _fraction(_units.convert_to(quantity, base) / base / per)
+
+
 _UNITS: Final[dict[str, tuple[str, Fraction]]] = {
-    "mm": ("length", Fraction(1, 1000)),
-    "cm": ("length", Fraction(1, 100)),
-    "m": ("length", Fraction(1)),
-    "km": ("length", Fraction(1000)),
-    "in": ("length", _INCH),
-    "ft": ("length", _FOOT),
-    "yd": ("length", 3 * _FOOT),
-    "mi": ("length", 5280 * _FOOT),
-    "mg": ("mass", Fraction(1, 1000000)),
-    "g": ("mass", Fraction(1, 1000)),
-    "kg": ("mass", Fraction(1)),
-    "oz": ("mass", _POUND / 16),
-    "lb": ("mass", _POUND),
-    "ml": ("volume", Fraction(1, 1000)),
-    "cl": ("volume", Fraction(1, 100)),
-    "dl": ("volume", Fraction(1, 10)),
-    "l": ("volume", Fraction(1)),
-    "s": ("time", Fraction(1)),
-    "min": ("time", Fraction(60)),
-    "h": ("time", Fraction(3600)),
-    "day": ("time", Fraction(86400)),
+    symbol: (kind, _to_base(kind, quantity, per))
+    for symbol, (kind, quantity, per) in _QUANTITIES.items()
 }
 _UNIT_NAMES: Final[dict[str, tuple[str, ...]]] = {
     "mm": ("millimeter", "millimetre"),
@@ -550,75 +579,85 @@ class _Parser:
         raise _bad_exercise("The exercise has an operator in the wrong place.")
 
 
-# --- evaluation --------------------------------------------------------------------------
+# --- evaluation (sympy) ------------------------------------------------------------------
+# The tree is built by the parser above from our own tokens; sympy only ever receives
+# Rationals and one Symbol, never text, so nothing a student types reaches an evaluator.
 
-_Lin: TypeAlias = tuple[Fraction, Fraction]  # a*var + b as (a, b)
-_ZERO = Fraction(0)
+
+def _bounded(expr: Any) -> Any:
+    """Every coefficient of a (linear) value stays within ``_MAX_BITS``."""
+    for number in expr.atoms(sympy.Rational):
+        _fraction(number)
+    return expr
 
 
-def _evaluate(node: _Node) -> _Lin:
-    """Value of a side as a linear form; rejects anything non-linear or unbounded."""
+def _sym(node: _Node) -> Any:
+    """The exact sympy value of a side: Rational arithmetic, linear in its one variable."""
     if isinstance(node, _Num):
-        return _ZERO, node.value
+        return sympy.Rational(node.value.numerator, node.value.denominator)
     if isinstance(node, _Var):
-        return Fraction(1), _ZERO
+        return sympy.Symbol(node.name)
     if isinstance(node, _Neg):
-        a, b = _evaluate(node.operand)
-        return -a, -b
+        return -_sym(node.operand)
     if isinstance(node, _Pct):
-        a, b = _evaluate(node.operand)
-        return a / 100, b / 100
-    la, lb = _evaluate(node.left)
-    ra, rb = _evaluate(node.right)
-    if node.op == "+":
-        a, b = la + ra, lb + rb
-    elif node.op == "-":
-        a, b = la - ra, lb - rb
-    elif node.op == "*":
-        if la and ra:
-            raise _bad_exercise("The equation multiplies the variable by itself; not linear.")
-        a, b = la * rb + ra * lb, lb * rb
-    elif node.op == "/":
-        if ra:
+        return _bounded(_sym(node.operand) / 100)
+    left, right = _sym(node.left), _sym(node.right)
+    if node.op == "^":
+        return _sym_power(left, right)
+    if node.op == "*" and left.free_symbols and right.free_symbols:
+        raise _bad_exercise("The equation multiplies the variable by itself; not linear.")
+    if node.op == "/":
+        if right.free_symbols:
             raise _bad_exercise("The equation divides by the variable; not linear.")
-        if rb == 0:
+        if right == 0:
             raise _bad_exercise("The exercise divides by zero.")
-        a, b = la / rb, lb / rb
-    else:
-        a, b = _power(la, lb, ra, rb)
-    return _check_size(a), _check_size(b)
+    return _bounded(_combine(node.op, left, right))
 
 
-def _power(la: Fraction, lb: Fraction, ra: Fraction, rb: Fraction) -> _Lin:
-    if ra:
+def _combine(op: str, left: Any, right: Any) -> Any:
+    if op == "+":
+        return sympy.expand(left + right)
+    if op == "-":
+        return sympy.expand(left - right)
+    if op == "*":
+        return sympy.expand(left * right)
+    return sympy.expand(left / right)
+
+
+def _sym_power(base: Any, exponent: Any) -> Any:
+    """A power, sized before sympy computes it: powers are how sizes blow up."""
+    if exponent.free_symbols:
         raise _bad_exercise("The variable can't be in an exponent.")
-    if rb.denominator != 1:
+    if not exponent.is_Integer:
         raise _bad_exercise("Only whole-number exponents are supported.")
-    exponent = int(rb)
-    if abs(exponent) > MAX_EXPONENT:
+    if abs(int(exponent)) > MAX_EXPONENT:
         raise _bad_exercise(f"Exponents above {MAX_EXPONENT} are too big to check.")
-    if la:
+    if base.free_symbols:
         if exponent != 1:
             raise _bad_exercise("The equation raises the variable to a power; not linear.")
-        return la, lb
-    if lb == 0 and exponent < 0:
+        return base
+    if base == 0 and exponent < 0:
         raise _bad_exercise("The exercise divides by zero.")
-    size = max(lb.numerator.bit_length(), lb.denominator.bit_length())
-    if size * abs(exponent) > _MAX_BITS:
+    size = max(int(base.p).bit_length(), int(base.q).bit_length())
+    if size * abs(int(exponent)) > _MAX_BITS:
         raise _bad_exercise("The numbers in this exercise get too large to check.")
-    return _ZERO, lb**exponent
+    return sympy.Pow(base, exponent)
+
+
+def _linear(expr: Any, var: str) -> tuple[Fraction, Fraction]:
+    """``expr`` as ``a*var + b``, read off sympy's polynomial in ``var``."""
+    if not expr.free_symbols:
+        return Fraction(0), _fraction(expr)
+    poly = sympy.Poly(expr, sympy.Symbol(var))
+    a, b = poly.coeff_monomial(sympy.Symbol(var)), poly.coeff_monomial(1)
+    return _fraction(a), _fraction(b)
 
 
 def _apply(op: str, left: Fraction, right: Fraction) -> Fraction:
-    if op == "+":
-        return left + right
-    if op == "-":
-        return left - right
-    if op == "*":
-        return left * right
-    if op == "/":
-        return left / right
-    return left ** int(right)
+    """One operation on two numbers (a step of a worked explanation)."""
+    a = sympy.Rational(left.numerator, left.denominator)
+    b = sympy.Rational(right.numerator, right.denominator)
+    return _fraction(sympy.Pow(a, b) if op == "^" else _combine(op, a, b))
 
 
 # --- rendering and worked steps ----------------------------------------------------------
@@ -956,7 +995,7 @@ def _solve_expression(text: str, kind: str, pf: bool) -> _Solution:
     if any(tok.kind == "eq" for tok in tokens):
         raise _bad_exercise(_UNREADABLE)
     tree = _Parser(tokens).parse()
-    value = _evaluate(tree)[1]
+    value = _fraction(_sym(tree))
     feats = _features(tree, set())
     if any(tok.kind == "lp" for tok in tokens):
         feats.add("parens")
@@ -1011,7 +1050,7 @@ def _var_coef(node: _Node) -> tuple[Fraction, bool] | None:
 def _simple_side(node: _Node) -> tuple[Fraction, Fraction, bool] | None:
     """(a, b, division) when a side is literally a*x + b (or b + a*x, b - a*x)."""
     if found := _var_coef(node):
-        return found[0], _ZERO, found[1]
+        return found[0], Fraction(0), found[1]
     if isinstance(node, _Bin) and node.op in ("+", "-"):
         sign = 1 if node.op == "+" else -1
         if (found := _var_coef(node.left)) and isinstance(node.right, _Num):
@@ -1047,13 +1086,15 @@ def _solve_equation(text: str, pf: bool) -> _Solution:
         raise _bad_exercise("An equation needs exactly one equals sign.")
     left = _Parser(tokens[: cuts[0]]).parse()
     right = _Parser(tokens[cuts[0] + 1 :]).parse()
-    (la, lb), (ra, rb) = _evaluate(left), _evaluate(right)
+    lhs, rhs = _sym(left), _sym(right)
+    (la, lb), (ra, rb) = _linear(lhs, var), _linear(rhs, var)
     coef, const = la - ra, rb - lb
     if coef == 0:
         if const == 0:
             raise _bad_exercise("Every number solves this equation, so there is nothing to check.")
         raise _bad_exercise("This equation has no solution.")
-    value = _check_size(const / coef)
+    (root,) = sympy.solve(lhs - rhs, sympy.Symbol(var))
+    value = _fraction(root)
     sol = f"{var} = {_fmt(value, pf)}"
     # The simple two-step story only when a side is literally a*x + b and the other a number.
     simple, c = _simple_side(left), _const_side(right)
