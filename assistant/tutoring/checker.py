@@ -29,6 +29,13 @@ Choices:
   and a following number or bracket (``2 x 3``), and never in an equation in x.
 * An exercise may be given as its prompt: a leading "What is", "Solve", "Convert" ... and
   a final ``?`` or ``.`` are ignored, and "How many g are in 3 kg?" means ``3 kg to g``.
+* Operators may be words ("times", "multiplied by", "divided by", "plus", "minus", "take
+  away", "to the power of", "squared", "equals", "per cent"), and so may a half, a third
+  and a quarter; "add 15 and 27", "subtract 3 from 10", "find x: ..." are read too.
+* An exercise may state its answer: "7 x 8 = 56?", "is 1.2 m equal to 120 cm?". Without
+  a variable, the left side is the exercise and the right side is the answer when the
+  answer argument is empty; "1.2 m = ? cm" asks for cm. Answers may be a short sentence
+  ("the answer is 56", "x is 4").
 * ``classify`` is syntactic and never fails; ``check_answer`` validates. Results also
   carry ``kind``. Messages never quote the inputs (the model must not see them).
 """
@@ -132,8 +139,38 @@ _CHAR_MAP = str.maketrans(
     }
 )
 _PROMPT_PREFIX = re.compile(
-    r"^(?:what is|what's|whats|calculate|compute|work out|evaluate|find|solve(?: for [a-z])?"
-    r"|convert|express)\b\s*:?\s*"
+    r"^(?:what is|what's|whats|how much is|calculate|compute|work out|evaluate|simplify|find"
+    r"|solve(?: for [a-z])?|convert|express)\b\s*:?\s*"
+)
+# "find x: 5x = 35", "what is x if 2x + 3 = 11"
+_VARIABLE_PREFIX = re.compile(
+    r"^(?:what is|what's|whats|find|work out) [xyn](?:\s+(?:if|when|given)\b|\s*:)\s*"
+)
+# Operators and small fractions written as words, in the order they are replaced.
+_WORD_OPERATORS: Final = tuple(
+    (re.compile(pattern), symbol)
+    for pattern, symbol in (
+        (r"\bto the power of\b", "^"),
+        (r"\bsquared\b", "^2"),
+        (r"\bcubed\b", "^3"),
+        (r"\bmultiplied by\b|\btimes\b", "*"),
+        (r"\bdivided by\b", "\u00f7"),
+        (r"\bplus\b", "+"),
+        (r"\bminus\b|\btake away\b", "-"),
+        (r"\b(?:is )?equal to\b|\bequals\b", "="),
+        (r"\bper cent\b", "percent"),
+        (r"\b(?:a|one) half\b", "1/2"),
+        (r"\b(?:a|one) third\b", "1/3"),
+        (r"\b(?:a|one) quarter\b", "1/4"),
+        (r"\bthree quarters\b", "3/4"),
+    )
+)
+# "add 15 and 27", "subtract 3 from 10", "multiply 6 by 7", "divide 45 by 9"
+_VERB_FORMS: Final = (
+    (re.compile(r"^add (.+) and (.+)$"), r"\1 + \2"),
+    (re.compile(r"^subtract (.+) from (.+)$"), r"\2 - \1"),
+    (re.compile(r"^multiply (.+) by (.+)$"), r"\1 * \2"),
+    (re.compile(r"^divide (.+) by (.+)$"), "\\1 \u00f7 \\2"),
 )
 
 
@@ -144,11 +181,17 @@ def _normalize(text: str) -> str:
     return " ".join(text.replace("**", "^").split())
 
 
-_HOW_MANY = re.compile(r"^how many ([a-z]+) (?:are )?(?:there )?in (.+)$")
+_HOW_MANY = re.compile(r"^how many ([a-z]+) (?:(?:are|is) )?(?:there )?(?:in )?(.+)$")
 
 
 def _prepare(exercise: str) -> str:
-    text = _PROMPT_PREFIX.sub("", _normalize(exercise), count=1).rstrip(" ?.!:")
+    text = _normalize(exercise)
+    text = _VARIABLE_PREFIX.sub("", text, count=1)
+    text = _PROMPT_PREFIX.sub("", text, count=1).rstrip(" ?.!:=")  # "7 * 8 = ?"
+    for pattern, symbol in _WORD_OPERATORS:
+        text = pattern.sub(symbol, text)
+    for pattern, template in _VERB_FORMS:
+        text = pattern.sub(template, text, count=1)
     if m := _HOW_MANY.match(text):  # "how many g are in 3 kg" is "3 kg to g"
         text = f"{m[2]} to {m[1]}"
     return text
@@ -1238,14 +1281,57 @@ def _solve_conversion(text: str) -> _Solution:
     )
 
 
-def _solve(exercise: str) -> _Solution:
+_IS_STATED = re.compile(r"^(?:is|does) (.+=.+)$")
+_UNIT_AMOUNT = re.compile(r"^(?P<qty>[-+]?\s*\.?[0-9][0-9.,/ ]*?)\s*(?P<unit>[a-z]+)$")
+_BLANK = re.compile(r"^(?:\?+|_+|\.\.\.|how many|what)\s*(?P<unit>[a-z]+)$")
+
+
+def _no_variable(text: str) -> bool:
+    """Whether ``text`` reads as an expression without a variable (and is not one number)."""
+    try:
+        tokens = _tokenize(text, None)
+    except _Reject:
+        return False
+    return len(tokens) > 1 and not any(tok.kind == "eq" for tok in tokens)
+
+
+def _split_stated(text: str) -> tuple[str, str | None]:
+    """An exercise stated with its answer ("7 * 8 = 56", "is 1.2 m = 120 cm") as
+    (exercise, stated answer); "1.2 m = ? cm" asks for cm. Anything else is left alone."""
+    if m := _IS_STATED.match(text):
+        text = m[1]
+    if text.count("=") != 1:
+        return text, None
+    left, right = (side.strip() for side in text.split("="))
+    amount = _UNIT_AMOUNT.match(left)
+    if amount and _unit_symbol(amount["unit"]) is not None:
+        if (blank := _BLANK.match(right)) and _unit_symbol(blank["unit"]) is not None:
+            return f"{left} to {blank['unit']}", None
+        answer = _UNIT_AMOUNT.match(right)
+        if answer and _unit_symbol(answer["unit"]) is not None:
+            return f"{left} to {answer['unit']}", right
+        return text, None
+    if _CONVERT_RE.match(left) and _parse_number(right, "bad_answer"):  # "2 kg in g = 2000"
+        return left, right
+    if _no_variable(left) and (_no_variable(right) or _parse_number(right, "bad_answer")):
+        return left, right
+    return text, None
+
+
+def _read_exercise(exercise: str) -> tuple[str, str | None]:
+    """The prepared exercise text and the answer stated in it, if any."""
     if len(exercise) > MAX_CHARS:
         raise _bad_exercise(f"The exercise is too long to check (over {MAX_CHARS} characters).")
     text = _prepare(exercise)
     if len(text) > MAX_CHARS:
         raise _bad_exercise(f"The exercise is too long to check (over {MAX_CHARS} characters).")
+    text, stated = _split_stated(text)
     if not text:
         raise _bad_exercise("The exercise is empty.")
+    return text, stated
+
+
+def _solve(text: str) -> _Solution:
     kind = _classify_text(text)
     if kind == "conversion":
         return _solve_conversion(text)
@@ -1278,6 +1364,13 @@ _GIVE_UPS: Final = frozenset(
 )
 
 
+# "the answer is 56", "I think it's 56", "answer: 56"
+_ANSWER_LEAD = re.compile(
+    r"^(?:(?:i think|i got|i get|my answer is|the answer is|answer is|answer|it is|it's|its)"
+    r"\s*:?\s+)+"
+)
+
+
 @dataclass(frozen=True)
 class _Answer:
     value: Fraction
@@ -1293,6 +1386,8 @@ def _read_answer(raw: str, sol: _Solution) -> _Answer:
     if not text or text.rstrip(".!") in _GIVE_UPS:
         raise _Reject("empty_answer", "No answer was given.")
     text = re.sub(r"(?<=[0-9a-z%])\.$", "", text)
+    text = _ANSWER_LEAD.sub("", text)
+    text = re.sub(r"^([a-z]) is\s+", r"\1 = ", text)  # "x is 4"
     if m := re.match(r"^([a-z])\s*=\s*(.*)$", text):
         if sol.variable is None:
             raise _Reject("bad_answer", "This exercise has no variable: answer with the number.")
@@ -1387,10 +1482,13 @@ def _check(exercise: object, answer: object) -> dict[str, Any]:
     if text is None:
         return _error("bad_exercise", "The exercise must be text.", None)
     try:
+        text, stated = _read_exercise(text)
         sol = _solve(text)
     except _Reject as exc:
         return _error("bad_exercise", exc.message, None)
     reply = _as_text(answer)
+    if stated is not None and (reply is None or not reply.strip()):
+        reply = stated
     if reply is None:
         return _error("bad_answer", "The answer must be text.", sol)
     try:
@@ -1422,7 +1520,11 @@ def check_answer(exercise: str, answer: str) -> dict[str, Any]:
 def classify(exercise: str) -> str:
     """The exercise's kind, guessed from its syntax (one of ``KINDS``; never fails)."""
     try:
-        text = _prepare(exercise[: 4 * MAX_CHARS]) if isinstance(exercise, str) else ""
+        text = (
+            _split_stated(_prepare(exercise[: 4 * MAX_CHARS]))[0]
+            if isinstance(exercise, str)
+            else ""
+        )
         return _classify_text(text)
     except Exception:  # classification is a best guess; it must not break a turn
         return "arithmetic"
