@@ -871,6 +871,8 @@ class _Solution:
     unit: str | None = None
     # Wrong values that betray a known mistake, with the hint that addresses it.
     mistakes: tuple[tuple[Fraction, str], ...] = ()
+    # "What percent of 80 is 12?": a plain-number answer is a percentage (15 means 15%).
+    percent_answer: bool = False
 
 
 def _pick(options: list[str], key: str) -> str:
@@ -881,6 +883,8 @@ def _pick(options: list[str], key: str) -> str:
 def _classify_text(text: str) -> str:
     if _CONVERT_RE.match(text):
         return "conversion"
+    if _reverse_percent(text) is not None:
+        return "percent"
     if "=" in text:
         return "equation"
     if "%" in text or re.search(r"\bper ?cent\b|\bpct\b", text):
@@ -1331,7 +1335,51 @@ def _read_exercise(exercise: str) -> tuple[str, str | None]:
     return text, stated
 
 
+_PCT_WORD = r"(?:percent|percentage|%)"
+_REVERSE_PERCENT: Final = (
+    (re.compile(rf"^(?:what|which) {_PCT_WORD} of (?P<whole>.+) is (?P<part>.+)$")),
+    (re.compile(rf"^(?P<part>.+) is what {_PCT_WORD} of (?P<whole>.+)$")),
+    (re.compile(rf"^(?P<part>.+) as an? {_PCT_WORD} of (?P<whole>.+)$")),
+)
+
+
+def _reverse_percent(text: str) -> tuple[str, str] | None:
+    """(part, whole) of "what percent of 80 is 12", "12 is what percent of 80"."""
+    for pattern in _REVERSE_PERCENT:
+        if m := pattern.match(text):
+            return m["part"].strip(), m["whole"].strip()
+    return None
+
+
+def _solve_reverse_percent(part_text: str, whole_text: str, text: str) -> _Solution:
+    part = _Parser(_tokenize(part_text, None)).parse()
+    whole = _Parser(_tokenize(whole_text, None)).parse()
+    tree = _Bin("/", part, whole, "\u00f7")
+    value = _fraction(_sym(tree))
+    shown = f"{_fmt(value * 100)}%"
+    explanation = f"{_render(tree)} = {_fmt(value)} = {shown}."
+    hints = [
+        "Divide the part by the whole, then multiply by 100.",
+        "Write it as a fraction of the whole, then turn the fraction into a percentage.",
+    ]
+    mistakes = [(value / 100, "Multiply by 100 to turn the decimal into a percentage.")]
+    if value:
+        flipped = "Divide the part by the whole, not the whole by the part."
+        mistakes.append((1 / value, flipped))
+    return _Solution(
+        kind="percent",
+        value=value,
+        expected=shown,
+        explanation=explanation,
+        hint=_pick(hints, text),
+        mistakes=tuple(mistakes),
+        percent_answer=True,
+    )
+
+
 def _solve(text: str) -> _Solution:
+    if (reverse := _reverse_percent(text)) is not None:
+        return _solve_reverse_percent(*reverse, text)
     kind = _classify_text(text)
     if kind == "conversion":
         return _solve_conversion(text)
@@ -1424,7 +1472,7 @@ def _read_answer(raw: str, sol: _Solution) -> _Answer:
         raise _Reject(
             "bad_answer", "The answer is not a number I can read (write it like 12, 0.875 or 7/8)."
         )
-    value = number.value / 100 if percent else number.value
+    value = number.value / 100 if percent or sol.percent_answer else number.value
     if unit is not None and sol.unit is not None:
         value = value * _UNITS[unit][1] / _UNITS[sol.unit][1]
     return _Answer(value, number, percent)

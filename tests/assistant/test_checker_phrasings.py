@@ -231,6 +231,12 @@ FOUND_WHILE_FIXING: list[tuple[str, str, Verdict, str]] = [
     ("2 kg in grams = 2000", "", True, "conversion"),
     ("2 kg = ? g", "2000", True, "conversion"),
     ("1.2 m = 120 kg", "", "bad_exercise", "conversion"),
+    ("what percent of 80 is 12?", "15", True, "percent"),  # the number is the percentage
+    ("What percentage of 80 is 12?", "12", False, "percent"),
+    ("12 is what percent of 80?", "15 %", True, "percent"),
+    ("12 is what percent of 80?", "0.15", False, "percent"),
+    ("12 as a percentage of 80", "15 percent", True, "percent"),
+    ("what percent of 0 is 12?", "1", "bad_exercise", "percent"),
 ]
 
 PHRASINGS: dict[str, list[Case]] = {
@@ -242,10 +248,7 @@ PHRASINGS: dict[str, list[Case]] = {
 }
 
 # (exercise, answer) -> why the checker can't read it yet. Remove an entry when it passes.
-_NOT_YET: dict[tuple[str, str], str] = {
-    # "What percent" asks for the percentage itself; the checker reads 12/80 as a number.
-    ("what percent of 80 is 12?", "15%"): "reverse percentages are not read",
-}
+_NOT_YET: dict[tuple[str, str], str] = {}
 
 
 def _params(kind: str) -> list[Any]:
