@@ -184,6 +184,9 @@ def _normalize(text: str) -> str:
 _HOW_MANY = re.compile(r"^how many ([a-z]+) (?:(?:are|is) )?(?:there )?(?:in )?(.+)$")
 
 
+_HOW_MANY_AFTER = re.compile(r"^(.+?) (?:is|are|equals|makes) how many ([a-z]+)$")
+
+
 def _prepare(exercise: str) -> str:
     text = _normalize(exercise)
     text = _VARIABLE_PREFIX.sub("", text, count=1)
@@ -194,6 +197,8 @@ def _prepare(exercise: str) -> str:
         text = pattern.sub(template, text, count=1)
     if m := _HOW_MANY.match(text):  # "how many g are in 3 kg" is "3 kg to g"
         text = f"{m[2]} to {m[1]}"
+    elif m := _HOW_MANY_AFTER.match(text):  # "3 kg is how many g"
+        text = f"{m[1]} to {m[2]}"
     return text
 
 
@@ -347,7 +352,7 @@ _UNIT_NAMES: Final[dict[str, tuple[str, ...]]] = {
     "ml": ("milliliter", "millilitre"),
     "cl": ("centiliter", "centilitre"),
     "dl": ("deciliter", "decilitre"),
-    "l": ("liter", "litre"),
+    "l": ("liter", "litre", "ltr"),
     "s": ("second", "sec"),
     "min": ("minute",),
     "h": ("hour", "hr"),
@@ -362,7 +367,11 @@ _UNIT_WORDS: Final[dict[str, str]] = {
 
 
 def _unit_symbol(word: str) -> str | None:
-    return word if word in _UNITS else _UNIT_WORDS.get(word)
+    if word in _UNITS:
+        return word
+    if word.endswith("s") and len(word) > 2 and word[:-1] in _UNITS:  # kgs, cms, mins
+        return word[:-1]
+    return _UNIT_WORDS.get(word)
 
 
 _CONVERT_RE = re.compile(
@@ -881,7 +890,7 @@ def _pick(options: list[str], key: str) -> str:
 
 
 def _classify_text(text: str) -> str:
-    if _CONVERT_RE.match(text):
+    if _CONVERT_RE.match(text) or _COMPOUND_RE.match(text):
         return "conversion"
     if _reverse_percent(text) is not None:
         return "percent"
@@ -1228,7 +1237,51 @@ def _simple_equation_hints(
     return hints
 
 
+_COMPOUND_RE = re.compile(
+    r"^(?P<a>[0-9][0-9.,]*) (?P<u1>[a-z]+),? (?:and )?(?P<b>[0-9][0-9.,]*) (?P<u2>[a-z]+)"
+    r" (?:to|in|into|as) (?P<dst>[a-z]+)$"
+)
+
+
+def _known_unit(word: str) -> str:
+    symbol = _unit_symbol(word)
+    if symbol is None:
+        raise _bad_exercise("The exercise uses a unit I don't know (length, mass, volume, time).")
+    return symbol
+
+
+def _solve_compound(m: re.Match[str], text: str) -> _Solution:
+    """'2 hours and 30 minutes to minutes': each part converted, then added."""
+    dst = _known_unit(m["dst"])
+    parts: list[tuple[str, str, Fraction]] = []
+    for amount, word in ((m["a"], m["u1"]), (m["b"], m["u2"])):
+        unit = _known_unit(word)
+        if _UNITS[unit][0] != _UNITS[dst][0]:
+            raise _bad_exercise(
+                f"A {_UNITS[unit][0]} can't be converted to a {_UNITS[dst][0]} unit."
+            )
+        number = _parse_number(amount, "bad_exercise")
+        if number is None:
+            raise _bad_exercise("The amount to convert is not a number I can read.")
+        parts.append((amount, unit, _check_size(number.value * _UNITS[unit][1] / _UNITS[dst][1])))
+    value = _check_size(parts[0][2] + parts[1][2])
+    result = f"{_fmt(value)} {dst}"
+    shown = " and ".join(f"{amount} {unit} = {_fmt(v)} {dst}" for amount, unit, v in parts)
+    hints = [f"Convert each part to {dst}, then add them.", f"Write both parts in {dst} first."]
+    return _Solution(
+        kind="conversion",
+        value=value,
+        expected=result,
+        explanation=f"{shown}, so together {result}.",
+        hint=_pick(hints, text),
+        unit=dst,
+        mistakes=((parts[0][2], "Don't forget the second part: add both."),),
+    )
+
+
 def _solve_conversion(text: str) -> _Solution:
+    if compound := _COMPOUND_RE.match(text):
+        return _solve_compound(compound, text)
     m = _CONVERT_RE.match(text)
     if m is None:
         raise _bad_exercise(_UNREADABLE)

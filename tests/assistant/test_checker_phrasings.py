@@ -246,6 +246,11 @@ FOUND_WHILE_FIXING: list[tuple[str, str, Verdict, str]] = [
     ("12 is what percent of 80?", "0.15", False, "percent"),
     ("12 as a percentage of 80", "15 percent", True, "percent"),
     ("what percent of 0 is 12?", "1", "bad_exercise", "percent"),
+    ("2 hours and 30 minutes to minutes", "120", False, "conversion"),
+    ("1 m 20 cm to cm", "120 cm", True, "conversion"),
+    ("2 hours and 30 kg to minutes", "150", "bad_exercise", "conversion"),
+    ("3 ms to m", "3", "bad_exercise", "conversion"),  # ms is neither metres nor seconds
+    ("5 mins to s", "300", True, "conversion"),
 ]
 
 PHRASINGS: dict[str, list[Case]] = {
@@ -257,15 +262,7 @@ PHRASINGS: dict[str, list[Case]] = {
 }
 
 # (exercise, answer) -> why the checker can't read it yet. Remove an entry when it passes.
-_NOT_YET: dict[tuple[str, str], str] = {
-    ("2 hrs to mins", "120"): "plural unit abbreviations are not read",
-    ("3 kgs in grams", "3000 g"): "plural unit abbreviations are not read",
-    ("150 cms to m", "1.5"): "plural unit abbreviations are not read",
-    ("5 kms to m", "5000 m"): "plural unit abbreviations are not read",
-    ("2 ltrs to ml", "2000"): "plural unit abbreviations are not read",
-    ("3 kg is how many grams?", "3000"): "a conversion question asked at the end is not read",
-    ("2 hours and 30 minutes to minutes", "150"): "compound amounts are not read",
-}
+_NOT_YET: dict[tuple[str, str], str] = {}
 
 
 def _params(kind: str) -> list[Any]:
