@@ -60,6 +60,17 @@ ARITHMETIC: list[Case] = [
     ("what is 8 take away 3?", "5", True),
     ("add 15 and 27", "42", True),
     ("12 * 7", "banana", "bad_answer"),
+    # Written before the third run: numbers as words.
+    ("7 \u00d7 8", "fifty-six", True),
+    ("7 \u00d7 8", "fifty six", True),
+    ("7 \u00d7 8", "fifty-five", False),
+    ("twelve times seven", "84", True),
+    ("12 * 7", "eighty four", True),
+    ("what is nine plus six?", "fifteen", True),
+    ("10 \u00d7 10", "one hundred", True),
+    ("1,000 + 500", "one thousand five hundred", True),
+    ("add fifteen and twenty-seven", "42", True),
+    ("7 \u00d7 8", "seven eight", "bad_answer"),
 ]
 
 FRACTIONS: list[Case] = [
@@ -133,6 +144,7 @@ PERCENT: list[Case] = [
     ("60% of 45", "27", True),
     ("60% \u00d7 45", "27", True),
     ("15% of 80", "banana", "bad_answer"),
+    ("ten percent of 50", "five", True),
 ]
 
 EQUATION: list[Case] = [
@@ -171,6 +183,7 @@ EQUATION: list[Case] = [
     ("7x = 2", "0.29", False),
     ("7x = 2", "2/7", True),
     ("2x plus 3 equals 11", "4", True),
+    ("2x + 3 = 11", "x = four", True),
 ]
 
 CONVERSION: list[Case] = [
@@ -220,6 +233,8 @@ CONVERSION: list[Case] = [
     ("2 ltrs to ml", "2000", True),
     ("1,500 m to km", "1.5 km", True),
     ("2 hours and 30 minutes to minutes", "150", True),
+    ("2 km to m", "two thousand", True),
+    ("three hours to minutes", "180", True),
 ]
 
 # Written after the first run, from probing the fixes above (not part of the counts).
@@ -262,7 +277,22 @@ PHRASINGS: dict[str, list[Case]] = {
 }
 
 # (exercise, answer) -> why the checker can't read it yet. Remove an entry when it passes.
-_NOT_YET: dict[tuple[str, str], str] = {}
+_NUMBER_WORDS = "numbers written as words are not read"
+_NOT_YET: dict[tuple[str, str], str] = {
+    ("7 \u00d7 8", "fifty-six"): _NUMBER_WORDS,
+    ("7 \u00d7 8", "fifty six"): _NUMBER_WORDS,
+    ("7 \u00d7 8", "fifty-five"): _NUMBER_WORDS,
+    ("twelve times seven", "84"): _NUMBER_WORDS,
+    ("12 * 7", "eighty four"): _NUMBER_WORDS,
+    ("what is nine plus six?", "fifteen"): _NUMBER_WORDS,
+    ("10 \u00d7 10", "one hundred"): _NUMBER_WORDS,
+    ("1,000 + 500", "one thousand five hundred"): _NUMBER_WORDS,
+    ("add fifteen and twenty-seven", "42"): _NUMBER_WORDS,
+    ("2x + 3 = 11", "x = four"): _NUMBER_WORDS,
+    ("ten percent of 50", "five"): _NUMBER_WORDS,
+    ("2 km to m", "two thousand"): _NUMBER_WORDS,
+    ("three hours to minutes", "180"): _NUMBER_WORDS,
+}
 
 
 def _params(kind: str) -> list[Any]:
