@@ -184,6 +184,82 @@ def _normalize(text: str) -> str:
 _HOW_MANY = re.compile(r"^how many ([a-z]+) (?:(?:are|is) )?(?:there )?(?:in )?(.+)$")
 
 
+_SMALL_NUMBERS: Final = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+)
+_TENS: Final = (
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+)
+_NUMBER_WORD_VALUES: Final[dict[str, int]] = {
+    **{word: value for value, word in enumerate(_SMALL_NUMBERS)},
+    **{word: 10 * (value + 2) for value, word in enumerate(_TENS)},
+}
+_NUMBER_WORD = r"(?:" + "|".join([*_SMALL_NUMBERS, *_TENS, "hundred", "thousand"]) + r")"
+# A run of number words: "fifty-six", "one hundred and five", "two thousand five hundred";
+# "and" joins only after hundred or thousand, so "add fifteen and twenty" stays two numbers.
+_NUMBER_RUN = re.compile(
+    rf"\b{_NUMBER_WORD}(?:(?:[- ]|(?<=hundred) and |(?<=thousand) and ){_NUMBER_WORD})*\b"
+)
+
+
+def _words_value(words: list[str]) -> int | None:
+    """The number a run of number words names, or None if it isn't one well-formed number."""
+    total, group, last = 0, 0, ""
+    for word in words:
+        value = _NUMBER_WORD_VALUES.get(word)
+        if word == "hundred" and last in ("unit", "teen") and 0 < group < 10:
+            group, last = group * 100, "hundred"
+        elif word == "thousand" and last in ("unit", "teen", "tens", "hundred") and not total:
+            total, group, last = group * 1000, 0, "thousand"
+        elif value is None or (value == 0 and len(words) > 1):
+            return None
+        elif value < 10 and last in ("", "tens", "hundred", "thousand"):
+            group, last = group + value, "unit"
+        elif value < 20 and value >= 10 and last in ("", "hundred", "thousand"):
+            group, last = group + value, "teen"
+        elif value >= 20 and last in ("", "hundred", "thousand"):
+            group, last = group + value, "tens"
+        else:
+            return None
+    return total + group
+
+
+def _number_words(text: str) -> str:
+    """Numbers written as words become digits; a run that isn't one number stays as it is."""
+
+    def digits(m: re.Match[str]) -> str:
+        value = _words_value(re.split(r"[- ]+", m.group().replace(" and ", " ")))
+        return m.group() if value is None else str(value)
+
+    return _NUMBER_RUN.sub(digits, text)
+
+
 _HOW_MANY_AFTER = re.compile(r"^(.+?) (?:is|are|equals|makes) how many ([a-z]+)$")
 
 
@@ -193,6 +269,7 @@ def _prepare(exercise: str) -> str:
     text = _PROMPT_PREFIX.sub("", text, count=1).rstrip(" ?.!:=")  # "7 * 8 = ?"
     for pattern, symbol in _WORD_OPERATORS:
         text = pattern.sub(symbol, text)
+    text = _number_words(text)
     for pattern, template in _VERB_FORMS:
         text = pattern.sub(template, text, count=1)
     if m := _HOW_MANY.match(text):  # "how many g are in 3 kg" is "3 kg to g"
@@ -1487,7 +1564,7 @@ def _read_answer(raw: str, sol: _Solution) -> _Answer:
     if not text or text.rstrip(".!") in _GIVE_UPS:
         raise _Reject("empty_answer", "No answer was given.")
     text = re.sub(r"(?<=[0-9a-z%])\.$", "", text)
-    text = _ANSWER_LEAD.sub("", text)
+    text = _number_words(_ANSWER_LEAD.sub("", text))
     text = re.sub(r"^([a-z]) is\s+", r"\1 = ", text)  # "x is 4"
     if m := re.match(r"^([a-z])\s*=\s*(.*)$", text):
         if sol.variable is None:
