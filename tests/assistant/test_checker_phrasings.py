@@ -398,3 +398,17 @@ def test_heavy_exercises_are_refused(exercise: str) -> None:
 def test_heavy_answers_are_refused(answer: str) -> None:
     result = check_answer("12 * 7", answer)
     assert result["error"] == "bad_answer"
+
+
+def test_sympy_never_parses_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sympify(str) goes through parse_expr (which evaluates Python): it is never reached."""
+    import sympy.parsing.sympy_parser as sympy_parser
+
+    calls: list[object] = []
+    monkeypatch.setattr(sympy_parser, "parse_expr", lambda *args, **kw: calls.append(args))
+    texts = [e for cases in PHRASINGS.values() for e, _, _ in cases] + PYTHON_TEXT
+    for text in texts:
+        check_answer(text, "1")
+        check_answer("12 * 7", text)
+    sympy_parser.parse_expr("1")  # the spy itself works
+    assert calls == [("1",)]
