@@ -15,6 +15,12 @@ from typing import Any
 
 import structlog
 
+from assistant.agent.claims import (
+    ToolEvidence,
+    conversation_evidence,
+    honest_reply,
+    unsupported_claims,
+)
 from assistant.agent.prompting import HistoryItem, model_messages
 from assistant.agent.toolcall import ParseError, Reply, ToolRequest, parse_output
 from assistant.agent.trimming import shorten_last_user_message, trim_history
@@ -97,7 +103,9 @@ class TurnFinished:
     text: str
     status: str  # complete | cancelled | failed
     usage: Usage = field(default_factory=Usage)
-    # Why the reply is a fallback: a parse error code, "unresolved_slot", "too_many_rounds".
+    # Why the reply is (partly) a fallback: a parse error code, "unresolved_slot",
+    # "too_many_rounds", "empty_output", or "unsupported_claim:<kind>" (the model's reply
+    # claimed what no tool did and was replaced by an honest one; see agent/claims.py).
     problem: str | None = None
     milliseconds_to_first_draft: float | None = None
 
@@ -138,6 +146,8 @@ class AgentLoop:
         seed: int | None = None,
     ) -> AsyncIterator[AgentEvent]:
         history = list(history)
+        # What the turn's tools did, to hold the reply to (earlier turns' calls first).
+        evidence = conversation_evidence(channel, history, [])
         usage = Usage()
         started = time.perf_counter()
         first_draft: float | None = None
@@ -178,9 +188,15 @@ class AgentLoop:
                 resolved = table.resolve(parsed.text)
                 if resolved.unresolved:
                     log.warning("reply named unknown placeholders", slots=resolved.unresolved)
-                text = resolved.text or FALLBACK_REPLY
                 problem = "unresolved_slot" if resolved.unresolved else None
-                yield TurnFinished(text, "complete", usage, problem, first_draft)
+                if not resolved.text:
+                    # Still "complete" (as before: the fallback is a reply), but counted.
+                    log.warning("nothing left of the model's reply", problem=problem)
+                    problem = problem or "empty_output"
+                    yield TurnFinished(FALLBACK_REPLY, "complete", usage, problem, first_draft)
+                    return
+                text, claimed = self._honest(resolved.text, channel, evidence, request_id)
+                yield TurnFinished(text, "complete", usage, claimed or problem, first_draft)
                 return
             assert isinstance(parsed, ToolRequest)
             if round_ == self.max_rounds:
@@ -197,10 +213,30 @@ class AgentLoop:
             if outcome is None:
                 outcome = await self.runner.run(context, parsed.name, arguments)
             yield ToolFinished(outcome, round_)
+            evidence.append(ToolEvidence(outcome.name, outcome.status, outcome.result))
             history.append(HistoryItem("tool_call", tool=parsed.name, payload=arguments))
             history.append(
                 HistoryItem("tool_result", tool=parsed.name, payload=outcome.for_model())
             )
+
+    @staticmethod
+    def _honest(
+        text: str, channel: str, evidence: Sequence[ToolEvidence], request_id: str
+    ) -> tuple[str, str | None]:
+        """The reply, or an honest one when it claims what no tool did; and the problem."""
+        claims = unsupported_claims(text, channel, evidence)
+        if not claims:
+            return text, None
+        claim = claims[0]
+        log.warning(
+            "reply claimed what no tool did; replaced",
+            request_id=request_id,
+            kind=claim.kind,
+            phrase=claim.phrase,
+            reason=claim.reason,
+            kinds=sorted({c.kind for c in claims}),
+        )
+        return honest_reply(claim, evidence), f"unsupported_claim:{claim.kind}"
 
     def _prompt(self, channel: str, history: Sequence[HistoryItem]) -> tuple[list[int], SlotTable]:
         """The prompt's token ids and its slot table, trimmed to leave room for the reply.

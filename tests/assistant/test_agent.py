@@ -7,11 +7,26 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from assistant.agent.loop import AgentLoop, DraftUpdate, ToolCalled, ToolFinished, TurnFinished
+from assistant.agent.claims import (
+    HANDOFF_FALLBACK,
+    ORDER_FALLBACK,
+    ORDER_NOT_FOUND_FALLBACK,
+    TICKET_FALLBACK,
+    VERDICT_FALLBACK,
+)
+from assistant.agent.loop import (
+    FALLBACK_REPLY,
+    AgentLoop,
+    DraftUpdate,
+    ToolCalled,
+    ToolFinished,
+    TurnFinished,
+)
 from assistant.agent.prompting import HistoryItem
 from assistant.demo.shop import build_shop
 from assistant.lab.corpus.build import added_words
 from assistant.tools.base import ToolContext
+from assistant.tools.lookup_order import order_view
 from assistant.tools.runner import ToolRunner
 from assistant.tools.shop import MemoryShop
 from dlm_runtime.decoding import DecodingMode
@@ -167,3 +182,126 @@ async def test_rounds_are_bounded(tokenizer) -> None:  # type: ignore[no-untyped
     final = events[-1]
     assert isinstance(final, TurnFinished) and final.problem == "too_many_rounds"
     assert sum(isinstance(e, ToolCalled) for e in events) == 3
+
+
+# replies that cannot contradict the tools ----------------------------------------------------
+
+
+async def _turn(  # type: ignore[no-untyped-def]
+    tokenizer, outputs: Sequence[str], history: Sequence[HistoryItem], channel: str = "widget"
+) -> TurnFinished:
+    script = Script(tokenizer, outputs)
+    runner = ToolRunner(MemoryShop(build_shop()))
+    decoding = DecodingMode.diffusion(fast())
+    loop = AgentLoop(script, tokenizer, runner, decoding, entity_slots=False)
+    events = [e async for e in loop.run(channel, history, ToolContext(tenant_id="t"))]
+    final = events[-1]
+    assert isinstance(final, TurnFinished)
+    return final
+
+
+async def test_ticket_announced_after_a_rejected_search_is_replaced(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """The reported turn: a rejected search_kb, then "I've opened a ticket"."""
+    final = await _turn(
+        tokenizer,
+        [_call("search_kb", topic="tickets"), "I've opened ticket T-12345 for you."],
+        [HistoryItem("user", f"my order {ORDER.number} arrived broken")],
+    )
+    assert final.text == TICKET_FALLBACK and final.status == "complete"
+    assert final.problem == "unsupported_claim:ticket"
+
+
+async def test_ticket_opened_by_create_ticket_goes_out(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    final = await _turn(
+        tokenizer,
+        [_call("create_ticket", category="damaged"), "I've opened a ticket; we'll email you."],
+        [HistoryItem("user", "my order arrived broken")],
+    )
+    assert final.text == "I've opened a ticket; we'll email you." and final.problem is None
+
+
+async def test_handoff_announced_without_the_tool_is_replaced(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    final = await _turn(
+        tokenizer,
+        ["I'm connecting you with a member of our team now."],
+        [HistoryItem("user", "a human please")],
+    )
+    assert final.text == HANDOFF_FALLBACK and final.problem == "unsupported_claim:handoff"
+
+
+async def test_order_facts_after_a_lookup_that_found_nothing_are_replaced(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    final = await _turn(
+        tokenizer,
+        [
+            _call("lookup_order", order_id=ORDER.number, email="someone.else@example.com"),
+            f"Your order {ORDER.number} has shipped with UPS.",
+        ],
+        [HistoryItem("user", f"where is {ORDER.number}? someone.else@example.com")],
+    )
+    assert final.text == ORDER_NOT_FOUND_FALLBACK
+    assert final.problem == "unsupported_claim:order"
+
+
+async def test_order_facts_from_an_earlier_lookup_go_out(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """A follow-up answered from the lookup of an earlier turn is supported by it."""
+    history = [
+        HistoryItem("user", f"where is {ORDER.number}? {ORDER.email}"),
+        HistoryItem("tool_call", tool="lookup_order", payload={"order_id": ORDER.number}),
+        HistoryItem("tool_result", tool="lookup_order", payload=order_view(ORDER)),
+        HistoryItem("assistant", f"I checked order {ORDER.number}."),
+        HistoryItem("user", "how much did I pay?"),
+    ]
+    total = order_view(ORDER)["total"]
+    final = await _turn(tokenizer, [f"You paid {total}."], history)
+    assert final.text == f"You paid {total}." and final.problem is None
+    # Without the earlier lookup the same words are a claim.
+    final = await _turn(tokenizer, [f"You paid {total}."], history[-1:])
+    assert final.text == ORDER_FALLBACK and final.problem == "unsupported_claim:order"
+
+
+async def test_verdict_against_the_checker_is_replaced_by_its_verdict(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    history = [HistoryItem("system", "Exercise: 2 + 2"), HistoryItem("user", "5")]
+    final = await _turn(
+        tokenizer,
+        [_call("check_answer", exercise="2 + 2", answer="5"), "Correct! Well done."],
+        history,
+        channel="tutor",
+    )
+    assert final.text.startswith("Not quite: the answer is 4.")
+    assert final.problem == "unsupported_claim:verdict" and final.status == "complete"
+
+
+async def test_verdict_when_the_checker_failed_is_replaced(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """The reported turn: "Correct!" while check_answer returned an error."""
+    history = [HistoryItem("system", "Exercise: what is love"), HistoryItem("user", "4")]
+    final = await _turn(
+        tokenizer,
+        [_call("check_answer", exercise="what is love", answer="4"), "Correct!"],
+        history,
+        channel="tutor",
+    )
+    assert final.text.startswith("I couldn't check that answer.")
+    assert final.problem == "unsupported_claim:verdict"
+    # A tool that failed outright (bad arguments) gets the generic honest reply.
+    final = await _turn(
+        tokenizer, [_call("check_answer", exercise="2 + 2"), "Correct!"], history, "tutor"
+    )
+    assert final.text == VERDICT_FALLBACK and final.problem == "unsupported_claim:verdict"
+
+
+async def test_verdict_agreeing_with_the_checker_goes_out(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    history = [HistoryItem("system", "Exercise: 2 + 2"), HistoryItem("user", "4")]
+    final = await _turn(
+        tokenizer,
+        [_call("check_answer", exercise="2 + 2", answer="4"), "Correct! Well done."],
+        history,
+        channel="tutor",
+    )
+    assert final.text == "Correct! Well done." and final.problem is None
+
+
+async def test_empty_output_goes_out_as_the_fallback_with_a_problem(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """An empty reply goes out as the fallback, no longer silently: its problem counts it."""
+    final = await _turn(tokenizer, ["  "], [HistoryItem("user", "hi")])
+    assert final.text == FALLBACK_REPLY and final.status == "complete"
+    assert final.problem == "empty_output"
