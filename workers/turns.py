@@ -277,6 +277,10 @@ class TurnRelay:
         )
         if not created:
             log.info("reply was already stored by another delivery", message_id=message.id)
+        elif event.problem is not None:
+            # The reply the user got is a fallback: counted, and in the stored stats and the
+            # final event's usage as "problem".
+            metrics.problem(event.problem)
         # The final supersedes any held draft: it is the whole reply.
         await self.publisher.publish(final_event(turn, message), drop_draft=True)
         await self.handler.note(turn, "final")

@@ -61,6 +61,8 @@ class Metrics:
     active_turns: int = 0
     turns: dict[str, int] = field(default_factory=dict)  # by outcome
     turn_errors: int = 0  # exceptions: the turn is left for redelivery
+    # Replies the agent loop replaced with a fallback, by TurnFinished.problem.
+    problems: dict[str, int] = field(default_factory=dict)
     tokens: int = 0
     steps: int = 0  # refinement steps of all replies
     generation_seconds: float = 0.0
@@ -73,6 +75,9 @@ class Metrics:
 
     def turn_done(self, outcome: str) -> None:
         self.turns[outcome] = self.turns.get(outcome, 0) + 1
+
+    def problem(self, problem: str) -> None:
+        self.problems[problem] = self.problems.get(problem, 0) + 1
 
     def generation(self, usage: Mapping[str, Any]) -> None:
         self.tokens += int(usage.get("tokens", 0))
@@ -103,6 +108,12 @@ class Metrics:
             "counter",
             "Turns finished, by outcome.",
             [(_labels({"outcome": k}), v) for k, v in sorted(self.turns.items())],
+        )
+        metric(
+            "reply_problems_total",
+            "counter",
+            "Replies replaced by a fallback, by problem (empty_output, unsupported_claim:...).",
+            [(_labels({"problem": k}), v) for k, v in sorted(self.problems.items())],
         )
         metric(
             "turn_errors_total",

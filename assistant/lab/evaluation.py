@@ -7,7 +7,11 @@ in-memory demo store behind the tools, and scored independently of wording:
 * argument exact match: with the right tool, the arguments equal the expected ones exactly;
 * fact accuracy: the final reply contains every expected fact verbatim and no entity-like
   figure (id, email, amount, date, number) that the conversation and tool results lack;
-* tutoring verdicts: the reply says right or wrong as the checking tool decided.
+* tutoring verdicts: the reply says right or wrong as the checking tool decided;
+* fallbacks: the loop replaced the model's reply (``TurnFinished.problem``: unusable or empty
+  output, an unknown placeholder, too many rounds, or a claim no tool supports, such as a
+  ticket never opened). Such a turn counts as failed even when the honest replacement would
+  pass the checks above: the model's own reply did not.
 
 A second table takes the bad-input cases on their own (held-out turns of those intents, and
 held-out order questions buried in a message as long as the protocol allows): a case is
@@ -71,6 +75,8 @@ class TurnScore:
     reply: str
     # What a failure dump shows (not part of the summary).
     detail: dict[str, Any] = field(default_factory=dict)
+    # Why the loop replaced the model's reply (TurnFinished.problem), None when it did not.
+    problem: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -79,6 +85,7 @@ class TurnScore:
             or self.arguments_match is False
             or not self.facts_ok
             or self.verdict_ok is False
+            or self.problem is not None
         )
 
 
@@ -102,6 +109,7 @@ class ModeReport:
             "argument_match": self.rate([x.arguments_match for x in s]),
             "fact_accuracy": self.rate([x.facts_ok for x in s]),
             "tutoring_verdicts": self.rate([x.verdict_ok for x in s]),
+            "fallbacks": self.rate([x.problem is not None for x in s]),
             "tokens_per_s": tokens / self.wall_s if self.wall_s else float("nan"),
             "forward_passes_per_token": sum(x.forward_passes for x in s) / max(1, tokens),
             "latency_p50_ms": _percentile(latencies, 50),
@@ -191,6 +199,7 @@ async def score_turn(
         tokens=finished.usage.tokens,
         forward_passes=finished.usage.forward_passes,
         reply=reply,
+        problem=finished.problem,
         detail={
             "intent": dialogue.intent,
             "history": [[item.role, item.text] for item in history[:-1]],
@@ -296,6 +305,7 @@ COLUMNS = [
     ("forward_passes_per_token", "fwd/token", "{:.2f}"),
     ("latency_p50_ms", "p50 ms", "{:.0f}"),
     ("latency_p95_ms", "p95 ms", "{:.0f}"),
+    ("fallbacks", "fallback %", "{:.1f}"),
 ]
 
 
@@ -314,6 +324,7 @@ def write_failures(reports: Sequence[ModeReport], path: Path) -> int:
                     "arguments_match": score.arguments_match,
                     "facts_ok": score.facts_ok,
                     "verdict_ok": score.verdict_ok,
+                    "problem": score.problem,
                     "reply": score.reply,
                     **score.detail,
                 }

@@ -92,3 +92,29 @@ def test_bad_input_table_has_a_row_per_case() -> None:
     table = format_bad_input([ModeReport("autoregressive", 1, [passed, leaked])])
     assert "| unsafe request | 2 | 50 |" in table
     assert "prompt injection" not in table
+
+
+def test_a_replaced_reply_counts_as_a_failure_and_a_fallback(tmp_path: Path) -> None:
+    """A reply the loop replaced (TurnFinished.problem) fails the turn, even when the honest
+    replacement would pass, and shows in the fallback column and the failure dump."""
+    ok = TurnScore("search_kb", "search_kb", True, True, None, 1.0, 1.0, 5, 5, "fine")
+    replaced = TurnScore(
+        None,
+        None,
+        None,
+        True,
+        True,
+        1.0,
+        1.0,
+        5,
+        5,
+        "Not quite.",
+        problem="unsupported_claim:verdict",
+    )
+    assert not ok.failed and replaced.failed
+    report = ModeReport("autoregressive", 1, [ok, replaced], wall_s=1.0)
+    assert report.summary()["fallbacks"] == 50.0
+    assert "fallback %" in format_table([report]) and "| 50.0 |" in format_table([report])
+    out = tmp_path / "fails.jsonl"
+    assert write_failures([report], out) == 1
+    assert json.loads(out.read_text())["problem"] == "unsupported_claim:verdict"

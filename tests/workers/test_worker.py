@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from transformers import PreTrainedTokenizerFast
 
+from assistant.agent.claims import TICKET_FALLBACK
 from assistant.agent.prompting import SUPPORT_SYSTEM, model_messages
 from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.activity import ActivityLog
@@ -599,6 +600,34 @@ async def test_failing_tools_are_recorded_and_the_turn_still_replies(
     (final,) = finals(events)
     assert final.status == "complete" and final.text == "Sorry, our systems are slow today."
     assert worker.metrics.tool_errors == {"lookup_order": 1, "search_kb": 1, "create_ticket": 1}
+
+
+async def test_reply_claiming_a_ticket_never_opened_is_replaced_and_counted(
+    redis_client: aioredis.Redis,
+    store: Repository,
+    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
+) -> None:
+    """The stored reply, the final's usage and the metrics all carry the turn's problem."""
+    tokenizer = loaded[1]
+    script = Script(
+        tokenizer, [tool_call("search_kb", topic="tickets"), "I've opened ticket T-12345."]
+    )
+    worker = make_worker(redis_client, store, script, tokenizer)
+    turn = await new_turn(store, redis_client, "my order arrived broken")
+    async with running(worker):
+        await wait_until(lambda: has_final(redis_client, turn))
+        await wait_until(lambda: settled(redis_client))
+    (final,) = finals(await events_of(redis_client, turn.conversation_id))
+    assert final.status == "complete" and final.text == TICKET_FALLBACK
+    assert final.usage["problem"] == "unsupported_claim:ticket"
+    reply = (await store.history(turn.conversation_id))[-1]
+    assert reply.text == TICKET_FALLBACK and reply.stats
+    assert reply.stats["problem"] == "unsupported_claim:ticket"
+    assert worker.metrics.problems == {"unsupported_claim:ticket": 1}
+    assert (
+        'assistant_worker_reply_problems_total{problem="unsupported_claim:ticket"} 1'
+        in worker.metrics.render()
+    )
 
 
 async def test_poison_turn_is_dead_lettered(
