@@ -174,9 +174,14 @@ _VERB_FORMS: Final = (
 )
 
 
+_VULGAR_AFTER_DIGIT = re.compile("(?<=[0-9])(?=[\u00bc-\u00be\u2150-\u215e])")
+
+
 def _normalize(text: str) -> str:
     # Superscripts first: NFKC would turn x\u00b2 into x2.
     text = _SUPER_RE.sub(lambda m: "^" + m.group().translate(_SUPER_TABLE), text)
+    # And a mixed number: NFKC would turn 1\u00bd into 11/2.
+    text = _VULGAR_AFTER_DIGIT.sub(" ", text)
     text = unicodedata.normalize("NFKC", text).translate(_CHAR_MAP).lower()
     return " ".join(text.replace("**", "^").split())
 

@@ -266,6 +266,10 @@ FOUND_WHILE_FIXING: list[tuple[str, str, Verdict, str]] = [
     ("2 hours and 30 kg to minutes", "150", "bad_exercise", "conversion"),
     ("3 ms to m", "3", "bad_exercise", "conversion"),  # ms is neither metres nor seconds
     ("5 mins to s", "300", True, "conversion"),
+    ("1\u00bd + \u00bd", "2", True, "fractions"),  # NFKC alone reads 1\u00bd as 11/2
+    ("3/4 + 3/4", "1\u00bd", True, "fractions"),
+    ("3/4 + 1/8", "\u215e", True, "fractions"),
+    ("2\u00bd km to m", "2500", True, "conversion"),
 ]
 
 PHRASINGS: dict[str, list[Case]] = {
