@@ -159,6 +159,8 @@ _WORD_OPERATORS: Final = tuple(
         (r"\bminus\b|\btake away\b", "-"),
         (r"\b(?:is )?equal to\b|\bequals\b", "="),
         (r"\bper cent\b", "percent"),
+        (r"(?<=[0-9]) over (?=[0-9])", "/"),  # "3 over 4" is the fraction 3/4
+        (r"\b(?:a |one )?half of\b", "1/2 of"),
         (r"\b(?:a|one) half\b", "1/2"),
         (r"\b(?:a|one) third\b", "1/3"),
         (r"\b(?:a|one) quarter\b", "1/4"),

@@ -109,6 +109,11 @@ FRACTIONS: list[Case] = [
     ("simplify 6/8", "3/4", True),
     ("a half plus a quarter", "3/4", True),
     ("3/4 \u00f7 1/2", "banana", "bad_answer"),
+    # Written before the fourth run.
+    ("3 over 4 plus 1 over 8", "7/8", True),
+    ("half of 3/4", "3/8", True),
+    ("a third of 90", "30", True),
+    ("what is 2/3 of 3/4?", "0.5", True),
 ]
 
 PERCENT: list[Case] = [
