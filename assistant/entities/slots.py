@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,29 +61,212 @@ UNIT_WORDS = frozenset(
 )
 _UNITS = "|".join(sorted(UNIT_WORDS, key=lambda unit: (-len(unit), unit)))
 _NUMBER = r"\d+(?:[.,]\d+)*(?:/\d+)?"
-_TERM = rf"(?:\(\s*)?-?(?:{_NUMBER}[xyn]?|[xyn])(?:\s*%|\s*(?:{_UNITS})\b)?(?:\s*\))?"
+# An unknown (``2x``, ``n``), never the first letter of a word ("1: nothing", "the 2nd").
+_VARIABLE = r"[xyn](?![a-z])"
+_TERM = (
+    rf"(?:\(\s*)?-?(?:{_NUMBER}(?:{_VARIABLE})?|{_VARIABLE})(?:\s*%|\s*(?:{_UNITS})\b)?(?:\s*\))?"
+)
 _OP = r"\s*(?:[-+*/\u00d7\u00f7^=:]|\b(?:of|to|in|x|times)\b)\s*"
 # A conversion's target unit belongs to its expression ("2.5 km to m" is one slot): left as
 # text, the model had to copy the unit from the exercise and wrote the wrong one.
 _TARGET_UNIT = rf"(?:\s+(?:to|in)\s+(?:{_UNITS})\b(?!\s*\d))?"
 
-# Alternatives are tried in this order at each position: the most specific first.
-_EXTRACTOR = re.compile(
-    r"|".join(
-        [
-            r"(?P<PLACEHOLDER>\[[A-Z][A-Z_]*_\d+\])",
-            r"(?P<EMAIL>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b)",
-            r"(?P<TRACKING>\b(?:1Z[0-9A-Z]{16}|\d{12,22}|[A-Z]{2}\d{9}[A-Z]{2})\b)",
-            r"(?P<ORDER_ID>\b[A-Za-z]{2}-?\d{6}\b)",
-            r"(?P<AMOUNT>[$€£]\s?\d[\d,]*(?:\.\d{1,2})?"
-            r"|\b\d[\d,]*(?:\.\d{1,2})?\s?(?:USD|EUR|GBP|dollars?|euros?)\b)",
-            rf"(?P<DATE>\b\d{{4}}-\d{{2}}-\d{{2}}\b"
-            rf"|\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b)",
-            rf"(?P<EXPR>(?<![\w.]){_TERM}(?:{_OP}{_TERM})*{_TARGET_UNIT})",
-        ]
+# Each kind has its own pattern, matched against the whole message; ``_entity_spans`` then
+# settles the overlaps (see there). The kinds other than expressions, most specific first:
+# at the same strength, the earlier one in this order wins an overlap.
+_RANKED = (SlotKind.EMAIL, SlotKind.TRACKING, SlotKind.ORDER_ID, SlotKind.AMOUNT, SlotKind.DATE)
+_PATTERNS: dict[SlotKind, re.Pattern[str]] = {
+    SlotKind.EMAIL: re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b", re.I),
+    SlotKind.TRACKING: re.compile(r"\b(?:1Z[0-9A-Z]{16}|\d{12,22}|[A-Z]{2}\d{9}[A-Z]{2})\b", re.I),
+    SlotKind.ORDER_ID: re.compile(r"\b[A-Za-z]{2}-?\d{6}\b", re.I),
+    SlotKind.AMOUNT: re.compile(
+        r"[$€£]\s?\d[\d,]*(?:\.\d{1,2})?"
+        r"|\b\d[\d,]*(?:\.\d{1,2})?\s?(?:USD|EUR|GBP|dollars?|euros?)\b",
+        re.I,
     ),
-    re.IGNORECASE,
-)
+    SlotKind.DATE: re.compile(
+        rf"\b\d{{4}}-\d{{2}}-\d{{2}}\b"
+        rf"|\b(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?\b",
+        re.I,
+    ),
+}
+# Expressions are read last, only in the text no other entity claimed.
+_EXPRESSION = re.compile(rf"(?<![\w.]){_TERM}(?:{_OP}{_TERM})*{_TARGET_UNIT}", re.I)
+# A placeholder standing in the text (``_replace_known`` put it there) is left as it is.
+_STANDING = re.compile(r"\[[A-Z][A-Z_]*_\d+\]", re.I)
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+    # None for a standing placeholder: it keeps its place but is not replaced.
+    kind: SlotKind | None
+
+    def overlaps(self, other: _Span) -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def holds(self, other: _Span) -> bool:
+        """Whether ``other`` lies inside this span and is shorter."""
+        return self.start <= other.start and other.end <= self.end and self.size > other.size
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def _entity_spans(text: str) -> list[_Span]:
+    """Where the entities of ``text`` are, in text order, none overlapping another.
+
+    Every kind's pattern is matched against the whole text, so no pattern can take part of
+    an entity before another kind's pattern sees it (an expression reading the ``(x`` of
+    ``(xavier@example.com)`` once cut that email). Standing placeholders come first; then
+    among the other candidates, one that holds another whole (an email holding an order id)
+    beats it, and the rest are taken by rank and position, each only where it overlaps
+    nothing taken. Expressions are read last, in the gaps left between those spans, and end
+    where the next span begins.
+    """
+    # Rank -1: a standing placeholder comes before every kind.
+    candidates = [(-1, _Span(m.start(), m.end(), None)) for m in _STANDING.finditer(text)]
+    for rank, kind in enumerate(_RANKED):
+        for match in _PATTERNS[kind].finditer(text):
+            span = _trimmed(text, match.start(), match.end(), kind)
+            if span is not None:
+                candidates.append((rank, span))
+    taken: list[_Span] = []
+    for group in _overlapping_groups(candidates):
+        # A candidate that another holds whole is part of that one (the same span twice:
+        # the higher rank keeps it).
+        outer = [
+            (rank, span)
+            for rank, span in group
+            if not any(_part_of(span, rank, other, other_rank) for other_rank, other in group)
+        ]
+        chosen: list[_Span] = []
+        for _rank, span in sorted(outer, key=lambda pair: (pair[0], pair[1].start)):
+            if not any(span.overlaps(other) for other in chosen):
+                chosen.append(span)
+        taken += sorted(chosen, key=lambda span: span.start)
+    return sorted(taken + _expression_spans(text, taken), key=lambda span: span.start)
+
+
+def _overlapping_groups(
+    candidates: list[tuple[int, _Span]],
+) -> Iterator[list[tuple[int, _Span]]]:
+    """The candidates in text order, in groups that overlap only within themselves."""
+    group: list[tuple[int, _Span]] = []
+    group_end = -1
+    for rank, span in sorted(candidates, key=lambda pair: (pair[1].start, pair[0])):
+        if group and span.start >= group_end:
+            yield group
+            group = []
+        group.append((rank, span))
+        group_end = max(group_end, span.end)
+    if group:
+        yield group
+
+
+def _part_of(span: _Span, rank: int, other: _Span, other_rank: int) -> bool:
+    """Whether ``other`` holds ``span`` whole: longer, or as long and of a higher rank."""
+    if rank < 0:  # a standing placeholder is nobody's part
+        return False
+    if (span.start, span.end) == (other.start, other.end):
+        return other_rank < rank
+    return other.holds(span)
+
+
+def _expression_spans(text: str, taken: list[_Span]) -> list[_Span]:
+    """The expressions in the gaps between ``taken`` spans (sorted, not overlapping).
+
+    An expression is matched against the whole text, as if nothing were taken, so that its
+    look-arounds see the real neighbours; only one that would run into a taken span is read
+    again from the text cut where that span begins. A match without a digit (a lone ``x``)
+    is no expression but still consumes its characters, as it always has.
+    """
+    found: list[_Span] = []
+    ahead: re.Match[str] | None = None  # a match already found beyond the current gap
+    gap_start = 0
+    for gap_end, next_start in [(span.start, span.end) for span in taken] + [
+        (len(text), len(text))
+    ]:
+        pos = gap_start
+        while pos < gap_end:
+            if ahead is not None and ahead.start() >= pos:
+                match: re.Match[str] | None = ahead
+            else:
+                match = _EXPRESSION.search(text, pos)
+            ahead = None
+            if match is None:
+                break
+            if match.start() >= gap_end:
+                ahead = match
+                break
+            if match.end() > gap_end:
+                match = _EXPRESSION.search(text, pos, gap_end)
+                if match is None:
+                    break
+            pos = match.end()
+            span = _trimmed(text, match.start(), match.end(), SlotKind.EXPR)
+            if span is not None:
+                found.append(span)
+        gap_start = next_start
+    return found
+
+
+def _trimmed(text: str, start: int, end: int, kind: SlotKind) -> _Span | None:
+    """A matched span without the punctuation around it that belongs to the sentence.
+
+    An amount's pattern takes a trailing comma (``$5,`` of ``I paid $5, thanks``), and an
+    expression's takes a bracket that opens or closes the sentence around it (``(2`` of
+    ``(2 items)``, or both of ``(2 + 3)``); an expression with no digit left is none.
+    """
+    value = text[start:end]
+    if kind is SlotKind.AMOUNT:
+        end -= len(value) - len(value.rstrip(","))
+    elif kind is SlotKind.EXPR:
+        start, end = _without_loose_brackets(text, start, end)
+        if not any(ch.isdigit() for ch in text[start:end]):
+            return None
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return _Span(start, end, kind) if start < end else None
+
+
+def _without_loose_brackets(text: str, start: int, end: int) -> tuple[int, int]:
+    """Drop an unmatched bracket at either end, and a pair that encloses the whole span."""
+    while True:
+        value = text[start:end]
+        stripped = value.strip()
+        start += len(value) - len(value.lstrip())
+        end -= len(value) - len(value.rstrip())
+        if not stripped:
+            return start, end
+        partner = _partner(stripped)
+        if stripped[0] == "(" and (partner is None or partner == len(stripped) - 1):
+            # Unmatched, or the pair around everything: the sentence's own brackets.
+            start += 1
+            if partner is not None:
+                end -= 1
+            continue
+        depth = 0
+        for ch in stripped:
+            depth += (ch == "(") - (ch == ")")
+        if stripped[-1] == ")" and depth < 0:
+            end -= 1
+            continue
+        return start, end
+
+
+def _partner(value: str) -> int | None:
+    """The index of the bracket that closes ``value[0]`` (an opening one), if any."""
+    depth = 0
+    for index, ch in enumerate(value):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0:
+            return index
+    return None
 
 
 def _normalize(kind: SlotKind, value: str) -> str:
@@ -149,20 +332,14 @@ class SlotTable:
         text = PLACEHOLDER.sub(lambda m: "(" + m.group(0)[1:-1] + ")", text)
         text = self._replace_known(text)
 
-        def replace(match: re.Match[str]) -> str:
-            kind_name = match.lastgroup
-            value = match.group(0)
-            if kind_name == "PLACEHOLDER":  # one that _replace_known just put there
-                return value
-            if kind_name == "EXPR" and not any(ch.isdigit() for ch in value):
-                return value
-            assert kind_name is not None
-            stripped = value.strip()
-            lead = value[: len(value) - len(value.lstrip())]
-            trail = value[len(value.rstrip()) :]
-            return lead + self.slot(SlotKind(kind_name), stripped) + trail
-
-        return _EXTRACTOR.sub(replace, text)
+        pieces: list[str] = []
+        done = 0
+        for span in _entity_spans(text):
+            if span.kind is None:  # a standing placeholder
+                continue
+            pieces += [text[done : span.start], self.slot(span.kind, text[span.start : span.end])]
+            done = span.end
+        return "".join(pieces) + text[done:]
 
     def _replace_known(self, text: str) -> str:
         known = [
