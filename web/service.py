@@ -43,6 +43,7 @@ from assistant.store.repository import NotFound, Repository
 from assistant.store.tables import Channel as DbChannel
 from assistant.store.tables import Conversation, KeyKind, Message, Owner, Role
 from assistant.tutoring.exercises import next_exercise
+from assistant.tutoring.requests import EXERCISE_PREFIX, asks_for_next_exercise, exercise_kind
 from web import auth
 from web.protocol import (
     HISTORY_LIMIT,
@@ -237,6 +238,8 @@ class ConversationService:
     async def user_message(self, who: Identity, conversation_id: str, frame: UserMessage) -> None:
         """Store the message once, echo it as an event once, and start its turn once.
 
+        A tutor message that only asks for a new exercise ("next one") starts no turn: it is
+        echoed, then an exercise starts as the ``next_exercise`` frame does, once per id.
         Raises ``busy`` (the message stays stored, not echoed) when the turn cannot start now.
         """
         turn_id = derive_turn_id(conversation_id, frame.id)
@@ -252,6 +255,11 @@ class ConversationService:
             if conversation.owner is not Owner.BOT:
                 if not echoed:
                     await self._echo(who, message, turn_id="")
+                return
+            if conversation.channel is DbChannel.TUTOR and asks_for_next_exercise(message.text):
+                await self._exercise_requested(
+                    who, conversation, message, turn_id, frame.id, echoed
+                )
                 return
             if echoed:
                 # A retry of a message already shown: start its turn only if it never started
@@ -287,6 +295,10 @@ class ConversationService:
         backlog = await self.bus.queue.backlog()
         if backlog >= self.options.max_backlog:
             raise _busy(self.bus.queue.retry_after_s, "too many replies are waiting", ref)
+        await self._stop_reply_in_flight(conversation_id, turn_id, ref)
+
+    async def _stop_reply_in_flight(self, conversation_id: str, turn_id: str, ref: str) -> None:
+        """Cancel another turn's reply in flight and wait until it stopped (else ``busy``)."""
         holder = await self.bus.in_flight.holder(conversation_id)
         if holder is None or holder == turn_id:
             return
@@ -368,13 +380,65 @@ class ConversationService:
         """A new exercise from the tutoring domain, stored as its system message."""
         exercise = next_exercise(kind)
         message = await self.store.add_system_message(conversation_id, exercise.system_message)
+        await self._publish_exercise(who, message, exercise.kind)
+
+    async def _exercise_requested(
+        self,
+        who: Identity,
+        conversation: Conversation,
+        message: Message,
+        turn_id: str,
+        ref: str,
+        echoed: bool,
+    ) -> None:
+        """A typed request for a new exercise: echo it (no turn), then one exercise per id.
+
+        The exercise is stored under the message's turn id (unique with its role), so a
+        retried id finds it instead of making another; its event is appended if the first
+        attempt died before it. "Harder" gets the same kind: the generator has no levels.
+        """
+        if echoed:
+            # A retry of a message already shown: make its exercise only if it never was made
+            # and nothing came after it (as a turn is started on a retry).
+            made = await self.store.system_message_for_turn(turn_id)
+            if made is None and not await self._is_latest_user_message(message):
+                return
+        else:
+            # A new message makes the reply in flight obsolete, as before a turn.
+            await self._stop_reply_in_flight(conversation.id, turn_id, ref)
+            await self._echo(who, message, turn_id="")
+        kind = await self._current_kind(conversation.id)
+        exercise = next_exercise(kind)
+        stored, created = await self.store.add_system_message_once(
+            conversation.id, exercise.system_message, turn_id
+        )
+        if not created and await self._exercise_logged(stored):
+            return
+        log.info("typed request starts an exercise", kind=exercise.kind, created=created)
+        await self._publish_exercise(who, stored, exercise_kind(stored.text) or exercise.kind)
+
+    async def _current_kind(self, conversation_id: str) -> str | None:
+        """The kind of the conversation's latest exercise, if one is in recent history."""
+        for message in reversed(await self.store.history(conversation_id, HISTORY_LIMIT)):
+            if message.role is Role.SYSTEM and (kind := exercise_kind(message.text)):
+                return kind
+        return None
+
+    async def _exercise_logged(self, message: Message) -> bool:
+        conversation_id = message.conversation_id
+        last = await self.bus.events.last_seq(conversation_id)
+        recent = await self.bus.events.read_from(conversation_id, max(0, last - _RETRY_LOOKBACK))
+        return any(isinstance(e, ExerciseEvent) and e.exercise_id == message.id for e in recent)
+
+    async def _publish_exercise(self, who: Identity, message: Message, kind: str) -> None:
+        conversation_id = message.conversation_id
         await self.bus.events.append(
             conversation_id,
             ExerciseEvent(
                 conversation_id=conversation_id,
                 exercise_id=message.id,
-                kind=exercise.kind,
-                prompt=exercise.prompt,
+                kind=kind,
+                prompt=message.text.removeprefix(EXERCISE_PREFIX),
             ),
         )
         await self.bus.activity.append(who.tenant_id, conversation_id, "exercise")

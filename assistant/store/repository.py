@@ -282,6 +282,34 @@ class Repository:
             await session.commit()
         return row
 
+    async def add_system_message_once(
+        self, conversation_id: str, text: str, turn_id: str
+    ) -> tuple[Message, bool]:
+        """A system note made for a turn (an exercise a typed message asked for), stored once
+        per turn however often its message is retried; return (message, created)."""
+        row = Message(conversation_id=conversation_id, role=Role.SYSTEM, text=text, turn_id=turn_id)
+
+        async def existing(session: AsyncSession) -> Message | None:
+            return await self._system_message_for_turn(session, turn_id)
+
+        message, created = await self._insert_or_get(row, existing)
+        if created:
+            async with self._sessions() as session:
+                await self._touch(session, conversation_id)
+                await session.commit()
+        return message, created
+
+    async def system_message_for_turn(self, turn_id: str) -> Message | None:
+        """The system note stored for a turn by ``add_system_message_once``, if any."""
+        async with self._sessions() as session:
+            return await self._system_message_for_turn(session, turn_id)
+
+    async def _system_message_for_turn(self, session: AsyncSession, turn_id: str) -> Message | None:
+        found: Message | None = await session.scalar(
+            select(Message).where(Message.turn_id == turn_id, Message.role == Role.SYSTEM)
+        )
+        return found
+
     async def reply_for_turn(self, turn_id: str) -> Message | None:
         """The stored assistant reply of a turn, if it has one."""
         async with self._sessions() as session:

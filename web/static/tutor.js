@@ -166,6 +166,7 @@
         ui.feedback.className = "feedback";
         ui.answer.value = "";
         ui.answer.focus();
+        if (currentTurn === null) setBusy(false);
         break;
       case "user_message": {
         var a = attemptsByClient[frame.client_id];
@@ -174,6 +175,8 @@
           a.li.setAttribute("data-turn", frame.turn_id);
         }
         if (frame.turn_id) currentTurn = frame.turn_id;
+        // A typed "next one": no reply comes, an exercise event follows (docs/protocol.md).
+        else if (a) a.status.textContent = "new exercise";
         break;
       }
       case "draft":
