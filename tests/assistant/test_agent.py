@@ -305,3 +305,44 @@ async def test_empty_output_goes_out_as_the_fallback_with_a_problem(tokenizer) -
     final = await _turn(tokenizer, ["  "], [HistoryItem("user", "hi")])
     assert final.text == FALLBACK_REPLY and final.status == "complete"
     assert final.problem == "empty_output"
+
+
+# tutor bad input: an error from the checker is an honest reply, never a failed turn ---------
+
+BAD_TUTOR_INPUT = [
+    # (exercise, answer): only emoji, only punctuation, an exercise the checker cannot read,
+    # a huge exponent in the exercise and in the answer.
+    pytest.param("3/4 + 1/8", "\U0001f600\U0001f600", id="emoji-answer"),
+    pytest.param("3/4 + 1/8", "!!!", id="punctuation-answer"),
+    pytest.param("3/4 + 1/8", "#$%;", id="symbols-answer"),
+    pytest.param("\U0001f642\U0001f642", "5", id="emoji-exercise"),
+    pytest.param("...", "5", id="punctuation-exercise"),
+    pytest.param("what is love", "4", id="unreadable-exercise"),
+    pytest.param("2^99999999", "1", id="huge-exponent-exercise"),
+    pytest.param("What is 3 + 4?", "9^99999999", id="huge-exponent-answer"),
+]
+
+
+@pytest.mark.parametrize(("exercise", "answer"), BAD_TUTOR_INPUT)
+async def test_bad_tutor_input_gets_an_honest_reply_asking_for_another_form(  # type: ignore[no-untyped-def]
+    tokenizer, exercise: str, answer: str
+) -> None:
+    """The model checks unreadable input and still says "Correct!": the turn completes with
+    the checker's request for another form instead, and its problem is counted."""
+    history = [HistoryItem("system", f"Exercise: {exercise}"), HistoryItem("user", answer)]
+    script = Script(
+        tokenizer, [_call("check_answer", exercise=exercise, answer=answer), "Correct!"]
+    )
+    runner = ToolRunner(MemoryShop(build_shop()))
+    loop = AgentLoop(script, tokenizer, runner, DecodingMode.diffusion(fast()), entity_slots=False)
+    events = [e async for e in loop.run("tutor", history, ToolContext(tenant_id="t"))]
+    finished = next(e for e in events if isinstance(e, ToolFinished))
+    assert finished.outcome.status == "ok"
+    assert finished.outcome.arguments == {"exercise": exercise, "answer": answer}
+    result = finished.outcome.result
+    assert result["correct"] is False and result["error"] in ("bad_answer", "bad_exercise")
+    final = events[-1]
+    assert isinstance(final, TurnFinished)
+    assert final.status == "complete" and final.problem == "unsupported_claim:verdict"
+    assert final.text == f"I couldn't check that answer. {result['hint']}"
+    assert "e.g." in final.text  # it says which form to write instead
