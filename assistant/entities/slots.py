@@ -49,7 +49,11 @@ _MONTHS = (
     "january|february|march|april|may|june|july|august|september|october|november|december|"
     "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
 )
-_UNIT_SYMBOLS = "km m cm mm mi yd ft in kg g mg lb lbs oz l ml cl dl h hr hrs min s sec"
+_UNIT_SYMBOLS = (
+    "km m cm mm mi yd ft in kg g mg lb lbs oz l ml cl dl h hr hrs min s sec "
+    # Plural and spelled-out abbreviations students type ("3 kgs", "2 ltrs to ml", "5 mins").
+    "kgs cms kms mms mins secs ltr ltrs ms"
+)
 _UNIT_NAMES = (
     "kilometer kilometre meter metre centimeter centimetre millimeter millimetre mile yard "
     "foot feet inch inches kilogram gram milligram pound ounce liter litre milliliter "
@@ -60,16 +64,53 @@ UNIT_WORDS = frozenset(
     {*_UNIT_SYMBOLS.split(), *_UNIT_NAMES.split(), *(n + "s" for n in _UNIT_NAMES.split())}
 )
 _UNITS = "|".join(sorted(UNIT_WORDS, key=lambda unit: (-len(unit), unit)))
-_NUMBER = r"\d+(?:[.,]\d+)*(?:/\d+)?"
+# Vulgar fractions (½, ¾, ⅞...), alone or after a whole number (1½).
+_VULGAR = "\u00bc-\u00be\u2150-\u215e"
+# A fraction bar may be the fraction slash (3\u20444).
+_NUMBER = rf"(?:\d+(?:[.,]\d+)*(?:[/\u2044]\d+)?[{_VULGAR}]?|[{_VULGAR}])"
 # An unknown (``2x``, ``n``), never the first letter of a word ("1: nothing", "the 2nd").
 _VARIABLE = r"[xyn](?![a-z])"
+# A quantity may hold several units ("2 hours and 30 minutes", "1 m 20 cm").
+_UNIT_TAIL = rf"\s*(?:{_UNITS})\b(?:(?:\s+and)?\s+{_NUMBER}\s*(?:{_UNITS})\b)*"
+_PERCENT = r"\s*%|\s+(?:percent|per\s+cent|pct)\b"
+_POWER = r"[\u00b2\u00b3]|\s+(?:squared|cubed)\b"
+# "2 x + 3" is 2x when an operator follows; "12 x 7" stays a multiplication.
 _TERM = (
-    rf"(?:\(\s*)?-?(?:{_NUMBER}(?:{_VARIABLE})?|{_VARIABLE})(?:\s*%|\s*(?:{_UNITS})\b)?(?:\s*\))?"
+    rf"(?:\(\s*)?[-\u2212]?(?:{_NUMBER}(?:{_VARIABLE}|\s{_VARIABLE}(?=\s*[-+=\u2212]))?"
+    rf"|{_VARIABLE})(?:{_POWER})?(?:{_PERCENT}|{_UNIT_TAIL})?(?:\s*\))?"
 )
-_OP = r"\s*(?:[-+*/\u00d7\u00f7^=:]|\b(?:of|to|in|x|times)\b)\s*"
+# Operators as signs (the unicode minus and middle dot too) or as words. A bracket straight
+# after a term ("2(x + 1)") stays a cut: the corpus trains the model to copy
+# ``[EXPR_1]([EXPR_2]`` for it.
+_OP = (
+    r"(?:\s*(?:[-+*/\u00d7\u00f7^=:\u2212\u00b7]"
+    r"|\b(?:to\s+the\s+power\s+of|multiplied\s+by|divided\s+by|equal\s+to|take\s+away"
+    r"|of|to|in|x|times|plus|minus|over|equals)\b)\s*)"
+)
 # A conversion's target unit belongs to its expression ("2.5 km to m" is one slot): left as
-# text, the model had to copy the unit from the exercise and wrote the wrong one.
-_TARGET_UNIT = rf"(?:\s+(?:to|in)\s+(?:{_UNITS})\b(?!\s*\d))?"
+# text, the model had to copy the unit from the exercise and wrote the wrong one. The same
+# for a conversion asked as a question: "how many cm in 1.2 m", "1.2 m = ? cm", "3 kg is
+# how many grams".
+_TARGET_UNIT = (
+    rf"(?:\s+(?:to|in)\s+(?:{_UNITS})\b(?!\s*\d)"
+    rf"|\s+is\s+how\s+many\s+(?:{_UNITS})\b|\s*=\s*\?\s*(?:{_UNITS})\b)?"
+)
+_HOW_MANY = rf"how\s+many\s+(?:{_UNITS})\s+(?:(?:are\s+(?:there\s+)?)?in|is)\s+"
+_PART_OF = r"(?:a\s+)?(?:half|third|quarter|fifth|tenth)\s+of\s+"
+# A conversion stated with its answer ("2 kg in grams = 2000") is one slot, like "7 x 8 = 56".
+_CHAIN = (
+    rf"(?:{_HOW_MANY}|{_PART_OF})?{_TERM}(?:{_OP}{_TERM})*{_TARGET_UNIT}"
+    rf"(?:\s*=\s*{_TERM})?"
+)
+# Days are a unit only in a conversion ("4 days to hours"): "it's been 3 days" keeps its
+# word out of the slot, as support messages always had it.
+_DAYS = rf"{_NUMBER}\s*days?\s+(?:to|in)\s+(?:{_UNITS})\b(?!\s*\d)"
+# An exercise told with a verb ("add 15 and 27", "divide 45 by 9") or a percentage asked for.
+_VERB = rf"(?:add|subtract|multiply|divide)\s+{_TERM}\s+(?:and|from|by|to)\s+{_TERM}"
+_WHAT_PERCENT = (
+    rf"what\s+percent(?:age)?\s+of\s+{_TERM}\s+is\s+{_TERM}"
+    rf"|{_TERM}\s+(?:is\s+what\s+percent(?:age)?|as\s+a\s+percentage)\s+of\s+{_TERM}"
+)
 
 # Each kind has its own pattern, matched against the whole message; ``_entity_spans`` then
 # settles the overlaps (see there). The kinds other than expressions, most specific first:
@@ -91,7 +132,8 @@ _PATTERNS: dict[SlotKind, re.Pattern[str]] = {
     ),
 }
 # Expressions are read last, only in the text no other entity claimed.
-_EXPRESSION = re.compile(rf"(?<![\w.]){_TERM}(?:{_OP}{_TERM})*{_TARGET_UNIT}", re.I)
+_EXPRESSION = re.compile(rf"(?<![\w.])(?:{_VERB}|{_WHAT_PERCENT}|{_DAYS}|{_CHAIN})", re.I)
+_LEAD_IN = re.compile(r"[xyn]\s*:\s*", re.I)
 # A placeholder standing in the text (``_replace_known`` put it there) is left as it is.
 _STANDING = re.compile(r"\[[A-Z][A-Z_]*_\d+\]", re.I)
 
@@ -224,8 +266,12 @@ def _trimmed(text: str, start: int, end: int, kind: SlotKind) -> _Span | None:
     if kind is SlotKind.AMOUNT:
         end -= len(value) - len(value.rstrip(","))
     elif kind is SlotKind.EXPR:
+        # "Solve for x: 2x + 3 = 11": the unknown named before a colon is the sentence's.
+        lead_in = _LEAD_IN.match(text, start, end)
+        if lead_in is not None:
+            start = lead_in.end()
         start, end = _without_loose_brackets(text, start, end)
-        if not any(ch.isdigit() for ch in text[start:end]):
+        if not any(ch.isnumeric() for ch in text[start:end]):  # a digit or a vulgar fraction
             return None
     while start < end and text[start].isspace():
         start += 1
