@@ -79,7 +79,7 @@ _ASK: Final = _alternatives(
 _POLITE: Final = _alternatives("please", "pls", "plz", "thanks", "thank you", "thx", "ty")
 _SUFFIX: Final = _alternatives(
     "please", "pls", "plz", "thanks", "thank you", "thx", "ty", "then", "now", "instead",
-    "for me", "again", "this time", "too", "as well", "already", "instead",
+    "for me", "again", "this time", "too", "as well", "already",
 )  # fmt: skip
 # Skipping the current exercise, or moving on from it.
 _SKIP: Final = (
@@ -89,8 +89,7 @@ _SKIP: Final = (
     rf"(?: (?:and |then )?(?:give me )?{_THING})?"
     r"|(?:can we |could we |let's |lets |i want to |i'd like to )?move on"
     rf"(?: to {_THING})?"
-    r"|(?:make it|make the next one|something) (?:harder|easier|tougher|simpler)"
-    r"|(?:next|another) (?:one )?(?:please|pls)?)"
+    r"|(?:make it|make the next one) (?:harder|easier|tougher|simpler))"
 )
 _REQUEST: Final = re.compile(
     rf"(?:{_ACK} )*(?:{_POLITE} )?(?:{_ASK} )?(?:{_THING}|{_SKIP})(?: {_SUFFIX})*"

@@ -60,6 +60,9 @@ REQUESTS = [
     "make it harder",
     "another harder one",
     "a new one",
+    "make the next one harder",
+    "something different",
+    "skip ahead",
 ]
 
 # Answers, questions about the current exercise, negations, other requests: a model turn.
@@ -104,6 +107,11 @@ NEAR_MISSES = [
     "another one is five",
     "why is it harder",
     "next to the 5",
+    "try another way",
+    "and another thing",
+    "another day maybe",
+    "can we move on to fractions",
+    "new",
     "ok",
     "thanks",
     "",
