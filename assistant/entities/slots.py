@@ -67,7 +67,10 @@ _UNITS = "|".join(sorted(UNIT_WORDS, key=lambda unit: (-len(unit), unit)))
 # Vulgar fractions (½, ¾, ⅞...), alone or after a whole number (1½).
 _VULGAR = "\u00bc-\u00be\u2150-\u215e"
 # A fraction bar may be the fraction slash (3\u20444).
-_NUMBER = rf"(?:\d+(?:[.,]\d+)*(?:[/\u2044]\d+)?[{_VULGAR}]?|[{_VULGAR}])"
+# Thousands may be grouped with a space or an apostrophe ("1 000", "1'000"), as the checker
+# reads them; never the whole part of a mixed number ("1 100/3"), which the corpus splits.
+_GROUPED = r"\d{1,3}(?:[ '\u2019]\d{3})+(?![\d/]|\s*/)(?:\.\d+)?"
+_NUMBER = rf"(?:{_GROUPED}|\d+(?:[.,]\d+)*(?:[/\u2044]\d+)?[{_VULGAR}]?|[{_VULGAR}])"
 # An unknown (``2x``, ``n``), never the first letter of a word ("1: nothing", "the 2nd").
 _VARIABLE = r"[xyn](?![a-z])"
 # A quantity may hold several units ("2 hours and 30 minutes", "1 m 20 cm").

@@ -177,6 +177,9 @@ _VERB_FORMS: Final = (
 
 
 _VULGAR_AFTER_DIGIT = re.compile("(?<=[0-9])(?=[\u00bc-\u00be\u2150-\u215e])")
+# Thousands grouped with a space or an apostrophe ("1 000", "1'000"): never the whole part
+# of a mixed number ("1 100/3"), which a fraction bar follows.
+_THOUSANDS = re.compile("(?<![0-9.,/])[0-9]{1,3}(?:[ '\u2019][0-9]{3})+(?![0-9/]|\\s*/)")
 
 
 def _normalize(text: str) -> str:
@@ -185,6 +188,7 @@ def _normalize(text: str) -> str:
     # And a mixed number: NFKC would turn 1\u00bd into 11/2.
     text = _VULGAR_AFTER_DIGIT.sub(" ", text)
     text = unicodedata.normalize("NFKC", text).translate(_CHAR_MAP).lower()
+    text = _THOUSANDS.sub(lambda m: re.sub("[ '\u2019]", "", m.group()), text)
     return " ".join(text.replace("**", "^").split())
 
 

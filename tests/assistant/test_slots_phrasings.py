@@ -39,6 +39,24 @@ _CASES: list[tuple[str, str, Verdict, str]] = [
     for exercise, answer, verdict in cases
 ] + list(FOUND_WHILE_FIXING)
 
+# Thousands grouped with a space or an apostrophe, which both the slot step and the checker
+# read (a mixed number's whole part is never taken for a group: "1 100/3").
+GROUPED_THOUSANDS: list[tuple[str, str, Verdict, str]] = [
+    ("1 000 + 500", "1 500", True, "arithmetic"),
+    ("1 000 + 500", "1500", True, "arithmetic"),
+    ("1'000 \u00d7 12", "12'000", True, "arithmetic"),
+    ("1\u2019000 \u00d7 12", "12 000", True, "arithmetic"),
+    ("2 500 + 1 250", "3 750", True, "arithmetic"),
+    ("1 000 m to km", "1", True, "conversion"),
+    ("2.5 km to m", "2 500", True, "conversion"),
+    ("2.5 km to m", "2 500 m", True, "conversion"),
+    ("2.5 km to m", "25 000", False, "conversion"),
+    ("50% of 3 000", "1 500", True, "percent"),
+    ("1 000 + 500 = 1 500", "", True, "arithmetic"),
+    ("1 1/2 + 2/3", "2 1/6", True, "fractions"),
+]
+_CASES += GROUPED_THOUSANDS
+
 
 def _params(stated: bool) -> list[Any]:
     out: list[Any] = []
@@ -105,3 +123,35 @@ def test_exercise_stated_with_its_answer(
 
 def test_not_yet_entries_are_phrasings() -> None:
     assert set(_NOT_YET) <= {(e, a) for e, a, _, _ in _CASES}
+
+
+@pytest.mark.parametrize(
+    ("exercise", "answer", "verdict"),
+    [
+        ("1 000 + 1", "1001", True),
+        ("1'000 + 1", "1 001", True),
+        ("12 * 7", "84 000", False),  # a number, and not 84 (it was unreadable before)
+        ("1 100/3 + 1", "1", "bad_exercise"),  # a mixed number, not 1100/3
+        ("1 1/2 + 2/3", "13/6", True),
+        ("1 000 / 4", "250", "bad_exercise"),  # a bar after a group could be a mixed number
+    ],
+)
+def test_the_checker_reads_grouped_thousands(exercise: str, answer: str, verdict: Verdict) -> None:
+    assert _verdict(check_answer(exercise, answer)) == verdict
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("it has been 3 days", "it has been [EXPR_1] days"),
+        ("I waited 2 days in May", "I waited [EXPR_1] days in May"),
+        ("add 2 shirts please", "add [EXPR_1] shirts please"),
+        ("I'd say 1 1/2", "I'd say [EXPR_1] [EXPR_2]"),  # as the corpus teaches
+        ("Solve 2(x + 1) = 10", "Solve [EXPR_1]([EXPR_2]"),  # as the corpus teaches
+    ],
+)
+def test_words_outside_exercises_stay_text(text: str, expected: str) -> None:
+    """Days are a unit only in a conversion; a verb needs its second number to take it."""
+    table = SlotTable()
+    assert table.delexicalize(text) == expected
+    assert table.resolve(expected).text == text
