@@ -99,7 +99,17 @@ _TARGET_UNIT = (
     rf"|\s+is\s+how\s+many\s+(?:{_UNITS})\b|\s*=\s*\?\s*(?:{_UNITS})\b)?"
 )
 _HOW_MANY = rf"how\s+many\s+(?:{_UNITS})\s+(?:(?:are\s+(?:there\s+)?)?in|is)\s+"
-_PART_OF = r"(?:a\s+)?(?:half|third|quarter|fifth|tenth)\s+of\s+"
+# A part named in words: "half of 3/4", "a third of 90", "ten percent of 50".
+_UNITS_WORDS = "one|two|three|four|five|six|seven|eight|nine"
+_SMALL = (
+    "ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|"
+    + _UNITS_WORDS
+)
+_TENS = rf"(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[\s-](?:{_UNITS_WORDS}))?"
+_PART_OF = (
+    r"(?:(?:a\s+)?(?:half|third|quarter|fifth|tenth)"
+    rf"|(?:{_TENS}|{_SMALL}|(?:a|one)\s+hundred)\s+(?:percent|per\s+cent))\s+of\s+"
+)
 # A conversion stated with its answer ("2 kg in grams = 2000") is one slot, like "7 x 8 = 56".
 _CHAIN = (
     rf"(?:{_HOW_MANY}|{_PART_OF})?{_TERM}(?:{_OP}{_TERM})*{_TARGET_UNIT}"

@@ -26,12 +26,8 @@ from assistant.entities.slots import PLACEHOLDER, SlotKind, SlotTable
 from assistant.tutoring.checker import check_answer
 from tests.assistant.test_checker_phrasings import FOUND_WHILE_FIXING, PHRASINGS, Verdict
 
-NUMBER_WORD = "a number written as a word (ten, half, a third) is left out of the slot"
-
 # (exercise, answer) -> why the slot step cuts it today. Remove an entry when it passes.
-_NOT_YET: dict[tuple[str, str], str] = {
-    ("ten percent of 50", "five"): NUMBER_WORD,
-}
+_NOT_YET: dict[tuple[str, str], str] = {}
 
 _CASES: list[tuple[str, str, Verdict, str]] = [
     (exercise, answer, verdict, kind)
