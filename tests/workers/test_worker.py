@@ -27,7 +27,12 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from transformers import PreTrainedTokenizerFast
 
-from assistant.agent.claims import TICKET_FALLBACK
+from assistant.agent.claims import (
+    HANDOFF_FALLBACK,
+    ORDER_FALLBACK,
+    TICKET_FALLBACK,
+    VERDICT_FALLBACK,
+)
 from assistant.agent.prompting import SUPPORT_SYSTEM, model_messages
 from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.activity import ActivityLog
@@ -222,10 +227,11 @@ async def new_turn(
     conversation_id: str | None = None,
     tenant_id: str | None = None,
     submit: bool = True,
+    channel: Channel = Channel.WIDGET,
 ) -> TurnRequest:
     if conversation_id is None or tenant_id is None:
         tenant = await store.create_tenant(f"shop-{uuid.uuid4().hex[:8]}")
-        conversation = await store.create_conversation(tenant.id, Channel.WIDGET)
+        conversation = await store.create_conversation(tenant.id, channel)
         tenant_id, conversation_id = tenant.id, conversation.id
     turn_id = uuid.uuid4().hex
     message, _ = await store.add_user_message(conversation_id, text, f"m-{turn_id}", turn_id)
@@ -233,7 +239,7 @@ async def new_turn(
         turn_id=turn_id,
         conversation_id=conversation_id,
         tenant_id=tenant_id,
-        channel="widget",
+        channel=channel.value,
         user_message_id=message.id,
     )
     if submit:
@@ -628,6 +634,38 @@ async def test_reply_claiming_a_ticket_never_opened_is_replaced_and_counted(
         'assistant_worker_reply_problems_total{problem="unsupported_claim:ticket"} 1'
         in worker.metrics.render()
     )
+
+
+@pytest.mark.parametrize(
+    ("channel", "outputs", "problem", "honest"),
+    [
+        (Channel.WIDGET, ["A human agent will take over shortly."], "handoff", HANDOFF_FALLBACK),
+        (Channel.WIDGET, ["Your order has shipped and is in transit."], "order", ORDER_FALLBACK),
+        (Channel.TUTOR, ["Correct! Well done."], "verdict", VERDICT_FALLBACK),
+    ],
+    ids=["handoff", "order", "verdict"],
+)
+async def test_every_claim_kind_without_its_tool_is_replaced_end_to_end(
+    redis_client: aioredis.Redis,
+    store: Repository,
+    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
+    channel: Channel,
+    outputs: list[str],
+    problem: str,
+    honest: str,
+) -> None:
+    """A handoff, order facts or a verdict with no tool behind them never reach the client."""
+    tokenizer = loaded[1]
+    worker = make_worker(redis_client, store, Script(tokenizer, outputs), tokenizer)
+    turn = await new_turn(store, redis_client, "hi there", channel=channel)
+    async with running(worker):
+        await wait_until(lambda: has_final(redis_client, turn))
+        await wait_until(lambda: settled(redis_client))
+    (final,) = finals(await events_of(redis_client, turn.conversation_id))
+    assert final.status == "complete" and final.text == honest
+    assert final.usage["problem"] == f"unsupported_claim:{problem}"
+    reply = (await store.history(turn.conversation_id))[-1]
+    assert reply.text == honest and reply.stats and reply.stats["problem"] == final.usage["problem"]
 
 
 async def test_poison_turn_is_dead_lettered(
