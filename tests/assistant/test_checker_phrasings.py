@@ -298,7 +298,8 @@ def _params(kind: str) -> list[Any]:
     return out
 
 
-def _verdict(result: dict[str, Any]) -> Verdict:
+def verdict_of(result: dict[str, Any]) -> Verdict:
+    """The checker's result as a verdict: True, False, or its error code."""
     if "error" in result:
         return str(result["error"])
     return bool(result["correct"])
@@ -310,7 +311,7 @@ def _verdict(result: dict[str, Any]) -> Verdict:
 )
 def test_phrasing(exercise: str, answer: str, verdict: Verdict, kind: str) -> None:
     result = check_answer(exercise, answer)
-    assert _verdict(result) == verdict, result
+    assert verdict_of(result) == verdict, result
     assert result.get("message") != _INTERNAL_ERROR
     if verdict is True or verdict is False:
         assert result["kind"] == kind

@@ -24,7 +24,12 @@ import pytest
 
 from assistant.entities.slots import PLACEHOLDER, SlotKind, SlotTable
 from assistant.tutoring.checker import check_answer
-from tests.assistant.test_checker_phrasings import FOUND_WHILE_FIXING, PHRASINGS, Verdict
+from tests.assistant.test_checker_phrasings import (
+    FOUND_WHILE_FIXING,
+    PHRASINGS,
+    Verdict,
+    verdict_of,
+)
 
 # (exercise, answer) -> why the slot step cuts it today. Remove an entry when it passes.
 _NOT_YET: dict[tuple[str, str], str] = {}
@@ -65,12 +70,6 @@ def _params(stated: bool) -> list[Any]:
     return out
 
 
-def _verdict(result: dict[str, Any]) -> Verdict:
-    if "error" in result:
-        return str(result["error"])
-    return bool(result["correct"])
-
-
 def _copied(table: SlotTable, typed: str) -> str:
     """What the model copies from a message into a tool argument, resolved.
 
@@ -101,7 +100,7 @@ def test_exercise_then_answer(exercise: str, answer: str, verdict: Verdict, kind
     copied_exercise = _copied(table, exercise)
     copied_answer = _copied(table, answer)
     result = check_answer(copied_exercise, copied_answer)
-    assert _verdict(result) == verdict, (copied_exercise, copied_answer, result)
+    assert verdict_of(result) == verdict, (copied_exercise, copied_answer, result)
     if verdict is True or verdict is False:
         assert result["kind"] == kind
 
@@ -112,7 +111,7 @@ def test_exercise_stated_with_its_answer(
 ) -> None:
     copied = _copied(SlotTable(), exercise)
     result = check_answer(copied, answer)
-    assert _verdict(result) == verdict, (copied, result)
+    assert verdict_of(result) == verdict, (copied, result)
     if verdict is True or verdict is False:
         assert result["kind"] == kind
 
@@ -133,7 +132,7 @@ def test_not_yet_entries_are_phrasings() -> None:
     ],
 )
 def test_the_checker_reads_grouped_thousands(exercise: str, answer: str, verdict: Verdict) -> None:
-    assert _verdict(check_answer(exercise, answer)) == verdict
+    assert verdict_of(check_answer(exercise, answer)) == verdict
 
 
 @pytest.mark.parametrize(

@@ -608,42 +608,21 @@ async def test_failing_tools_are_recorded_and_the_turn_still_replies(
     assert worker.metrics.tool_errors == {"lookup_order": 1, "search_kb": 1, "create_ticket": 1}
 
 
-async def test_reply_claiming_a_ticket_never_opened_is_replaced_and_counted(
-    redis_client: aioredis.Redis,
-    store: Repository,
-    loaded: tuple[EngineGenerator, PreTrainedTokenizerFast],
-) -> None:
-    """The stored reply, the final's usage and the metrics all carry the turn's problem."""
-    tokenizer = loaded[1]
-    script = Script(
-        tokenizer, [tool_call("search_kb", topic="tickets"), "I've opened ticket T-12345."]
-    )
-    worker = make_worker(redis_client, store, script, tokenizer)
-    turn = await new_turn(store, redis_client, "my order arrived broken")
-    async with running(worker):
-        await wait_until(lambda: has_final(redis_client, turn))
-        await wait_until(lambda: settled(redis_client))
-    (final,) = finals(await events_of(redis_client, turn.conversation_id))
-    assert final.status == "complete" and final.text == TICKET_FALLBACK
-    assert final.usage["problem"] == "unsupported_claim:ticket"
-    reply = (await store.history(turn.conversation_id))[-1]
-    assert reply.text == TICKET_FALLBACK and reply.stats
-    assert reply.stats["problem"] == "unsupported_claim:ticket"
-    assert worker.metrics.problems == {"unsupported_claim:ticket": 1}
-    assert (
-        'assistant_worker_reply_problems_total{problem="unsupported_claim:ticket"} 1'
-        in worker.metrics.render()
-    )
-
-
 @pytest.mark.parametrize(
     ("channel", "outputs", "problem", "honest"),
     [
+        # The search ran (and was the wrong tool): no ticket was opened.
+        (
+            Channel.WIDGET,
+            [tool_call("search_kb", topic="tickets"), "I've opened ticket T-12345."],
+            "ticket",
+            TICKET_FALLBACK,
+        ),
         (Channel.WIDGET, ["A human agent will take over shortly."], "handoff", HANDOFF_FALLBACK),
         (Channel.WIDGET, ["Your order has shipped and is in transit."], "order", ORDER_FALLBACK),
         (Channel.TUTOR, ["Correct! Well done."], "verdict", VERDICT_FALLBACK),
     ],
-    ids=["handoff", "order", "verdict"],
+    ids=["ticket", "handoff", "order", "verdict"],
 )
 async def test_every_claim_kind_without_its_tool_is_replaced_end_to_end(
     redis_client: aioredis.Redis,
@@ -654,10 +633,11 @@ async def test_every_claim_kind_without_its_tool_is_replaced_end_to_end(
     problem: str,
     honest: str,
 ) -> None:
-    """A handoff, order facts or a verdict with no tool behind them never reach the client."""
+    """A ticket, a handoff, order facts or a verdict with no tool behind them never reach the
+    client: the stored reply, the final's usage and the metrics all carry the turn's problem."""
     tokenizer = loaded[1]
     worker = make_worker(redis_client, store, Script(tokenizer, outputs), tokenizer)
-    turn = await new_turn(store, redis_client, "hi there", channel=channel)
+    turn = await new_turn(store, redis_client, "my order arrived broken", channel=channel)
     async with running(worker):
         await wait_until(lambda: has_final(redis_client, turn))
         await wait_until(lambda: settled(redis_client))
@@ -666,6 +646,11 @@ async def test_every_claim_kind_without_its_tool_is_replaced_end_to_end(
     assert final.usage["problem"] == f"unsupported_claim:{problem}"
     reply = (await store.history(turn.conversation_id))[-1]
     assert reply.text == honest and reply.stats and reply.stats["problem"] == final.usage["problem"]
+    assert worker.metrics.problems == {f"unsupported_claim:{problem}": 1}
+    assert (
+        f'assistant_worker_reply_problems_total{{problem="unsupported_claim:{problem}"}} 1'
+        in worker.metrics.render()
+    )
 
 
 async def test_poison_turn_is_dead_lettered(
