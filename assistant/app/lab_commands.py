@@ -84,6 +84,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from assistant.agent.decoding import decoding_modes
     from assistant.checkpoints import model_dir, uses_entity_slots
     from assistant.lab.evaluation import (
+        BAD_INPUT_CASES,
+        NATURAL_BAD_INPUT_CASES,
         format_bad_input,
         format_table,
         run_evaluation,
@@ -91,7 +93,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     heldout = Path(args.heldout)
-    if not heldout.is_file():
+    if not args.natural and not heldout.is_file():
         raise UserError(
             f"no held-out dialogues at {heldout}: run 'assistant corpus build' first "
             "(or pass --heldout)"
@@ -131,12 +133,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             entity_slots=uses_entity_slots(path, settings.entity_slots),
             bad_input=args.bad_input,
             known=decoding_modes(**sweep),
+            natural=args.natural,
         )
     )
     print(format_table(reports))
     if bad_reports:
         print()
-        print(format_bad_input(bad_reports))
+        cases = NATURAL_BAD_INPUT_CASES if args.natural else BAD_INPUT_CASES
+        print(format_bad_input(bad_reports, cases))
     if args.dump:
         first = [r for r in reports if r.concurrency == levels[0]]
         count = write_failures(first, Path(args.dump))
@@ -262,6 +266,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="also score N held-out turns of each bad-input case (prompt injection, unsafe, "
         "out of scope, not English, unknown or another customer's order, a question in a "
         "4,000-character message) per mode; 0 = off (default 20)",
+    )
+    evaluate.add_argument(
+        "--natural",
+        action="store_true",
+        help="score every turn of the natural-phrasing set written by hand "
+        "(assistant/lab/natural.py) instead of --heldout; its bad-input table comes from the "
+        "same runs (--limit and --bad-input do not apply)",
     )
     evaluate.add_argument(
         "--entity-slots",

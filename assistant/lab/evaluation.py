@@ -224,6 +224,12 @@ BAD_INPUT_CASES = {
     "order_not_found": "unknown order, or another customer's",
     "long_message": "question inside a 4,000-character message",
 }
+# The hand-written natural-phrasing set (assistant.lab.natural) has its own intent for another
+# customer's order, and no long messages.
+NATURAL_BAD_INPUT_CASES = {
+    **{k: v for k, v in BAD_INPUT_CASES.items() if k not in ("order_not_found", "long_message")},
+    "order_other_customer": "another customer's order",
+}
 # The gateway protocol's limit on a message (web.protocol.MAX_TEXT_CHARS).
 LONGEST_MESSAGE = 4000
 _PASTED = "Here is what I got earlier, pasted in full. "
@@ -257,17 +263,32 @@ def bad_input_turns(
     return chosen
 
 
-def format_bad_input(reports: Sequence[ModeReport]) -> str:
+def format_bad_input(
+    reports: Sequence[ModeReport], cases: Mapping[str, str] = BAD_INPUT_CASES
+) -> str:
     """Share of each bad-input case handled, one column per mode."""
     header = "| bad input | turns | " + " | ".join(f"{r.mode} %" for r in reports) + " |"
     rows = [header, "|" + "---|" * (len(reports) + 2)]
-    for intent, title in BAD_INPUT_CASES.items():
+    for intent, title in cases.items():
         columns = [[s for s in r.scores if s.detail.get("intent") == intent] for r in reports]
         if not columns or not columns[0]:
             continue
         cells = [f"{100.0 * sum(not s.failed for s in c) / len(c):.0f}" for c in columns]
         rows.append(f"| {title} | {len(columns[0])} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def natural_turns() -> list[tuple[Dialogue, TurnExpectation]]:
+    """Every turn of the hand-written natural-phrasing set, in its order."""
+    from assistant.lab.natural import natural_dialogues
+
+    return [(d, t) for d in natural_dialogues() for t in d.turns]
+
+
+def natural_bad_input(report: ModeReport) -> ModeReport:
+    """The bad-input turns of a natural-set run, as a report of their own."""
+    scores = [s for s in report.scores if s.detail.get("intent") in NATURAL_BAD_INPUT_CASES]
+    return ModeReport(mode=report.mode, concurrency=1, scores=scores, wall_s=report.wall_s)
 
 
 def sample_turns(path: Path, limit: int, seed: int = 0) -> list[tuple[Dialogue, TurnExpectation]]:
@@ -354,8 +375,13 @@ async def run_evaluation(
     entity_slots: bool = True,
     bad_input: int = 0,
     known: Mapping[str, DecodingMode] | None = None,
+    natural: bool = False,
 ) -> tuple[list[ModeReport], list[ModeReport]]:
-    """The reports per mode and concurrency, and per mode on ``bad_input`` turns per case."""
+    """The reports per mode and concurrency, and per mode on ``bad_input`` turns per case.
+
+    ``natural``: score every turn of the hand-written natural-phrasing set instead of
+    ``heldout`` (``limit`` and ``bad_input`` do not apply); its bad-input table is read off
+    the same runs, from the turns of the bad-input intents."""
     from assistant.agent.decoding import decoding_modes
     from assistant.agent.loop import engine_submit
     from dlm_runtime.engine import Engine
@@ -364,7 +390,11 @@ async def run_evaluation(
 
     model = load_model(model_path, dtype="float32")
     tokenizer = load_tokenizer(model_path)
-    turns = sample_turns(heldout, limit)
+    if natural:
+        turns = natural_turns()
+        bad_input = 0
+    else:
+        turns = sample_turns(heldout, limit)
     known = known or decoding_modes()
     reports: list[ModeReport] = []
     bad_reports: list[ModeReport] = []
@@ -385,4 +415,6 @@ async def run_evaluation(
                 reports.append(await evaluate_mode(loop, name, subset, level))
             if bad_turns:
                 bad_reports.append(await evaluate_mode(loop, name, bad_turns, 1))
+    if natural:
+        bad_reports = [natural_bad_input(r) for r in reports if r.concurrency == concurrency[0]]
     return reports, bad_reports
