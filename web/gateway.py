@@ -30,7 +30,7 @@ from assistant.tools.registry import tool_labels
 from web import auth, static
 from web.gateway_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from web.gateway_metrics import GatewayMetrics, exposition
-from web.protocol import MAX_FRAME_BYTES, WS_PATH, CloseCode
+from web.protocol import READ_LIMIT_BYTES, WS_PATH, CloseCode
 from web.service import Bus, ConversationService, GatewayOptions
 from web.session import serve_connection
 
@@ -131,7 +131,7 @@ class Gateway:
                 self.settings.host,
                 self.settings.port,
                 process_request=self.process_request,
-                max_size=MAX_FRAME_BYTES,
+                max_size=READ_LIMIT_BYTES,  # over MAX_FRAME_BYTES: a too_large error frame
                 ping_interval=self.options.ping_interval_s,
                 ping_timeout=self.options.ping_timeout_s,
             )

@@ -19,6 +19,10 @@ from typing import Any, ClassVar, Final
 VERSION: Final = 1
 WS_PATH: Final = "/ws"
 MAX_FRAME_BYTES: Final = 16 * 1024
+# The most a gateway reads of one WebSocket message. Above MAX_FRAME_BYTES and up to this, the
+# frame is read and refused with a too_large error frame (the connection stays open); beyond
+# it the WebSocket layer stops reading and closes with 1009.
+READ_LIMIT_BYTES: Final = 4 * MAX_FRAME_BYTES
 MAX_TEXT_CHARS: Final = 4000
 MAX_COMMENT_CHARS: Final = 1000
 MAX_KEY_CHARS: Final = 200
@@ -30,6 +34,24 @@ EXERCISE_KINDS: Final = ("arithmetic", "fractions", "percent", "equation", "conv
 
 # Client-chosen ids and conversation/message ids: safe in logs, keys and URLs.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# Code points no client text may hold: NUL, lone surrogates (JSON's "\ud800" escapes decode to
+# them; they cannot be encoded as UTF-8, so SQL and Redis would fail on them) and the Unicode
+# non-characters U+FDD0-U+FDEF and U+nFFFE/U+nFFFF of every plane.
+_FORBIDDEN_RE: Final = re.compile(
+    "[\x00\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
+    + "]"
+)
+
+
+def _forbidden_reason(char: str) -> str:
+    point = ord(char)
+    if point == 0:
+        return "NUL"
+    if 0xD800 <= point <= 0xDFFF:
+        return "a lone surrogate"
+    return "a non-character"
 
 
 class ErrorCode(StrEnum):
@@ -225,7 +247,18 @@ class _Fields:
             raise self._bad(f"the field {name!r} must be a string")
         if len(value) > max_chars:
             raise self._bad(f"the field {name!r} is longer than {max_chars} characters")
+        self._clean(name, value)
         return value
+
+    def _clean(self, name: str, value: str) -> None:
+        """Refuse a text with a code point that cannot be stored or shown (see _FORBIDDEN_RE)."""
+        found = _FORBIDDEN_RE.search(value)
+        if found is not None:
+            char = found.group()
+            raise self._bad(
+                f"the field {name!r} holds U+{ord(char):04X} ({_forbidden_reason(char)}) at "
+                f"character {found.start()}: send valid Unicode text"
+            )
 
     def ident(self, name: str, *, required: bool = True) -> str | None:
         value = self.string(name, 64, required=required)
@@ -246,6 +279,7 @@ class _Fields:
             )
         if not value.strip():
             raise self._bad(f"the field {name!r} must not be empty")
+        self._clean(name, value)
         return value
 
     def seq(self, name: str) -> int | None:

@@ -39,7 +39,7 @@ from tests.web.conftest import (
     wait_until,
 )
 from web.gateway import Gateway
-from web.protocol import MAX_FRAME_BYTES
+from web.protocol import MAX_FRAME_BYTES, READ_LIMIT_BYTES
 from web.service import derive_turn_id
 
 KEYS = DEFAULT_KEYS
@@ -180,13 +180,54 @@ async def test_bad_frames_get_errors_and_the_connection_survives(
     assert await store.count_messages(ready["conversation_id"]) == 1
 
 
-async def test_oversized_frame_closes_with_1009(gateway: Gateway, tenant: Tenant) -> None:
-    """A frame over 16 KiB closes the socket with 1009 (message too big)."""
+async def test_oversized_frame_is_too_large_and_the_connection_survives(
+    gateway: Gateway, tenant: Tenant, store: Repository
+) -> None:
+    """A frame over 16 KiB gets an error too_large (no ref: it was not parsed), the socket
+    stays open and nothing is stored. (Before issue 15 it closed the socket with 1009 and no
+    error frame, which a client could not tell from a network fault.)"""
+    async with client(gateway) as c:
+        ready = await widget(c, tenant)
+        big = {"type": "user_message", "id": "big", "text": "x" * MAX_FRAME_BYTES}
+        await c.ws.send(json.dumps(big))
+        error = await expect_error(c, "too_large")
+        assert "ref" not in error and str(MAX_FRAME_BYTES) in error["message"]
+        await c.send(type="user_message", id="ok-1", text="still here?")
+        echo = await c.until(of_type("user_message"))
+        assert echo["client_id"] == "ok-1"
+    assert await store.count_messages(ready["conversation_id"]) == 1
+
+
+async def test_frame_over_the_read_limit_closes_with_1009(gateway: Gateway, tenant: Tenant) -> None:
+    """Beyond what the gateway reads of one message (4 x 16 KiB) the socket closes with 1009."""
+    assert READ_LIMIT_BYTES > MAX_FRAME_BYTES
     async with client(gateway) as c:
         await widget(c, tenant)
-        big = {"type": "user_message", "id": "m", "text": "x" * MAX_FRAME_BYTES}
-        await c.ws.send(json.dumps(big))
+        huge = {"type": "user_message", "id": "m", "text": "x" * READ_LIMIT_BYTES}
+        await c.ws.send(json.dumps(huge))
         assert await close_code(c) == 1009
+
+
+@BOTH_DATABASES
+async def test_lone_surrogate_and_nul_are_bad_frame_and_nothing_is_stored(
+    gateway: Gateway, tenant: Tenant, store: Repository
+) -> None:
+    """A lone surrogate ("\\ud800", valid JSON) used to reach SQL and fail as internal: it is
+    refused as bad_frame, the connection stays open, nothing is stored or echoed."""
+    async with client(gateway) as c:
+        # Before hello too: a bad key text is bad_frame, not auth_failed, and does not close.
+        await c.ws.send('{"type": "hello", "key": "pk_\\ud800"}')
+        await expect_error(c, "bad_frame")
+        ready = await widget(c, tenant)
+        for i, escaped in enumerate(("\\ud800", "\\u0000", "\\uffff", "\\udfff\\ud800")):
+            await c.ws.send(f'{{"type": "user_message", "id": "bad-{i}", "text": "a{escaped}b"}}')
+            error = await expect_error(c, "bad_frame")
+            assert error["ref"] == f"bad-{i}" and "'text'" in error["message"], error
+        assert await store.count_messages(ready["conversation_id"]) == 0
+        await c.send(type="user_message", id="ok-1", text="still here?")
+        echo = await c.until(of_type("user_message"))
+        assert echo["client_id"] == "ok-1"  # the first echo: none for the refused ones
+    assert await store.count_messages(ready["conversation_id"]) == 1
 
 
 async def test_wrong_key_closes_with_4401(gateway: Gateway, tenant: Tenant) -> None:

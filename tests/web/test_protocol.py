@@ -312,3 +312,139 @@ def test_state_machine_never_crashes_and_never_goes_back(steps: list[tuple[str, 
         assert order.index(state.state) >= order.index(before)
         if state.state is State.READY:
             assert state.channel is not None
+
+
+# text validation: code points no text may hold -------------------------------------------
+
+# One valid frame of each type with text fields, and the fields to spoil: every string a
+# client frame carries (free text, keys, tokens, ids, enum words).
+_TEXT_FIELDS: list[tuple[dict[str, Any], str]] = [
+    *(
+        (
+            {
+                "type": "hello",
+                "key": "pk_x_y",
+                "channel": "widget",
+                "conversation_id": "abc",
+                "conversation_token": "t0k",
+            },
+            name,
+        )
+        for name in ("key", "channel", "conversation_id", "conversation_token")
+    ),
+    *(({"type": "user_message", "id": "m1", "text": "hi there"}, n) for n in ("id", "text")),
+    *(
+        ({"type": "feedback", "message_id": "x1", "rating": 1, "comment": "nice"}, n)
+        for n in ("message_id", "comment")
+    ),
+    ({"type": "next_exercise", "kind": "fractions"}, "kind"),
+    ({"type": "open", "conversation_id": "c1"}, "conversation_id"),
+    ({"type": "close_view", "conversation_id": "c1"}, "conversation_id"),
+    ({"type": "take_over", "conversation_id": "c1"}, "conversation_id"),
+    ({"type": "hand_back", "conversation_id": "c1"}, "conversation_id"),
+    *(
+        ({"type": "operator_message", "conversation_id": "c1", "id": "o1", "text": "hello"}, n)
+        for n in ("conversation_id", "id", "text")
+    ),
+]
+
+# NUL, lone surrogates (high, low, a low before a high) and non-characters of several planes.
+_FORBIDDEN = [
+    "\x00",
+    "\ud800",
+    "\udbff",
+    "\udc00",
+    "\udfff",
+    "\udc00\ud800",
+    "\ufdd0",
+    "\ufdef",
+    "\ufffe",
+    "\uffff",
+    "\U0001fffe",
+    "\U0001ffff",
+    "\U0010fffe",
+    "\U0010ffff",
+]
+
+
+@pytest.mark.parametrize(("base", "name"), _TEXT_FIELDS, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize("bad", _FORBIDDEN, ids=lambda c: "+".join(f"U{ord(x):04X}" for x in c))
+def test_forbidden_code_points_in_any_text_field_are_bad_frame(
+    base: dict[str, Any], name: str, bad: str
+) -> None:
+    """NUL, a lone surrogate or a non-character in any text field of any frame: bad_frame.
+
+    Escaped ("\\ud800" in the JSON) and, where UTF-8 can carry it, written out as is."""
+    assert parse_frame(json.dumps(base))  # the frame is valid without it
+    spoiled = {**base, name: base[name][:1] + bad + base[name][1:]}
+    surrogate = any(0xD800 <= ord(c) <= 0xDFFF for c in bad)
+    for ascii_json in (True,) if surrogate else (True, False):
+        with pytest.raises(ProtocolError) as caught:
+            parse_frame(json.dumps(spoiled, ensure_ascii=ascii_json))
+        assert caught.value.code == ErrorCode.BAD_FRAME
+        assert name in caught.value.message
+        # The error frame encodes as UTF-8: its message never quotes the code point raw.
+        encode(caught.value.frame()).encode("utf-8")
+        if name in ("text", "comment", "key", "conversation_token"):
+            assert f"U+{ord(bad[0]):04X}" in caught.value.message
+
+
+def test_a_lone_surrogate_message_names_the_problem() -> None:
+    """The message tells a person what is wrong and where."""
+    with pytest.raises(ProtocolError) as caught:
+        parse_frame('{"type": "user_message", "id": "m7", "text": "ab\\ud800c"}')
+    assert caught.value.code == ErrorCode.BAD_FRAME
+    assert caught.value.ref == "m7"
+    assert caught.value.message == (
+        "user_message: the field 'text' holds U+D800 (a lone surrogate) at character 2: "
+        "send valid Unicode text"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\U0001f600 smile",  # a surrogate pair, escaped in the JSON: one valid character
+        "\ufffd replacement",
+        "\ufdcf \ufdf0 around the non-character block",
+        "\ufffd\U0001fffd\U0010fffd",
+        "tab\tnewline\nreturn\r",
+        "\u200b zero width and \u00e9",
+        "\U000e0001 tag",
+    ],
+)
+def test_valid_text_next_to_the_forbidden_code_points_is_accepted_unchanged(text: str) -> None:
+    """Only the forbidden code points are refused; their neighbours pass as they are."""
+    for ascii_json in (True, False):
+        raw = json.dumps({"type": "user_message", "id": "m", "text": text}, ensure_ascii=ascii_json)
+        assert parse_frame(raw) == UserMessage(id="m", text=text)
+    feedback = json.dumps({"type": "feedback", "message_id": "x", "rating": 1, "comment": text})
+    assert parse_frame(feedback) == Feedback(message_id="x", rating=1, comment=text)
+
+
+def _is_forbidden(c: str) -> bool:
+    point = ord(c)
+    return (
+        point == 0
+        or 0xD800 <= point <= 0xDFFF
+        or 0xFDD0 <= point <= 0xFDEF
+        or point & 0xFFFE == 0xFFFE
+    )
+
+
+@settings(max_examples=300)
+@given(text=st.text(st.characters(codec=None), min_size=1, max_size=30))
+def test_any_text_is_accepted_unchanged_or_refused_for_a_forbidden_code_point(text: str) -> None:
+    """The rule, checked against an independent statement of it on arbitrary text."""
+    raw = json.dumps({"type": "user_message", "id": "m", "text": text})
+    try:
+        parsed = parse_frame(raw)
+    except ProtocolError as exc:
+        if exc.code == ErrorCode.BAD_FRAME and "must not be empty" in exc.message:
+            assert not text.strip()
+            return
+        assert exc.code == ErrorCode.BAD_FRAME, exc
+        assert any(_is_forbidden(c) for c in text)
+        return
+    assert parsed == UserMessage(id="m", text=text)
+    assert not any(_is_forbidden(c) for c in text)
