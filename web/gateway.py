@@ -19,6 +19,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from assistant.bus import heartbeat
 from assistant.bus.connection import connect
 from assistant.bus.keys import Keys
 from assistant.core.config import Settings
@@ -82,6 +83,7 @@ class Gateway:
         return int(next(iter(self.server.sockets)).getsockname()[1])
 
     async def readiness(self) -> dict[str, str]:
+        """Each check's outcome ("ok" or what failed): Redis, SQL, and a live worker."""
         checks: dict[str, str] = {}
         try:
             await asyncio.wait_for(self.redis.ping(), 2)
@@ -94,6 +96,14 @@ class Gateway:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"error: {exc}"
+        # Ready only when some worker has its model loaded and consumes turns: a message
+        # sent before then would wait for the model to load.
+        try:
+            async with asyncio.timeout(2):
+                workers = await heartbeat.alive(self.redis, self.keys)
+            checks["workers"] = "ok" if workers else "none"
+        except Exception as exc:
+            checks["workers"] = f"error: {exc}"
         return checks
 
     async def process_request(

@@ -15,6 +15,10 @@ Shape of a worker process (one per accelerator):
   A third background task publishes it to Redis every ``metrics_every_s`` (with a TTL of three
   intervals) for the gateways' /metrics, which merge all workers' texts
   (``assistant.bus.metrics_relay.collect``).
+- A heartbeat (``assistant.bus.heartbeat``), renewed every ``heartbeat_every_s`` with a TTL of
+  three intervals, says that this worker consumes turns: it is first written when ``run``
+  starts (the model is loaded by then) and withdrawn as soon as the worker stops claiming.
+  The gateways' /readyz is ready only while at least one worker's heartbeat lives.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from assistant.agent.decoding import DEFAULT_MODE, DecodingMode, decoding_modes
+from assistant.bus import heartbeat
 from assistant.bus import metrics_relay as bus_metrics
 from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, Keys
@@ -63,6 +68,8 @@ class WorkerOptions:
     keep_alive_every_s: float = 5.0  # well within min_idle_ms
     cancel_poll_s: float = 0.1
     metrics_every_s: float = 2.0  # how often the metrics text is published to Redis
+    heartbeat_every_s: float = heartbeat.HEARTBEAT_EVERY_S  # the heartbeat lives 3 of these
+    withdraw_timeout_s: float = 1.0  # a stopping worker's removal of its keys (they expire)
     grace_s: float = 20.0  # how long a stopping worker lets its turns finish
     claim_block_ms: int = 500
     draft_interval_s: float = 0.05
@@ -171,14 +178,17 @@ class Worker:
             asyncio.create_task(self._cancel_loop(), name="cancel-poller"),
             asyncio.create_task(self._metrics_loop(), name="metrics"),
         ]
+        beat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         try:
             await self._claim_loop()
+            await self._stop_heartbeat(beat)
             await self._drain()
             await self._leave_group()
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self._stop_heartbeat(beat)
             await self._withdraw_metrics()
             log.info("worker stopped", consumer=self.name)
 
@@ -332,11 +342,37 @@ class Worker:
                 log.warning("metrics publish failed", error=str(exc))
             await asyncio.sleep(every)
 
+    async def _heartbeat_loop(self) -> None:
+        """Say that this worker consumes turns; the key lives 3 intervals unless renewed."""
+        every = self.options.heartbeat_every_s
+        while True:
+            try:
+                await heartbeat.announce(self.redis, self.keys, self.name, ttl_s=3 * every)
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed", error=str(exc))
+            await asyncio.sleep(every)
+
+    async def _stop_heartbeat(self, beat: asyncio.Task[None]) -> None:
+        """Stop announcing and remove the heartbeat: a stopping worker takes no new turns."""
+        if beat.done():
+            return
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
+        try:
+            # Bounded: with Redis gone the client's retries would hold up the stop, and the
+            # key expires by itself within its TTL anyway.
+            async with asyncio.timeout(self.options.withdraw_timeout_s):
+                await heartbeat.withdraw(self.redis, self.keys, self.name)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not withdraw the heartbeat", error=str(exc) or type(exc).__name__)
+        log.info("worker no longer announced", consumer=self.name)
+
     async def _withdraw_metrics(self) -> None:
         try:
-            await bus_metrics.withdraw(self.redis, self.keys, self.name)
-        except (RedisError, OSError) as exc:
-            log.warning("could not withdraw the metrics", error=str(exc))
+            async with asyncio.timeout(self.options.withdraw_timeout_s):  # it expires anyway
+                await bus_metrics.withdraw(self.redis, self.keys, self.name)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not withdraw the metrics", error=str(exc) or type(exc).__name__)
 
     async def _cancel_loop(self) -> None:
         failing = False  # an outage is logged when it starts and ends, not every poll

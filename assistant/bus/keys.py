@@ -90,6 +90,15 @@ class Keys:
         """Set of the process names that published metrics (stale names are pruned)."""
         return f"{self.prefix}:metrics:index"
 
+    def worker_heartbeat(self, worker_name: str) -> str:
+        """Present while a worker (model loaded) consumes turns; it expires unless renewed."""
+        return f"{self.prefix}:workers:alive:{check_id(worker_name, 'worker name')}"
+
+    @property
+    def worker_index(self) -> str:
+        """Set of the names of workers that announced themselves (stale names are pruned)."""
+        return f"{self.prefix}:workers:index"
+
     def rate_limit(self, scope: str, ident: str) -> str:
         """Token bucket (a hash of tokens and time) of one scope, e.g. ``key`` or ``ip``."""
         return f"{self.prefix}:rl:{check_id(scope, 'scope')}:{check_id(ident, 'id')}"

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 import assistant.bus.fanout
 import web.session
+from assistant.bus import heartbeat
 from assistant.bus.keys import DEFAULT_KEYS
 from assistant.bus.ratelimit import Bucket
 from assistant.bus.schema import HandoffEvent, OperatorMessageEvent
@@ -80,11 +81,29 @@ async def close_code(c: Client) -> int | None:
 # HTTP --------------------------------------------------------------------------------------
 
 
-async def test_health_readiness_and_metrics(gateway: Gateway, tenant: Tenant) -> None:
-    """/healthz, /readyz (Redis and SQL) and /metrics with the gateway's own counters."""
+async def test_not_ready_without_a_worker(gateway: Gateway) -> None:
+    """/readyz is 503 until a worker's heartbeat lives (its model loaded), then 200;
+    /healthz (liveness) is 200 throughout."""
     assert (await http_get(gateway.port, "/healthz"))[::2] == (200, b"ok\n")
     status, _, body = await http_get(gateway.port, "/readyz")
-    assert (status, json.loads(body)) == (200, {"ready": True, "redis": "ok", "database": "ok"})
+    none = {"ready": False, "redis": "ok", "database": "ok", "workers": "none"}
+    assert (status, json.loads(body)) == (503, none)
+    await heartbeat.announce(gateway.redis, gateway.keys, "w-1")
+    status, _, body = await http_get(gateway.port, "/readyz")
+    ok = {"ready": True, "redis": "ok", "database": "ok", "workers": "ok"}
+    assert (status, json.loads(body)) == (200, ok)
+    await heartbeat.withdraw(gateway.redis, gateway.keys, "w-1")  # its clean stop
+    status, _, body = await http_get(gateway.port, "/readyz")
+    assert (status, json.loads(body)) == (503, none)
+
+
+async def test_health_readiness_and_metrics(gateway: Gateway, tenant: Tenant) -> None:
+    """/healthz, /readyz (Redis, SQL, a worker) and /metrics with the gateway's own counters."""
+    await heartbeat.announce(gateway.redis, gateway.keys, "w-1")  # a worker consumes turns
+    assert (await http_get(gateway.port, "/healthz"))[::2] == (200, b"ok\n")
+    status, _, body = await http_get(gateway.port, "/readyz")
+    ready = {"ready": True, "redis": "ok", "database": "ok", "workers": "ok"}
+    assert (status, json.loads(body)) == (200, ready)
     async with client(gateway) as c:
         await widget(c, tenant)
         await c.send(type="nonsense")

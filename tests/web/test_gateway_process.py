@@ -43,7 +43,8 @@ def gateway_process(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
+        # Liveness: /readyz also wants a worker, and these tests run the gateway alone.
+        wait_http(f"http://127.0.0.1:{port}/healthz")
         yield port, process
     finally:
         if process.poll() is None:

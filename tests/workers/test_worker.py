@@ -35,6 +35,7 @@ from assistant.agent.claims import (
 )
 from assistant.agent.prompting import SUPPORT_SYSTEM, model_messages
 from assistant.app.embedded_redis import EmbeddedRedis
+from assistant.bus import heartbeat
 from assistant.bus.activity import ActivityLog
 from assistant.bus.connection import connect
 from assistant.bus.keys import DEFAULT_KEYS, GROUP
@@ -285,9 +286,11 @@ async def test_one_turn_end_to_end(
     """Drafts, then one final with gapless seqs; one stored reply; the turn is acked."""
     worker = make_worker(redis_client, store, *loaded)
     turn = await new_turn(store, redis_client, "where is my order?")
+    assert await heartbeat.alive(redis_client, KEYS) == []  # not announced before it runs
     async with running(worker):
         await wait_until(lambda: has_final(redis_client, turn))
         await wait_until(lambda: settled(redis_client))
+        assert await heartbeat.alive(redis_client, KEYS) == ["test-worker"]
 
         async def published() -> bool:
             return "assistant_worker_turns_total{" in await collect(redis_client, KEYS)
@@ -296,6 +299,7 @@ async def test_one_turn_end_to_end(
         scraped = await collect(redis_client, KEYS)
         assert 'assistant_worker_active_turns{worker="test-worker"} ' in scraped
     assert await collect(redis_client, KEYS) == ""  # a stopped worker withdraws them
+    assert await heartbeat.alive(redis_client, KEYS) == []  # and its heartbeat
     events = await events_of(redis_client, turn.conversation_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert isinstance(events[-1], FinalEvent) and len(finals(events)) == 1
