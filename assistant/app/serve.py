@@ -21,7 +21,9 @@ from types import FrameType
 import structlog
 
 from assistant.app.embedded_redis import EmbeddedRedis, die_with_parent
-from assistant.bus.connection import check_redis
+from assistant.bus import heartbeat
+from assistant.bus.connection import check_redis, connect
+from assistant.bus.keys import Keys
 from assistant.core.config import Settings
 from assistant.core.errors import UserError
 from assistant.core.ports import ensure_port_free
@@ -156,8 +158,15 @@ def serve(settings: Settings, gateways: int = 1, workers: int = 1) -> int:
             supervisor.spawn(f"gateway-{index}", "gateway", "--port", str(port))
         for index in range(workers):
             supervisor.spawn(f"worker-{index}", "worker")
-        _announce(settings, ports, redis_server, demo_keys)
+        # The URLs are printed once a worker has loaded the model and consumes turns (its
+        # heartbeat is in Redis), so that a message sent at once gets an answer promptly.
+        announced = False
+        if workers:
+            _say("Waiting for a worker to load the model…")
         while not stop_requested:
+            if not announced and (workers == 0 or _worker_alive(settings)):
+                _announce(settings, ports, redis_server, demo_keys)
+                announced = True
             if not supervisor.restart_exited():
                 return 1
             if redis_server is not None and not redis_server.running:
@@ -191,6 +200,29 @@ async def _load_demo(url: str, data_dir: Path) -> DemoKeys:
         return await ensure_demo_keys(engine, tenant_id, data_dir)
     finally:
         await engine.dispose()
+
+
+def _worker_alive(settings: Settings) -> bool:
+    """Whether some worker's heartbeat lives (False while Redis does not answer)."""
+
+    async def check() -> bool:
+        redis = connect(settings.redis_url)
+        try:
+            return bool(await heartbeat.alive(redis, Keys(settings.key_prefix)))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(check())
+    except Exception as exc:
+        log.debug("cannot read the workers' heartbeats yet", error=str(exc))
+        return False
+
+
+def _say(text: str) -> None:
+    """One line on the console, where the URLs are printed too."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def _announce(
