@@ -39,7 +39,7 @@ from tests.foundation._processes import wait_http
 pytestmark = pytest.mark.slow
 
 CLIENTS = 6
-TURNS = 4
+TURNS = 8  # long enough that the load outlasts the faults, which start once turns flow
 
 
 @dataclass
