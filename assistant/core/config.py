@@ -112,7 +112,7 @@ class Settings:
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'assistant.store').resolve()}"
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'assistant.db').resolve()}"
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

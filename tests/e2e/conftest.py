@@ -63,7 +63,7 @@ class Server:
 
     @property
     def database(self) -> Path:
-        return self.data_dir / "assistant.store"
+        return self.data_dir / "assistant.db"
 
     def log_tail(self, lines: int = 60) -> str:
         try:

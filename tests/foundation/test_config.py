@@ -15,7 +15,7 @@ def test_defaults_use_embedded_services() -> None:
     settings = Settings.load(env={})
     assert settings.redis_url == ""
     assert settings.effective_database_url.startswith("sqlite+aiosqlite:///")
-    assert settings.effective_database_url.endswith("/data/assistant.store")
+    assert settings.effective_database_url.endswith("/data/assistant.db")
 
 
 def test_environment_is_read_with_prefix() -> None:
