@@ -15,8 +15,9 @@ call backs:
   that found the order, in this turn or earlier in the conversation (a follow-up such as
   "how much did I pay?" is answered from the earlier lookup);
 * ``verdict``: a tutoring verdict ("Correct!", "that's right", "well done" / "not quite",
-  "incorrect") that disagrees with the latest ``check_answer`` result, or any verdict when the
-  checker could not judge (tool error or timeout, an exercise it could not read, no check).
+  "incorrect") that disagrees with the check of the student's answer (the turn's first
+  ``check_answer``), or any verdict when the checker could not judge (tool error or timeout,
+  an exercise it could not read, no check).
 
 Choices:
 
@@ -301,11 +302,18 @@ def _verdict(text: str) -> str | None:
     return None
 
 
-def _latest_check(evidence: Sequence[ToolEvidence]) -> ToolEvidence | None:
+def _student_check(evidence: Sequence[ToolEvidence]) -> ToolEvidence | None:
+    """The check of the student's answer: the turn's first, else the conversation's latest.
+
+    A later check in the same turn is the model checking again, and the model has then read
+    the expected answer from the first result: seen served, it re-checked that expected answer
+    and said "Exactly right" to a student who had written something else.
+    """
     checks = [e for e in evidence if e.name == "check_answer"]
     this_turn = [e for e in checks if e.this_turn]
-    chosen = this_turn or checks
-    return chosen[-1] if chosen else None
+    if this_turn:
+        return this_turn[0]
+    return checks[-1] if checks else None
 
 
 def _judged(check: ToolEvidence) -> bool | None:
@@ -319,7 +327,7 @@ def _judged(check: ToolEvidence) -> bool | None:
 
 
 def _verdict_claims(text: str, channel: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
-    check = _latest_check(evidence)
+    check = _student_check(evidence)
     if check is None and channel != "tutor":
         return []
     said = _verdict(_without(text, _strings(evidence, ("check_answer",))))
@@ -399,7 +407,7 @@ def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
         if lookups and lookups[-1].status == "ok":  # it ran and found nothing
             return ORDER_NOT_FOUND_FALLBACK
         return ORDER_FALLBACK
-    check = _latest_check(evidence)
+    check = _student_check(evidence)
     if check is None or check.status != "ok":
         return VERDICT_FALLBACK
     result = check.result

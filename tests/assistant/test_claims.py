@@ -339,3 +339,20 @@ def test_corpus_replies_without_their_tools_are_caught() -> None:
             caught.setdefault(kind, []).append(bool(unsupported_claims(text, "widget", [])))
     assert set(caught) == {"ticket", "handoff", "order"}
     assert all(all(flags) for flags in caught.values()), {k: sum(v) for k, v in caught.items()}
+
+
+def test_a_second_check_of_the_shown_solution_does_not_make_the_student_right() -> None:
+    """Seen served: the student's answer was unreadable, the model then checked the expected
+    answer it had just read and said "Exactly right". The verdict follows the first check."""
+    unreadable = ToolEvidence(
+        "check_answer",
+        "ok",
+        {"correct": False, "error": "bad_answer", "expected": "55/42", "hint": "Write a number."},
+    )
+    recheck = ToolEvidence("check_answer", "ok", {"correct": True, "expected": "55/42"})
+    (claim,) = unsupported_claims("Exactly right.", "tutor", [unreadable, recheck])
+    assert claim.kind == "verdict"
+    assert (
+        honest_reply(claim, [unreadable, recheck])
+        == "I couldn't check that answer. Write a number."
+    )
