@@ -18,6 +18,7 @@ __all__ = [
     "DecodingMode",
     "check_decoding_mode",
     "decoding_modes",
+    "reply_room",
 ]
 
 MAX_REPLY_TOKENS = 96
@@ -35,6 +36,19 @@ def check_decoding_mode(name: str) -> None:
             f"unknown decoding mode {name!r}: use one of {', '.join(decoding_modes())} "
             "(ASSISTANT_DECODING_MODE)"
         )
+
+
+def reply_room(mode: DecodingMode) -> int:
+    """Positions the engine keeps after the prompt for a reply in ``mode``.
+
+    The engine accepts a request when prompt + ``max_new_tokens`` fit the context
+    (``Engine._validate``) and never goes past that in any pattern: a block mode's last
+    block is shorter rather than rounded up (``DecodingPolicy.block_lengths``), and
+    speculative decoding drafts at most what is left of the reply
+    (``SpeculativeState._draft_len``). tests/assistant/test_context_fit.py holds every
+    named mode to this with the real model at the longest message the protocol allows.
+    """
+    return mode.policy.max_new_tokens
 
 
 # Self-revision re-masks a committed token whose probability fell below this.

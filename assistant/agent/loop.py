@@ -21,9 +21,11 @@ from assistant.agent.claims import (
     honest_reply,
     unsupported_claims,
 )
+from assistant.agent.decoding import reply_room
+from assistant.agent.errors import GenerationFailed, PromptTooLong
 from assistant.agent.prompting import HistoryItem, model_messages
 from assistant.agent.toolcall import ParseError, Reply, ToolRequest, parse_output
-from assistant.agent.trimming import shorten_last_user_message, trim_history
+from assistant.agent.trimming import fit_history
 from assistant.entities.slots import SlotTable, UnresolvedSlot
 from assistant.tools.base import ToolContext
 from assistant.tools.registry import tools_for
@@ -35,6 +37,7 @@ from dlm_runtime.tokenizer import encode_chat, special_token_ids
 log = structlog.get_logger(__name__)
 
 FALLBACK_REPLY = "Sorry, something went wrong on my side. Could you say that again?"
+PROMPT_TOO_LONG = "prompt_too_long"
 
 Submit = Callable[[GenerationRequest], AsyncIterator[Draft | Final]]
 
@@ -104,8 +107,10 @@ class TurnFinished:
     status: str  # complete | cancelled | failed
     usage: Usage = field(default_factory=Usage)
     # Why the reply is (partly) a fallback: a parse error code, "unresolved_slot",
-    # "too_many_rounds", "empty_output", or "unsupported_claim:<kind>" (the model's reply
-    # claimed what no tool did and was replaced by an honest one; see agent/claims.py).
+    # "too_many_rounds", "empty_output", "prompt_too_long" (even trimmed, the prompt does not
+    # fit beside the reply: a context too small for the system prompt), or
+    # "unsupported_claim:<kind>" (the model's reply claimed what no tool did and was replaced
+    # by an honest one; see agent/claims.py).
     problem: str | None = None
     milliseconds_to_first_draft: float | None = None
 
@@ -153,7 +158,13 @@ class AgentLoop:
         first_draft: float | None = None
         request_id = request_id or uuid.uuid4().hex
         for round_ in range(self.max_rounds + 1):
-            prompt, table = self._prompt(channel, history)
+            try:
+                prompt, table = self._prompt(channel, history)
+            except PromptTooLong as exc:
+                # It would not fit on any delivery: the turn ends now, with the fallback.
+                log.warning("prompt does not fit the context even trimmed", error=str(exc))
+                yield TurnFinished(FALLBACK_REPLY, "failed", usage, PROMPT_TOO_LONG, first_draft)
+                return
             final: Final | None = None
             request = GenerationRequest(
                 request_id=f"{request_id}:{round_}",
@@ -174,6 +185,9 @@ class AgentLoop:
                         revised=len(event.revised),
                     )
             assert final is not None, "the engine ended a request without a Final event"
+            if final.finish_reason == "error":
+                # Not a reply: the worker decides whether another delivery could do better.
+                raise GenerationFailed(request.request_id, final.error or "unknown error")
             usage.add(final)
             if final.finish_reason == "cancelled":
                 yield TurnFinished("", "cancelled", usage, None, first_draft)
@@ -242,7 +256,9 @@ class AgentLoop:
         """The prompt's token ids and its slot table, trimmed to leave room for the reply.
 
         Without trimming, a conversation longer than the context fails every delivery and
-        ends dead-lettered; with it, the oldest exchanges are left out of the prompt.
+        ends dead-lettered; with it, the oldest exchanges are left out of the prompt, then
+        what ``fit_history`` reduces next. Raises :class:`PromptTooLong` when even that does
+        not fit.
         """
 
         def encode(items: Sequence[HistoryItem]) -> tuple[list[int], SlotTable]:
@@ -254,22 +270,27 @@ class AgentLoop:
         prompt, table = encode(history)
         if self.context is None:
             return prompt, table
-        limit = self.context - self.decoding.policy.max_new_tokens
+        room = reply_room(self.decoding)
+        limit = self.context - room
         if len(prompt) <= limit:
             return prompt, table
 
         def fits(items: Sequence[HistoryItem]) -> bool:
             return len(encode(items)[0]) <= limit
 
-        trimmed, dropped = trim_history(history, fits)
         # A single message longer than the context (the protocol allows 4,000 characters)
         # is cut in the middle rather than failing the turn.
-        trimmed, cut_chars = shorten_last_user_message(trimmed, fits)
-        prompt, table = encode(trimmed)
+        fitted = fit_history(history, fits)
+        prompt, table = encode(fitted.items)
+        if len(prompt) > limit:
+            raise PromptTooLong(len(prompt), limit, room)
         log.info(
             "history trimmed to fit the context",
-            dropped_items=dropped,
-            cut_chars=cut_chars,
+            dropped_items=fitted.dropped_items,
+            cut_chars=fitted.cut_chars,
+            dropped_rounds=fitted.dropped_rounds,
+            payload_chars=fitted.payload_chars,
+            system_chars=fitted.system_chars,
             prompt_tokens=len(prompt),
             limit=limit,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 
 from hypothesis import given
@@ -11,8 +12,10 @@ from hypothesis import strategies as st
 from assistant.agent.prompting import HistoryItem
 from assistant.agent.trimming import (
     ELISION,
+    KEEP_USER_CHARS,
     Fits,
     exchanges,
+    fit_history,
     shorten_last_user_message,
     shorten_text,
     trim_history,
@@ -135,3 +138,72 @@ def test_overlong_current_message_is_cut_until_it_fits() -> None:
     longer = shorten_text("y" * 1000, len(shortened[1].text) + 1)
     assert not fits([history[0], user(longer), history[2]])
     assert shorten_last_user_message(HISTORY, fits_in(10**6)) == (HISTORY, 0)
+
+
+# fit_history: what goes after whole exchanges -----------------------------------------------
+
+
+def weight(items: Sequence[HistoryItem]) -> int:
+    """A budget that also counts tool payloads (the prompt shows them)."""
+    return sum(len(i.text) + len(json.dumps(i.payload)) + 10 for i in items)
+
+
+def within(budget: int) -> Fits:
+    return lambda items: weight(items) <= budget
+
+
+def long_call(i: int) -> list[HistoryItem]:
+    return [
+        HistoryItem("tool_call", tool="lookup_order", payload={"order_id": f"{i}" + "x" * 200}),
+        HistoryItem("tool_result", tool="lookup_order", payload={"message": f"{i}" + "y" * 200}),
+    ]
+
+
+TURN = [
+    HistoryItem("system", "Old note."),
+    user("hello"),
+    bot("hi"),
+    HistoryItem("system", "Exercise: 3/4 + 1/8"),
+    user("q" * 2000),
+    *long_call(0),
+    *long_call(1),
+    *long_call(2),
+]
+
+
+def test_fit_history_keeps_what_fits_untouched() -> None:
+    fitted = fit_history(TURN, within(10**6))
+    assert fitted.items == TURN and fitted.fits and not fitted.changed
+
+
+def test_the_user_message_is_cut_to_its_floor_before_tool_rounds_go() -> None:
+    budget = weight(TURN) - 2000 + KEEP_USER_CHARS + 50
+    fitted = fit_history(TURN, within(budget))
+    assert fitted.fits and fitted.dropped_rounds == 0
+    (message,) = [i for i in fitted.items if i.role == "user"]
+    assert len(message.text) >= KEEP_USER_CHARS
+
+
+def test_older_tool_rounds_of_this_turn_go_before_the_message_is_cut_further() -> None:
+    """Room for one round beside the floor: the two older rounds go, the latest stays."""
+    floor = [*TURN[3:4], user("q" * KEEP_USER_CHARS), *long_call(2)]
+    fitted = fit_history(TURN, within(weight(floor) + 40))
+    assert fitted.fits and fitted.dropped_rounds == 2
+    assert fitted.items[-2:] == long_call(2)
+    assert [i.role for i in fitted.items].count("tool_call") == 1
+
+
+def test_tool_payloads_then_system_items_are_cut_as_a_last_resort() -> None:
+    """Even the latest round with a one-character message does not fit: strings are cut."""
+    fitted = fit_history(TURN, within(330))
+    assert fitted.fits and 0 < fitted.payload_chars < 200
+    assert fitted.items[-1].role == "tool_result" and fitted.items[-2].role == "tool_call"
+    assert "Old note." not in [i.text for i in fitted.items] or fitted.system_chars == 0
+    tighter = fit_history(TURN, within(120))
+    assert tighter.fits and tighter.system_chars > 0
+    assert [i.role for i in tighter.items].count("system") == 1
+
+
+def test_a_budget_nothing_fits_in_is_reported() -> None:
+    fitted = fit_history(TURN, within(5))
+    assert not fitted.fits and fitted.changed
