@@ -6,12 +6,17 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.app.options import logging_options
 from assistant.core.config import Settings
 from assistant.core.errors import UserError
 from assistant.lab.corpus.build import PASTE_SHARE
+
+if TYPE_CHECKING:
+    from assistant.agent.decoding import DecodingMode
 
 
 def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
@@ -57,8 +62,12 @@ def cmd_loadtest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from assistant.lab.corpus.build import build_corpus
+    from assistant.checkpoints import model_dir
+    from assistant.lab.corpus.build import build_corpus, context_fits
 
+    fits = None
+    if args.max_tokens:
+        fits = context_fits(model_dir(settings.model_path), args.max_tokens, not args.no_slots)
     stats = build_corpus(
         Path(args.out),
         args.train,
@@ -68,6 +77,12 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
         dev_dialogues=args.dev,
         entity_slots=not args.no_slots,
         paste_share=args.paste_share,
+        conversation_counts=(
+            args.conversations,
+            args.heldout_conversations,
+            args.dev_conversations,
+        ),
+        fits=fits,
     )
     for split, figures in stats.items():
         print(
@@ -75,6 +90,39 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
             f"by domain {figures['domains']}"
         )
     print(f"written to {args.out}")
+    return 0
+
+
+def _eval_conversations(
+    args: argparse.Namespace,
+    path: Path,
+    modes: list[str],
+    concurrency: int,
+    settings: Settings,
+    known: Mapping[str, DecodingMode],
+) -> int:
+    from assistant.checkpoints import uses_entity_slots
+    from assistant.lab.conversation_eval import (
+        format_conversations,
+        run_conversation_evaluation,
+        write_conversation_failures,
+    )
+
+    reports = asyncio.run(
+        run_conversation_evaluation(
+            path,
+            Path(args.conversations),
+            modes,
+            args.limit,
+            concurrency,
+            entity_slots=uses_entity_slots(path, settings.entity_slots),
+            known=known,
+        )
+    )
+    print(format_conversations(reports))
+    if args.dump:
+        count = write_conversation_failures(reports, Path(args.dump))
+        print(f"{count} conversations not right written to {args.dump}")
     return 0
 
 
@@ -93,7 +141,12 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     heldout = Path(args.heldout)
-    if not args.natural and not heldout.is_file():
+    if args.conversations and not Path(args.conversations).is_file():
+        raise UserError(
+            f"no conversations at {args.conversations}: run 'assistant corpus build "
+            "--heldout-conversations N' first"
+        )
+    if not args.natural and not args.conversations and not heldout.is_file():
         raise UserError(
             f"no held-out dialogues at {heldout}: run 'assistant corpus build' first "
             "(or pass --heldout)"
@@ -122,6 +175,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         )
         if value is not None
     }
+    if args.conversations:
+        return _eval_conversations(args, path, modes, levels[0], settings, decoding_modes(**sweep))
     reports, bad_reports = asyncio.run(
         run_evaluation(
             path,
@@ -200,6 +255,40 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="share of training dialogues whose first message is buried in a long paste, "
         f"cut as serving cuts it (default {PASTE_SHARE}; 0 = none, the corpus before)",
     )
+    build.add_argument(
+        "--conversations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also add N whole multi-turn conversations from the user simulator to the "
+        "training file (default 0)",
+    )
+    build.add_argument(
+        "--heldout-conversations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write N held-out simulated conversations to heldout_conversations.jsonl, for "
+        "'assistant eval --conversations' (default 0)",
+    )
+    build.add_argument(
+        "--dev-conversations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write N dev conversations (training templates, another seed) to "
+        "dev_conversations.jsonl, for choosing a checkpoint (default 0)",
+    )
+    build.add_argument(
+        "--max-tokens",
+        type=int,
+        default=480,
+        metavar="N",
+        help="cut each training conversation to N tokens as serving cuts it (oldest whole "
+        "exchanges first), counted with the tokenizer of --model-path; 0 = no cut "
+        "(default 480, the bundled model's training length)",
+    )
+    build.add_argument("--model-path", metavar="DIR", help="tokenizer (default: bundled)")
     build.set_defaults(handler=cmd_corpus_build)
 
     evaluate = commands.add_parser(
@@ -273,6 +362,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="score every turn of the natural-phrasing set written by hand "
         "(assistant/lab/natural.py) instead of --heldout; its bad-input table comes from the "
         "same runs (--limit and --bad-input do not apply)",
+    )
+    evaluate.add_argument(
+        "--conversations",
+        metavar="FILE",
+        nargs="?",
+        const="data/corpus/heldout_conversations.jsonl",
+        help="score whole simulated conversations instead (default FILE "
+        "data/corpus/heldout_conversations.jsonl): the customer's messages replayed on the "
+        "model's own earlier turns, each turn and each conversation scored; --limit counts "
+        "conversations, the first --concurrency level is used",
     )
     evaluate.add_argument(
         "--entity-slots",

@@ -24,7 +24,8 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,8 @@ class TurnScore:
     detail: dict[str, Any] = field(default_factory=dict)
     # Why the loop replaced the model's reply (TurnFinished.problem), None when it did not.
     problem: str | None = None
+    short: bool = False  # under three words
+    unfinished: bool = False  # no closing punctuation
 
     @property
     def failed(self) -> bool:
@@ -110,6 +113,8 @@ class ModeReport:
             "fact_accuracy": self.rate([x.facts_ok for x in s]),
             "tutoring_verdicts": self.rate([x.verdict_ok for x in s]),
             "fallbacks": self.rate([x.problem is not None for x in s]),
+            "short_replies": self.rate([x.short for x in s]),
+            "unfinished_replies": self.rate([x.unfinished for x in s]),
             "tokens_per_s": tokens / self.wall_s if self.wall_s else float("nan"),
             "forward_passes_per_token": sum(x.forward_passes for x in s) / max(1, tokens),
             "latency_p50_ms": _percentile(latencies, 50),
@@ -154,23 +159,63 @@ def _context(history: Sequence[HistoryItem], results: Sequence[dict[str, Any]]) 
     )
 
 
-async def score_turn(
-    loop: AgentLoop, dialogue: Dialogue, turn: TurnExpectation, shop: MemoryShop
-) -> TurnScore:
-    history = dialogue.items[: turn.index + 1]
+@dataclass
+class TurnRun:
+    """What the agent loop did with one user turn: its first call, results and final."""
+
+    called: ToolCalled | None
+    calls: list[ToolCalled]
+    results: list[dict[str, Any]]
+    finished: TurnFinished
+    latency_ms: float
+
+    def items(self) -> list[HistoryItem]:
+        """The turn as history items, the way the worker stores it for the next turn."""
+        out: list[HistoryItem] = []
+        for call, result in zip(self.calls, self.results, strict=False):
+            out.append(HistoryItem("tool_call", tool=call.name, payload=dict(call.arguments)))
+            out.append(HistoryItem("tool_result", tool=call.name, payload=result))
+        out.append(HistoryItem("assistant", self.finished.text))
+        return out
+
+
+async def run_turn(loop: AgentLoop, channel: str, history: Sequence[HistoryItem]) -> TurnRun:
     started = time.perf_counter()
-    called: ToolCalled | None = None
+    calls: list[ToolCalled] = []
     results: list[dict[str, Any]] = []
     finished: TurnFinished | None = None
-    async for event in loop.run(dialogue.channel, history, ToolContext(tenant_id="demo")):
-        if isinstance(event, ToolCalled) and called is None:
-            called = event
+    async for event in loop.run(channel, list(history), ToolContext(tenant_id="demo")):
+        if isinstance(event, ToolCalled):
+            calls.append(event)
         elif isinstance(event, ToolFinished):
             results.append(event.outcome.result)
         elif isinstance(event, TurnFinished):
             finished = event
-    latency = (time.perf_counter() - started) * 1000
     assert finished is not None
+    latency = (time.perf_counter() - started) * 1000
+    return TurnRun(calls[0] if calls else None, calls, results, finished, latency)
+
+
+def unfinished(reply: str) -> bool:
+    """A reply that stops mid-sentence (no closing punctuation)."""
+    return not reply.rstrip().rstrip("\"')]").endswith((".", "!", "?", ":", "\u2026"))
+
+
+def too_short(reply: str) -> bool:
+    """Under three words: no answer to a message that asked something."""
+    return len(reply.split()) < 3
+
+
+def asks_something(turn: TurnExpectation, message: str) -> bool:
+    """Whether the user's message needs an answer of substance (not "thanks" or "bye")."""
+    return turn.tool is not None or bool(turn.facts) or "?" in message
+
+
+def judge_turn(
+    dialogue: Dialogue, turn: TurnExpectation, history: Sequence[HistoryItem], run: TurnRun
+) -> TurnScore:
+    """Score one turn's run against what the turn must do (independent of wording)."""
+    called, results, finished = run.called, run.results, run.finished
     reply = finished.text
     facts = list(turn.facts)
     if turn.tool == "create_ticket" and results and "ticket_id" in results[0]:
@@ -194,12 +239,14 @@ async def score_turn(
         arguments_match=arguments_match,
         facts_ok=facts_ok,
         verdict_ok=verdict_ok,
-        latency_ms=latency,
+        latency_ms=run.latency_ms,
         first_draft_ms=finished.milliseconds_to_first_draft,
         tokens=finished.usage.tokens,
         forward_passes=finished.usage.forward_passes,
         reply=reply,
         problem=finished.problem,
+        short=too_short(reply) and asks_something(turn, history[-1].text),
+        unfinished=unfinished(reply),
         detail={
             "intent": dialogue.intent,
             "history": [[item.role, item.text] for item in history[:-1]],
@@ -213,6 +260,14 @@ async def score_turn(
             "expected_verdict": turn.verdict,
         },
     )
+
+
+async def score_turn(
+    loop: AgentLoop, dialogue: Dialogue, turn: TurnExpectation, shop: MemoryShop
+) -> TurnScore:
+    """One turn replayed on the recorded history before it."""
+    history = dialogue.items[: turn.index + 1]
+    return judge_turn(dialogue, turn, history, await run_turn(loop, dialogue.channel, history))
 
 
 # Bad input, by the intent of its held-out dialogues.
@@ -327,6 +382,8 @@ COLUMNS = [
     ("latency_p50_ms", "p50 ms", "{:.0f}"),
     ("latency_p95_ms", "p95 ms", "{:.0f}"),
     ("fallbacks", "fallback %", "{:.1f}"),
+    ("short_replies", "short %", "{:.1f}"),
+    ("unfinished_replies", "unfinished %", "{:.1f}"),
 ]
 
 
@@ -365,6 +422,41 @@ def format_table(reports: Sequence[ModeReport]) -> str:
     return "\n".join(rows)
 
 
+@asynccontextmanager
+async def serving_loops(
+    model_path: Path,
+    modes: Sequence[str],
+    max_batch: int,
+    entity_slots: bool = True,
+    known: Mapping[str, DecodingMode] | None = None,
+) -> AsyncIterator[list[tuple[str, AgentLoop]]]:
+    """One engine on the model, and the serving agent loop of each named decoding mode."""
+    from assistant.agent.decoding import decoding_modes
+    from assistant.agent.loop import engine_submit
+    from dlm_runtime.engine import Engine
+    from dlm_runtime.loading import load_model
+    from dlm_runtime.tokenizer import load_tokenizer
+
+    model = load_model(model_path, dtype="float32")
+    tokenizer = load_tokenizer(model_path)
+    known = known or decoding_modes()
+    async with Engine(model, tokenizer, max_batch=max_batch) as engine:
+        yield [
+            (
+                name,
+                AgentLoop(
+                    engine_submit(engine),
+                    tokenizer,
+                    ToolRunner(MemoryShop(build_shop())),
+                    known[name],
+                    context=engine.info.context,
+                    entity_slots=entity_slots,
+                ),
+            )
+            for name in modes
+        ]
+
+
 async def run_evaluation(
     model_path: Path,
     heldout: Path,
@@ -382,34 +474,16 @@ async def run_evaluation(
     ``natural``: score every turn of the hand-written natural-phrasing set instead of
     ``heldout`` (``limit`` and ``bad_input`` do not apply); its bad-input table is read off
     the same runs, from the turns of the bad-input intents."""
-    from assistant.agent.decoding import decoding_modes
-    from assistant.agent.loop import engine_submit
-    from dlm_runtime.engine import Engine
-    from dlm_runtime.loading import load_model
-    from dlm_runtime.tokenizer import load_tokenizer
-
-    model = load_model(model_path, dtype="float32")
-    tokenizer = load_tokenizer(model_path)
     if natural:
         turns = natural_turns()
         bad_input = 0
     else:
         turns = sample_turns(heldout, limit)
-    known = known or decoding_modes()
     reports: list[ModeReport] = []
     bad_reports: list[ModeReport] = []
     bad_turns = bad_input_turns(heldout, bad_input) if bad_input else []
-    async with Engine(model, tokenizer, max_batch=max(concurrency)) as engine:
-        for name in modes:
-            mode = known[name]
-            loop = AgentLoop(
-                engine_submit(engine),
-                tokenizer,
-                ToolRunner(MemoryShop(build_shop())),
-                mode,
-                context=engine.info.context,
-                entity_slots=entity_slots,
-            )
+    async with serving_loops(model_path, modes, max(concurrency), entity_slots, known) as loops:
+        for name, loop in loops:
             for level in concurrency:
                 subset = turns if level == concurrency[0] else turns[:speed_limit]
                 reports.append(await evaluate_mode(loop, name, subset, level))

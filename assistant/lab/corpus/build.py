@@ -10,7 +10,15 @@
 * ``added_words.json``: the placeholders the tokenizer keeps as single tokens;
 * ``dev_dialogues.jsonl`` (``dev_dialogues`` > 0): conversations like the held-out ones but
   made from the *training* templates and entities with another seed, for tuning decoding
-  settings without looking at the held-out set.
+  settings without looking at the held-out set;
+* ``heldout_conversations.jsonl`` / ``dev_conversations.jsonl`` (``conversations`` > 0):
+  whole multi-turn conversations from the user simulator (``simulator``), held-out ones for
+  ``assistant eval --conversations`` and dev ones (training templates, another seed) for
+  choosing a checkpoint. Training conversations go into ``train.jsonl`` beside the rest.
+
+A training example whose conversation is longer than the model's context is cut the way
+serving cuts it (``agent.trimming``: whole oldest exchanges dropped) when a tokenizer is
+given, so the model learns from the prompts it will be served.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from assistant.agent.prompting import model_messages
+from assistant.agent.prompting import HistoryItem, model_messages
+from assistant.agent.trimming import trim_history
 from assistant.demo.shop import build_shop
 from assistant.entities.slots import PLACEHOLDER, SlotKind, SlotTable
 from assistant.lab.corpus import support
@@ -34,6 +43,8 @@ from assistant.lab.corpus.smalltalk import smalltalk
 from assistant.tools.shop import ShopData
 
 Generator = Callable[[random.Random, ShopData, str], Dialogue]
+# Whether a history (with the turn to learn) fits the model's context; None = no limit.
+Fits = Callable[[str, list[HistoryItem]], bool] | None
 MAX_PLACEHOLDER_INDEX = 8
 # Share of training dialogues whose first message comes inside a long paste (0 gives the
 # corpus of the checkpoint before, which never saw one).
@@ -58,18 +69,32 @@ def dialogues(count: int, split: str, seed: int, store: ShopData) -> Iterator[Di
         yield rng.choices(functions, weights)[0](rng, store, split)
 
 
-def training_examples(dialogue: Dialogue, entity_slots: bool = True) -> Iterator[dict[str, Any]]:
+def conversations(count: int, split: str, seed: int, store: ShopData) -> Iterator[Dialogue]:
+    """Simulated multi-turn conversations, from a generator of their own (adding them never
+    changes which single-turn dialogues a seed draws)."""
+    from assistant.lab.corpus.simulator import conversation
+
+    rng = random.Random(f"{seed}-{split}-conversations")
+    for _ in range(count):
+        yield conversation(rng, store, split)
+
+
+def training_examples(
+    dialogue: Dialogue, entity_slots: bool = True, fits: Fits = None
+) -> Iterator[dict[str, Any]]:
     """One example per assistant turn: the conversation up to it, it being the last message.
 
     A turn that uses a placeholder its prompt never introduced is left out: at serving time
     such a placeholder could not be resolved.
     """
+    channel = dialogue.channel
     for index, item in enumerate(dialogue.items):
         if item.role not in ("assistant", "tool_call"):
             continue
-        messages = model_messages(
-            dialogue.channel, dialogue.items[: index + 1], SlotTable(enabled=entity_slots)
-        )
+        history = dialogue.items[: index + 1]
+        if fits is not None:
+            history, _ = trim_history(history, lambda items: fits(channel, list(items)))
+        messages = model_messages(dialogue.channel, history, SlotTable(enabled=entity_slots))
         prompt_text = json.dumps(messages[:-1], ensure_ascii=False)
         target_text = json.dumps(messages[-1], ensure_ascii=False)
         if not set(PLACEHOLDER.findall(target_text)) <= set(PLACEHOLDER.findall(prompt_text)):
@@ -94,10 +119,13 @@ def build_corpus(
     dev_dialogues: int = 0,
     entity_slots: bool = True,
     paste_share: float = PASTE_SHARE,
+    conversation_counts: tuple[int, int, int] = (0, 0, 0),
+    fits: Fits = None,
 ) -> dict[str, Any]:
     """Write the corpus files; ``augment`` adds noise to training user turns only, and
     buries about ``paste_share`` of training dialogues' first message in pasted text;
-    ``entity_slots`` False writes real values where placeholders would be."""
+    ``entity_slots`` False writes real values where placeholders would be.
+    ``conversation_counts``: simulated conversations for training, held out and dev."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = build_shop()
     stats: dict[str, Any] = {}
@@ -118,11 +146,33 @@ def build_corpus(
                 domains[dialogue.domain] += 1
                 if augment and split == "train":
                     dialogue = augment_dialogue(dialogue, noise, paste_share=paste_share)
-                for example in training_examples(dialogue, entity_slots):
+                for example in training_examples(dialogue, entity_slots, fits):
                     handle.write(json.dumps(example, ensure_ascii=False) + "\n")
                     examples += 1
                 raw.write(json.dumps(_dialogue_record(dialogue), ensure_ascii=False) + "\n")
+            if split == "train":
+                for dialogue in conversations(conversation_counts[0], split, seed, store):
+                    domains["conversation"] += 1
+                    if augment:
+                        dialogue = augment_dialogue(dialogue, noise)
+                    for example in training_examples(dialogue, entity_slots, fits):
+                        handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+                        examples += 1
         stats[split] = {"dialogues": count, "examples": examples, "domains": dict(domains)}
+    _, heldout_count, dev_count = conversation_counts
+    if heldout_count:
+        _write_records(
+            out_dir / "heldout_conversations.jsonl",
+            conversations(heldout_count, "heldout", seed, store),
+        )
+        stats["heldout conversations"] = {"dialogues": heldout_count, "examples": 0, "domains": {}}
+    if dev_count:
+        # Training templates and entities, another seed: for choosing a checkpoint.
+        _write_records(
+            out_dir / "dev_conversations.jsonl",
+            conversations(dev_count, "train", seed + 100_003, store),
+        )
+        stats["dev conversations"] = {"dialogues": dev_count, "examples": 0, "domains": {}}
     (out_dir / "added_words.json").write_text(json.dumps(added_words() if entity_slots else []))
     if dev_dialogues:
         write_dev_dialogues(out_dir / "dev_dialogues.jsonl", dev_dialogues, seed, store)
@@ -132,9 +182,26 @@ def build_corpus(
 
 def write_dev_dialogues(path: Path, count: int, seed: int, store: ShopData) -> None:
     """Training-split dialogues from a seed the training files never use (not augmented)."""
+    _write_records(path, dialogues(count, "train", seed + 100_003, store))
+
+
+def _write_records(path: Path, items: Iterator[Dialogue]) -> None:
     with path.open("w", encoding="utf-8") as handle:
-        for dialogue in dialogues(count, "train", seed + 100_003, store):
+        for dialogue in items:
             handle.write(json.dumps(_dialogue_record(dialogue), ensure_ascii=False) + "\n")
+
+
+def context_fits(model_path: Path, max_tokens: int, entity_slots: bool = True) -> Fits:
+    """Whether a history, encoded as the model sees it, takes at most ``max_tokens``."""
+    from dlm_runtime.tokenizer import encode_chat, load_tokenizer
+
+    tokenizer = load_tokenizer(model_path)
+
+    def fits(channel: str, history: list[HistoryItem]) -> bool:
+        messages = model_messages(channel, history, SlotTable(enabled=entity_slots))
+        return len(encode_chat(tokenizer, messages, add_generation_prompt=False)) <= max_tokens
+
+    return fits
 
 
 def _dialogue_record(dialogue: Dialogue) -> dict[str, Any]:

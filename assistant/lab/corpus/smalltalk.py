@@ -106,7 +106,11 @@ def smalltalk(rng: object, _store: object, split: str) -> Dialogue:
     import random
 
     assert isinstance(rng, random.Random)
-    user, reply = rng.choice(all_pairs()[split])
+    pairs = all_pairs()[split]
+    if split == "train":
+        # Learn whole-sentence replies only: a one-word answer to small talk reads as broken.
+        pairs = [(u, r) for u, r in pairs if len(r.split()) >= 3 and r.rstrip()[-1:] in ".!?"]
+    user, reply = rng.choice(pairs)
     dialogue = Dialogue(split, "smalltalk", "smalltalk", "widget")
     dialogue.user(user)
     dialogue.say(reply)

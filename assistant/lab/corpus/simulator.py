@@ -1,0 +1,741 @@
+"""Whole support conversations from an agenda-based user simulator (issue 14).
+
+The single-turn generators in ``support`` follow one scripted flow each, so a model trained
+only on them answers a first question well and loses the thread after it. Here a simulated
+customer has a *goal* (one to four tasks: an order question, a policy question, a problem to
+report, a person to talk to, small talk, something out of scope, an injection attempt,
+another customer's order) and an *agenda*: a stack of things to say, pushed and popped as
+the conversation goes (a slot asked for, a correction, a follow-up that refers back). The
+assistant's side is a policy over a *dialogue state* (the order number and email known so
+far, the order last looked up), so each reply answers the latest message from the latest
+tool result and never repeats an earlier answer to a new question.
+
+Templates and entities split into training and held-out exactly as in ``support``
+(``Phrases`` holds every fifth template out; orders come from ``ShopData.orders_in``), and
+each user turn carries its ``TurnExpectation``, so the same code makes training examples and
+the held-out conversations ``assistant eval --conversations`` scores.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.lab.corpus.dialogue import Dialogue
+from assistant.lab.corpus.phrases import Phrases, join, maybe
+from assistant.lab.corpus.refusals import (
+    INJECTION,
+    INJECTION_REPLY,
+    OUT_OF_SCOPE,
+    SCOPE_REPLY,
+)
+from assistant.lab.corpus.support import (
+    ASK_FOR_EMAIL,
+    ASK_FOR_ID,
+    ASK_STATUS,
+    ASK_STATUS_NO_EMAIL,
+    ASK_STATUS_NO_ID,
+    ASK_TRACKING,
+    CLOSING,
+    COMPLAINT,
+    FOLLOW_ETA,
+    FOLLOW_ETA_REPLY,
+    FOLLOW_ITEMS,
+    FOLLOW_ITEMS_REPLY,
+    FOLLOW_TOTAL,
+    FOLLOW_TOTAL_REPLY,
+    GIVE_BOTH,
+    GIVE_EMAIL,
+    GREETING,
+    HANDOFF_REPLY,
+    HUMAN_REQUEST,
+    NOT_FOUND_REPLY,
+    POLICY_QUESTION,
+    POLICY_REPLY,
+    REPLY_TRACKING,
+    THANKS,
+    TICKET_REPLY,
+    _order_values,
+    _reply_for,
+    _status_facts,
+    _typed_order_number,
+)
+from assistant.tools.create_ticket import ticket_view
+from assistant.tools.handoff_to_human import handoff_view
+from assistant.tools.lookup_order import NOT_FOUND, order_view
+from assistant.tools.search_kb import KB_TOPICS, kb_view
+from assistant.tools.shop import Order, ShopData
+
+MAX_USER_TURNS = 6
+
+# What the customer says -------------------------------------------------------------------
+
+HELLO = Phrases(
+    [
+        "hi",
+        "hello",
+        "Hi there",
+        "hey",
+        "good morning",
+        "Hello?",
+        "hi, anyone there?",
+        "Hey!",
+        "good afternoon",
+        "yo",
+    ]
+)
+HELLO_REPLY = Phrases(
+    [
+        "Hello! How can I help you today?",
+        "Hi there! What can I do for you?",
+        "Hi! I can help with orders, returns, shipping and more. What do you need?",
+        "Hello! What can I help you with?",
+        "Hey! How can I help?",
+    ]
+)
+GIVE_NUMBER = Phrases(
+    [
+        "it's {order}",
+        "{order}",
+        "order number {order}",
+        "the number is {order}",
+        "sure, {order}",
+        "#{order}",
+        "order {order}",
+        "It is {order}.",
+        "here: {order}",
+        "{order} I think",
+    ]
+)
+ASK_WITH_EMAIL_FIRST = Phrases(
+    [
+        "my email is {email}, where is my order?",
+        "Hi, I'm {email}. Can you check my order?",
+        "{email} here, has my order shipped?",
+        "I ordered with {email}, where's my package?",
+        "Can you find my order? My email is {email}.",
+        "email {email}, any update on my order?",
+        "It's {email}, is my stuff coming?",
+        "my account email is {email} and I'm still waiting on my order",
+        "Could you check on my delivery? I used {email}.",
+        "{email} - order status please",
+    ]
+)
+ASK_FOR_NUMBER_ONLY = Phrases(
+    [
+        "Thanks! And what is the order number?",
+        "Got it. Which order number should I look up?",
+        "Thanks. Could you also give me the order number?",
+        "I have your email. What's the order number?",
+        "Okay! Please send me the order number too.",
+    ]
+)
+CORRECTION = Phrases(
+    [
+        "sorry, it's {order}",
+        "oops, I meant {order}",
+        "my mistake, the number is {order}",
+        "sorry typo, {order}",
+        "Ah, wrong number. It's {order}.",
+        "try {order} instead",
+        "no wait, it's {order}",
+        "Sorry! The right one is {order}.",
+        "correction: {order}",
+        "I mistyped it, it's {order}",
+    ]
+)
+ALSO = Phrases(
+    [
+        "Also, ",
+        "One more thing: ",
+        "Another question. ",
+        "oh and ",
+        "Btw ",
+        "And ",
+        "Different question: ",
+        "Also ",
+        "While I have you, ",
+        "ok, ",
+    ]
+)
+OTHER_ORDER = Phrases(
+    [
+        "can you also check {order}? it's my friend's",
+        "What about order {order}?",
+        "and order {order}, my sister's, where is that one?",
+        "Check {order} too please, same email",
+        "Look up {order} as well",
+        "my husband ordered {order}, can you tell me its status?",
+        "also {order} please",
+        "there's another one, {order}, can you check it?",
+        "What's the status of {order} then?",
+        "and {order}?",
+    ]
+)
+# A problem in the customer's own words, with no order number or email.
+PROBLEM_WORDS = {
+    "damaged": Phrases(
+        [
+            "it arrived damaged",
+            "the box was crushed and the stuff inside is broken",
+            "my jacket came with a big tear in it",
+            "The item is broken.",
+            "the tent poles are snapped in half",
+            "Everything arrived wet and ruined.",
+            "the stove was dented when I opened the package",
+            "the zipper on my backpack is already broken",
+            "it came damaged, the handle is cracked",
+            "the bottle arrived leaking and cracked",
+        ]
+    ),
+    "wrong_item": Phrases(
+        [
+            "you sent me the wrong item",
+            "I got the wrong size",
+            "this isn't what I ordered",
+            "The color is wrong.",
+            "I received someone else's order",
+            "they sent boots instead of the sneakers I ordered",
+            "wrong product in the box",
+            "the package had a completely different item in it",
+            "I ordered a medium and got an XL",
+            "This is not my item.",
+        ]
+    ),
+    "missing_item": Phrases(
+        [
+            "something is missing from my package",
+            "only half of my order came",
+            "The socks weren't in the box.",
+            "an item is missing",
+            "I didn't get everything I ordered",
+            "one of the things I paid for wasn't in the parcel",
+            "the package arrived but the gloves are missing",
+            "part of my order never showed up",
+            "there should be two items but I only got one",
+            "The box was missing a product.",
+        ]
+    ),
+    "billing": Phrases(
+        [
+            "I was charged twice",
+            "you billed me twice for the same order",
+            "There's a double charge on my card.",
+            "I got overcharged",
+            "the amount on my statement is wrong",
+            "why did you charge me two times?",
+            "My card shows two payments for one order.",
+            "I paid more than the price on the site",
+            "I think I was billed the wrong amount",
+            "there's an extra charge I don't recognise",
+        ]
+    ),
+}
+PROBLEM_OPENER = Phrases(
+    [
+        "I have a problem with my order:",
+        "Hi, there's an issue with my order.",
+        "Ugh,",
+        "I need help,",
+        "So",
+        "Not happy:",
+        "Problem here -",
+        "I'm afraid",
+        "Hello, unfortunately",
+        "Hey, just opened my package and",
+    ]
+)
+PROBLEM_WITH_NUMBER = Phrases(
+    [
+        "{problem}, order {order}",
+        "order {order}: {problem}",
+        "{problem}. The order number is {order}.",
+        "{problem} ({order})",
+        "my order {order} - {problem}",
+        "{problem}, it was order {order}",
+        "For {order}, {problem}.",
+        "{problem}! order #{order}",
+        "{order} {problem}",
+        "re order {order}, {problem}",
+    ]
+)
+ASK_FOR_TICKET_ORDER = Phrases(
+    [
+        "I'm sorry to hear that! What's the order number, so I can open a ticket?",
+        "That's not good, sorry. Which order is it? Please send me the order number.",
+        "Sorry about that. Could you give me the order number? Then I'll report it.",
+        "Oh no, I'm sorry. What is the order number for this?",
+        "I'll get that sorted. What's the order number?",
+    ]
+)
+# A request for a person in the middle of a conversation.
+HUMAN_LATER = Phrases(
+    [
+        "actually can I just talk to a real person?",
+        "this isn't helping, get me a human",
+        "I'd like to speak to someone from your team now",
+        "ok can you transfer me to an agent",
+        "never mind, I want to talk to a person",
+        "Can I talk to a human about this?",
+        "please put me through to customer service",
+        "is there a real person I can chat with instead?",
+        "I want a human agent please",
+        "connect me to a representative",
+        "you're a bot right? I need a human",
+        "let me speak with your staff",
+        "Can someone from support take over?",
+        "I need to talk to an actual person",
+        "hand me over to a human please",
+    ]
+)
+GOODBYE = Phrases(
+    [
+        "bye",
+        "that's all, bye!",
+        "ok bye",
+        "Goodbye.",
+        "thanks, that's everything",
+        "see ya",
+        "nothing else, bye",
+        "all good now, bye",
+        "no that's it",
+        "That's all I needed.",
+    ]
+)
+GOODBYE_REPLY = Phrases(
+    [
+        "Goodbye! Have a great day.",
+        "Thanks for chatting with us. Take care!",
+        "You're welcome! Have a nice day.",
+        "Glad I could help. Goodbye!",
+        "Bye! Reach out any time you need us.",
+    ]
+)
+THANKS_REPLY = Phrases(
+    [
+        "You're welcome! Is there anything else I can help with?",
+        "Happy to help! Anything else?",
+        "My pleasure. Let me know if there's anything else.",
+        "You're welcome! What else can I do for you?",
+        "Anytime! Is there something else you need?",
+    ]
+)
+# Small talk with whole-sentence replies that steer back to what the assistant can do.
+SMALL_TALK: list[tuple[Phrases, Phrases]] = [
+    (
+        Phrases(
+            [
+                "how are you?",
+                "how's it going",
+                "How are you doing today?",
+                "you good?",
+                "how is your day going?",
+                "what's up",
+                "How are things?",
+                "hows your day",
+                "are you doing ok?",
+                "how have you been?",
+            ]
+        ),
+        Phrases(
+            [
+                "I'm doing well, thanks for asking! How can I help you today?",
+                "All good here, thank you! What can I do for you?",
+                "I'm great, thanks! Is there anything I can help you with?",
+                "Doing well, thanks. How can I help with your order or questions?",
+                "I'm fine, thank you for asking. What do you need help with?",
+            ]
+        ),
+    ),
+    (
+        Phrases(
+            [
+                "are you a bot?",
+                "am I talking to a robot",
+                "Are you a real person?",
+                "is this an AI?",
+                "who am I talking to?",
+                "are you human?",
+                "What are you?",
+                "is this automated?",
+                "r u a bot",
+                "are you a person or a program?",
+            ]
+        ),
+        Phrases(
+            [
+                "I'm the store's virtual assistant. I can check orders, answer policy questions "
+                "and connect you with a person if you like.",
+                "I'm an automated assistant for the store. A human agent can join if you ask.",
+                "I'm a virtual assistant. I can help with orders, returns and shipping questions.",
+                "I'm a bot that helps with orders and store questions. Just ask if you'd rather "
+                "talk to a person.",
+                "I'm the shop's chat assistant. How can I help you today?",
+            ]
+        ),
+    ),
+    (
+        Phrases(
+            [
+                "nice weather today",
+                "it's raining here again",
+                "I'm bored",
+                "what a long day",
+                "I love your store",
+                "you guys have cool stuff",
+                "Happy Friday!",
+                "lol",
+                "that's funny",
+                "I just got back from a hike",
+            ]
+        ),
+        Phrases(
+            [
+                "That's nice to hear! Is there anything I can help you with today?",
+                "Thanks for sharing! Let me know if you need help with an order.",
+                "I hear you! If you need anything from the store, I'm here to help.",
+                "Thanks! What can I do for you today?",
+                "Glad you stopped by! Can I help you with something?",
+            ]
+        ),
+    ),
+    (
+        Phrases(
+            [
+                "what can you do?",
+                "what can you help with",
+                "What do you do?",
+                "help",
+                "what are my options",
+                "How does this chat work?",
+                "what kind of questions can I ask?",
+                "can you help me?",
+                "what is this chat for?",
+                "I need some help",
+            ]
+        ),
+        Phrases(
+            [
+                "I can check your order status, answer questions about shipping, returns and "
+                "payment, open a ticket for a problem, or connect you with a person.",
+                "I can look up orders, explain our policies, report a problem with an order or "
+                "hand you over to a human agent. What do you need?",
+                "Sure! I can help with orders, deliveries, returns, refunds and more. What's up?",
+                "I help with orders and store questions: tracking, returns, problems with a "
+                "delivery. What can I do for you?",
+                "I can track orders, answer policy questions and open support tickets. How can "
+                "I help?",
+            ]
+        ),
+    ),
+]
+
+
+# The dialogue state and the customer's goal ---------------------------------------------
+
+
+@dataclass
+class State:
+    """What the assistant knows so far: it decides every assistant turn."""
+
+    order_id: str | None = None
+    email: str | None = None
+    found: Order | None = None  # the order last looked up successfully
+    asked: set[str] = field(default_factory=set)  # questions answered already (not repeated)
+
+
+@dataclass
+class Customer:
+    """The simulated customer: one order of their own, an email, and a goal."""
+
+    order: Order
+    other: Order  # another customer's order, for the attempts that must find nothing
+    goal: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Simulation:
+    rng: random.Random
+    store: ShopData
+    split: str
+    customer: Customer
+    dialogue: Dialogue
+    state: State = field(default_factory=State)
+
+    @property
+    def user_turns(self) -> int:
+        return len(self.dialogue.turns)
+
+    def opener(self, text: str) -> str:
+        """A task after the first one sometimes says that it is another question."""
+        if self.user_turns and self.rng.random() < 0.35:
+            return ALSO.pick(self.rng, self.split) + text
+        return text
+
+    def lookup(self, number: str, email: str, text: str) -> None:
+        order = next(
+            (o for o in self.store.orders if o.number == number and o.email == email), None
+        )
+        arguments = {"order_id": number, "email": email}
+        if order is None:
+            self.dialogue.user(text, tool="lookup_order", arguments=arguments, facts=[number])
+            self.dialogue.call("lookup_order", arguments, dict(NOT_FOUND))
+            self.dialogue.say(NOT_FOUND_REPLY.pick(self.rng, self.split, order=number, email=email))
+            self.state.found = None
+            return
+        values = _order_values(order)
+        self.dialogue.user(
+            text, tool="lookup_order", arguments=arguments, facts=_status_facts(order, values)
+        )
+        self.dialogue.call("lookup_order", arguments, order_view(order))
+        self.dialogue.say(_reply_for(order, self.rng, self.split, angry=False))
+        self.state.found = order
+
+
+# Tasks: each plays one item of the goal, pushing its own sub-agenda -------------------------
+
+
+def order_question(sim: Simulation) -> None:
+    """Ask about the customer's order, giving the number and email in any order and form."""
+    rng, split, order, state = sim.rng, sim.split, sim.customer.order, sim.state
+    if state.found is not None and state.found.number == order.number:
+        follow_up(sim)
+        return
+    typed = _typed_order_number(rng, order.number)
+    tracking = order.status in REPLY_TRACKING and rng.random() < 0.3
+    if state.email == order.email:
+        # The email is known from earlier in the conversation: the number is enough.
+        text = sim.opener(ASK_STATUS_NO_EMAIL.pick(rng, split, order=typed))
+        sim.lookup(order.number, order.email, text)
+        return
+    way = rng.random()
+    if way < 0.4:
+        asked = (ASK_TRACKING if tracking else ASK_STATUS).pick(
+            rng, split, order=typed, email=order.email
+        )
+        sim.lookup(order.number, order.email, sim.opener(asked))
+    elif way < 0.6:
+        sim.dialogue.user(
+            sim.opener(ASK_STATUS_NO_EMAIL.pick(rng, split, order=typed)), facts=[order.number]
+        )
+        sim.dialogue.say(ASK_FOR_EMAIL.pick(rng, split, order=order.number))
+        state.order_id = order.number
+        sim.lookup(order.number, order.email, GIVE_EMAIL.pick(rng, split, email=order.email))
+    elif way < 0.75:
+        sim.dialogue.user(sim.opener(ASK_STATUS_NO_ID.pick(rng, split)))
+        sim.dialogue.say(ASK_FOR_ID.pick(rng, split))
+        if rng.random() < 0.6:
+            sim.lookup(
+                order.number,
+                order.email,
+                GIVE_BOTH.pick(rng, split, order=typed, email=order.email),
+            )
+        else:
+            sim.dialogue.user(GIVE_NUMBER.pick(rng, split, order=typed), facts=[order.number])
+            sim.dialogue.say(ASK_FOR_EMAIL.pick(rng, split, order=order.number))
+            sim.lookup(order.number, order.email, GIVE_EMAIL.pick(rng, split, email=order.email))
+    elif way < 0.88:
+        sim.dialogue.user(
+            sim.opener(ASK_WITH_EMAIL_FIRST.pick(rng, split, email=order.email)),
+            facts=[],
+        )
+        sim.dialogue.say(ASK_FOR_NUMBER_ONLY.pick(rng, split))
+        sim.lookup(order.number, order.email, GIVE_NUMBER.pick(rng, split, order=typed))
+    else:
+        # A typo in the number, then a correction: the email carries over.
+        wrong = order.number[:3] + str(rng.randint(100000, 999999))
+        asked = ASK_STATUS.pick(rng, split, order=wrong, email=order.email)
+        sim.lookup(wrong, order.email, sim.opener(asked))
+        sim.lookup(order.number, order.email, CORRECTION.pick(rng, split, order=typed))
+    state.email = order.email
+    state.order_id = order.number
+
+
+def follow_up(sim: Simulation) -> None:
+    """A question that refers back to the order found earlier, answered from that result."""
+    rng, split, order = sim.rng, sim.split, sim.customer.order
+    values = _order_values(order)
+    options: list[tuple[str, Phrases, Phrases, list[str]]] = [
+        ("items", FOLLOW_ITEMS, FOLLOW_ITEMS_REPLY, [order_view(order)["items"][0]]),
+        ("total", FOLLOW_TOTAL, FOLLOW_TOTAL_REPLY, [values["total"]]),
+    ]
+    if values["eta"] and order.status in ("processing", "shipped", "in_transit"):
+        options.append(("eta", FOLLOW_ETA, FOLLOW_ETA_REPLY, [values["eta"]]))
+    options = [option for option in options if option[0] not in sim.state.asked]
+    if not options:
+        policy(sim)
+        return
+    name, question, answer, facts = rng.choice(options)
+    sim.state.asked.add(name)
+    sim.dialogue.user(question.pick(rng, split), facts=facts)
+    sim.dialogue.say(answer.pick(rng, split, **values))
+
+
+def policy(sim: Simulation) -> None:
+    rng, split = sim.rng, sim.split
+    topic = rng.choice([t for t in KB_TOPICS if t not in sim.state.asked])
+    sim.state.asked.add(topic)
+    article = next(a for a in sim.store.articles if a.topic == topic)
+    arguments = {"topic": topic}
+    sim.dialogue.user(
+        sim.opener(POLICY_QUESTION[topic].pick(rng, split)),
+        tool="search_kb",
+        arguments=arguments,
+        facts=[article.answer],
+    )
+    sim.dialogue.call("search_kb", arguments, kb_view(article))
+    sim.dialogue.say(POLICY_REPLY.pick(rng, split, answer=article.answer))
+
+
+def problem(sim: Simulation) -> None:
+    """A problem in the customer's words, leading to a ticket with the right category."""
+    rng, split, order, state = sim.rng, sim.split, sim.customer.order, sim.state
+    category = rng.choice(tuple(PROBLEM_WORDS))
+    words = PROBLEM_WORDS[category].pick(rng, split)
+    # Held-out tickets come from their own number range.
+    low, high = (10000, 59999) if split == "train" else (60000, 99999)
+    ticket = f"T-{rng.randint(low, high)}"
+    known = state.found is not None and state.found.number == order.number
+    if known or state.order_id == order.number:
+        text = join(maybe(rng, 0.4, PROBLEM_OPENER, split), words)
+    elif rng.random() < 0.5:
+        text = PROBLEM_WITH_NUMBER.pick(
+            rng, split, problem=words.rstrip(".!"), order=_typed_order_number(rng, order.number)
+        )
+    else:
+        sim.dialogue.user(join(maybe(rng, 0.6, PROBLEM_OPENER, split), words))
+        sim.dialogue.say(ASK_FOR_TICKET_ORDER.pick(rng, split))
+        text = GIVE_NUMBER.pick(rng, split, order=_typed_order_number(rng, order.number))
+    arguments: dict[str, Any] = {"order_id": order.number, "category": category}
+    sim.dialogue.user(text, tool="create_ticket", arguments=arguments, facts=[ticket, order.number])
+    sim.dialogue.call("create_ticket", arguments, ticket_view(ticket, category, order.number))
+    sim.dialogue.say(TICKET_REPLY.pick(rng, split, ticket=ticket, order=order.number))
+    state.order_id = order.number
+
+
+def handoff(sim: Simulation) -> None:
+    rng, split = sim.rng, sim.split
+    complaint = rng.random() < 0.25
+    reason = "complaint" if complaint else "customer_request"
+    if complaint:
+        text = COMPLAINT.pick(rng, split)
+    elif sim.user_turns and rng.random() < 0.6:
+        text = HUMAN_LATER.pick(rng, split)
+    else:
+        text = HUMAN_REQUEST.pick(rng, split)
+    arguments = {"reason": reason}
+    sim.dialogue.user(text, tool="handoff_to_human", arguments=arguments)
+    sim.dialogue.call("handoff_to_human", arguments, handoff_view())
+    sim.dialogue.say(HANDOFF_REPLY.pick(rng, split))
+
+
+def small_talk(sim: Simulation) -> None:
+    question, answer = sim.rng.choice(SMALL_TALK)
+    sim.dialogue.user(question.pick(sim.rng, sim.split))
+    sim.dialogue.say(answer.pick(sim.rng, sim.split))
+
+
+def thanks(sim: Simulation) -> None:
+    sim.dialogue.user(THANKS.pick(sim.rng, sim.split))
+    reply = THANKS_REPLY if sim.rng.random() < 0.6 else CLOSING
+    sim.dialogue.say(reply.pick(sim.rng, sim.split))
+
+
+def goodbye(sim: Simulation) -> None:
+    sim.dialogue.user(GOODBYE.pick(sim.rng, sim.split))
+    sim.dialogue.say(GOODBYE_REPLY.pick(sim.rng, sim.split))
+
+
+def out_of_scope(sim: Simulation) -> None:
+    sim.dialogue.user(OUT_OF_SCOPE.pick(sim.rng, sim.split))
+    sim.dialogue.say(SCOPE_REPLY.pick(sim.rng, sim.split))
+
+
+def injection(sim: Simulation) -> None:
+    sim.dialogue.user(INJECTION.pick(sim.rng, sim.split))
+    sim.dialogue.say(INJECTION_REPLY.pick(sim.rng, sim.split))
+
+
+def other_customer(sim: Simulation) -> None:
+    """Another customer's order number with this customer's email: the lookup finds nothing."""
+    email = sim.state.email or sim.customer.order.email
+    other = sim.customer.other
+    if sim.state.email is None:
+        text = ASK_STATUS.pick(sim.rng, sim.split, order=other.number, email=email)
+    else:
+        text = OTHER_ORDER.pick(sim.rng, sim.split, order=other.number)
+    sim.lookup(other.number, email, text)
+    sim.state.found = None
+
+
+Task = Callable[[Simulation], None]
+TASKS: dict[str, tuple[Task, int]] = {
+    "order": (order_question, 30),
+    "policy": (policy, 20),
+    "problem": (problem, 14),
+    "handoff": (handoff, 12),
+    "small_talk": (small_talk, 8),
+    "out_of_scope": (out_of_scope, 5),
+    "injection": (injection, 4),
+    "other_customer": (other_customer, 4),
+}
+# Tasks that end the conversation: the person takes over after a hand-off.
+FINAL_TASKS = {"handoff"}
+
+
+def plan_goal(rng: random.Random) -> list[str]:
+    """One to four tasks; an order question may be followed up; a hand-off comes last."""
+    names = list(TASKS)
+    weights = [TASKS[n][1] for n in names]
+    count = rng.choice((1, 2, 2, 3, 3, 4))
+    goal: list[str] = []
+    for _ in range(count):
+        goal.append(rng.choices(names, weights)[0])
+    if "order" in goal and rng.random() < 0.5:
+        goal.insert(goal.index("order") + 1, "order")  # the second time: a follow-up
+    for name in FINAL_TASKS:
+        if name in goal:
+            goal = [g for g in goal if g != name] + [name]
+    return goal
+
+
+def conversation(rng: random.Random, store: ShopData, split: str) -> Dialogue:
+    """One simulated support conversation of at most ``MAX_USER_TURNS`` user turns."""
+    orders = [o for o in store.orders_in(split) if o.status != "cancelled"]
+    order, other = rng.sample(orders, 2)
+    while other.email == order.email:
+        other = rng.choice(orders)
+    customer = Customer(order=order, other=other, goal=plan_goal(rng))
+    intent = "conversation_" + "+".join(customer.goal)
+    sim = Simulation(rng, store, split, customer, Dialogue(split, "support", intent, "widget"))
+    if rng.random() < 0.2:
+        sim.dialogue.user(HELLO.pick(rng, split))
+        sim.dialogue.say(HELLO_REPLY.pick(rng, split))
+    elif rng.random() < 0.3:
+        sim.dialogue.user(GREETING.pick(rng, split).rstrip(",") + " " + HELLO.pick(rng, split))
+        sim.dialogue.say(HELLO_REPLY.pick(rng, split))
+    for name in customer.goal:
+        if sim.user_turns >= MAX_USER_TURNS - 1:
+            break
+        TASKS[name][0](sim)
+        if name == "handoff":
+            return _trimmed(sim.dialogue)
+        if rng.random() < 0.15 and sim.user_turns < MAX_USER_TURNS - 1:
+            thanks(sim)
+        elif rng.random() < 0.08 and sim.user_turns < MAX_USER_TURNS - 1:
+            small_talk(sim)
+    if sim.user_turns < MAX_USER_TURNS and rng.random() < 0.4:
+        (goodbye if rng.random() < 0.5 else thanks)(sim)
+    return _trimmed(sim.dialogue)
+
+
+def _trimmed(dialogue: Dialogue) -> Dialogue:
+    """The conversation cut to ``MAX_USER_TURNS`` user turns (a slot question can add two)."""
+    if len(dialogue.turns) <= MAX_USER_TURNS:
+        return dialogue
+    cut = dialogue.turns[MAX_USER_TURNS].index
+    dialogue.items = dialogue.items[:cut]
+    dialogue.turns = dialogue.turns[:MAX_USER_TURNS]
+    return dialogue
