@@ -290,6 +290,37 @@ HUMAN_LATER = Phrases(
         "hand me over to a human please",
     ]
 )
+# Messages with nothing to act on: only emoji or punctuation.
+UNCLEAR = Phrases(
+    [
+        "??",
+        "\U0001f44b",
+        "...",
+        "\U0001f642",
+        "hmm",
+        "!!!",
+        "\U0001f914\U0001f914",
+        "?",
+        "\U0001f44d",
+        ":)",
+        "\U0001f62d",
+        "-",
+        "ok",
+        "\U0001f937",
+        "uh",
+    ]
+)
+UNCLEAR_REPLY = Phrases(
+    [
+        "Sorry, I didn't quite get that. How can I help you today?",
+        "Could you tell me a bit more about what you need? I can help with orders, returns "
+        "and shipping.",
+        "I'm not sure what you mean. What can I help you with?",
+        "Happy to help! What would you like to know?",
+        "Could you say that in a few words? For example, ask me about an order or our return "
+        "policy.",
+    ]
+)
 GOODBYE = Phrases(
     [
         "bye",
@@ -517,9 +548,11 @@ def order_question(sim: Simulation) -> None:
         )
         sim.lookup(order.number, order.email, sim.opener(asked))
     elif way < 0.6:
-        sim.dialogue.user(
-            sim.opener(ASK_STATUS_NO_EMAIL.pick(rng, split, order=typed)), facts=[order.number]
+        # The number alone, with no word of context, reads as a question about that order.
+        asked = (GIVE_NUMBER if rng.random() < 0.3 else ASK_STATUS_NO_EMAIL).pick(
+            rng, split, order=typed
         )
+        sim.dialogue.user(sim.opener(asked), facts=[order.number])
         sim.dialogue.say(ASK_FOR_EMAIL.pick(rng, split, order=order.number))
         state.order_id = order.number
         sim.lookup(order.number, order.email, GIVE_EMAIL.pick(rng, split, email=order.email))
@@ -537,10 +570,10 @@ def order_question(sim: Simulation) -> None:
             sim.dialogue.say(ASK_FOR_EMAIL.pick(rng, split, order=order.number))
             sim.lookup(order.number, order.email, GIVE_EMAIL.pick(rng, split, email=order.email))
     elif way < 0.88:
-        sim.dialogue.user(
-            sim.opener(ASK_WITH_EMAIL_FIRST.pick(rng, split, email=order.email)),
-            facts=[],
+        asked = (GIVE_EMAIL if rng.random() < 0.3 else ASK_WITH_EMAIL_FIRST).pick(
+            rng, split, email=order.email
         )
+        sim.dialogue.user(sim.opener(asked))
         sim.dialogue.say(ASK_FOR_NUMBER_ONLY.pick(rng, split))
         sim.lookup(order.number, order.email, GIVE_NUMBER.pick(rng, split, order=typed))
     else:
@@ -643,6 +676,11 @@ def thanks(sim: Simulation) -> None:
     sim.dialogue.say(reply.pick(sim.rng, sim.split))
 
 
+def unclear(sim: Simulation) -> None:
+    sim.dialogue.user(UNCLEAR.pick(sim.rng, sim.split))
+    sim.dialogue.say(UNCLEAR_REPLY.pick(sim.rng, sim.split))
+
+
 def goodbye(sim: Simulation) -> None:
     sim.dialogue.user(GOODBYE.pick(sim.rng, sim.split))
     sim.dialogue.say(GOODBYE_REPLY.pick(sim.rng, sim.split))
@@ -660,6 +698,10 @@ def injection(sim: Simulation) -> None:
 
 def other_customer(sim: Simulation) -> None:
     """Another customer's order number with this customer's email: the lookup finds nothing."""
+    if "other_customer" in sim.state.asked:
+        policy(sim)
+        return
+    sim.state.asked.add("other_customer")
     email = sim.state.email or sim.customer.order.email
     other = sim.customer.other
     if sim.state.email is None:
@@ -680,6 +722,7 @@ TASKS: dict[str, tuple[Task, int]] = {
     "out_of_scope": (out_of_scope, 5),
     "injection": (injection, 4),
     "other_customer": (other_customer, 4),
+    "unclear": (unclear, 3),
 }
 # Tasks that end the conversation: the person takes over after a hand-off.
 FINAL_TASKS = {"handoff"}
