@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
@@ -11,6 +15,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from assistant.core.errors import UserError
+
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
 
 SUPPORTED = "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
 
@@ -76,3 +83,54 @@ async def check_connection(engine: AsyncEngine) -> None:
             f"cannot connect to database {url}: {reason} "
             "(check ASSISTANT_DATABASE_URL or --database-url)"
         ) from None
+
+
+async def run_to_completion(operation: Coroutine[Any, Any, T]) -> T:
+    """Await ``operation`` in a task of its own that a cancellation of the caller never cuts.
+
+    A cancellation that lands inside the driver (an INSERT in flight, its ROLLBACK) makes
+    SQLAlchemy invalidate the connection, which is then left unclosed in a reference cycle
+    with its transaction open until the garbage collector runs; on SQLite that transaction
+    is the database's one write lock, and every other writer waits 30 s and fails. So a
+    store call always finishes (committed, or rolled back and closed), and a cancellation
+    received meanwhile is raised to the caller afterwards: it is delayed by one short
+    transaction, never lost.
+    """
+    task = asyncio.ensure_future(operation)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.done():  # the operation itself was cancelled (the loop is closing)
+                raise
+            cancelled = exc
+        except BaseException:
+            if cancelled is not None:
+                raise cancelled from None
+            raise
+        else:
+            break
+    if cancelled is not None:
+        raise cancelled
+    return result
+
+
+def completes(
+    method: Callable[..., Coroutine[Any, Any, T]],
+) -> Callable[..., Coroutine[Any, Any, T]]:
+    """Decorate a store coroutine so that it runs to completion (``run_to_completion``)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        return await run_to_completion(method(*args, **kwargs))
+
+    return wrapper
+
+
+def completing(cls: C) -> C:
+    """Class decorator: every public coroutine method of ``cls`` runs to completion."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, completes(member))
+    return cls

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from assistant.core.errors import UserError
 from assistant.store.api_keys import generate_key, hash_key, prefix_of, same_hash
-from assistant.store.database import session_factory
+from assistant.store.database import completing, session_factory
 from assistant.store.tables import (
     ApiKey,
     Channel,
@@ -41,9 +41,16 @@ class NotFound(UserError):
     """The named tenant, key, conversation or message does not exist."""
 
 
+@completing
 class Repository:
     """Tenants, keys, operators, conversations, messages, tool calls and feedback in SQL, one
-    short transaction per call (the shop's records are `assistant.store.shop.SqlShop`'s)."""
+    short transaction per call (the shop's records are `assistant.store.shop.SqlShop`'s).
+
+    Every public call runs to completion even when its caller is cancelled (a worker that
+    finds its turn taken over cancels the turn's task): its transaction is committed or
+    rolled back and its connection returned before the cancellation is raised, so a
+    cancelled call never leaves a transaction open (``database.run_to_completion``).
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

@@ -11,14 +11,18 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from assistant.store.database import session_factory
+from assistant.store.database import completing, session_factory
 from assistant.store.repository import NotFound, Repository
 from assistant.store.tables import KbArticle, Order, OrderItem, Owner, Product, Ticket
 from assistant.tools import shop
 
 
+@completing
 class SqlShop:
-    """A :class:`assistant.tools.shop.Shop` in the SQL database, plus loading records into it."""
+    """A :class:`assistant.tools.shop.Shop` in the SQL database, plus loading records into it.
+
+    Its calls run to completion when the caller is cancelled, as the Repository's do.
+    """
 
     def __init__(self, engine: AsyncEngine, store: Repository | None = None) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
