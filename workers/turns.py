@@ -4,11 +4,16 @@
 skip when a human owns the conversation, else rebuild the history from SQL and relay the
 agent loop's events (``TurnRelay``). SQL writes are keyed by turn id (reply) and (turn,
 round) (tool calls), so a redelivered turn stores nothing twice and runs no tool twice
-(``ReplayingRunner`` reuses a finished call's stored result). Acked only once the reply is
-stored and the final event published; an exception leaves the turn pending, to be
-redelivered and, after ``max_deliveries``, dead-lettered with an error event. A final, a
-handoff and a dead-lettered turn are also noted in the tenant's activity stream, so the
-consoles' lists update even when no gateway relays the conversation.
+(``ReplayingRunner`` reuses a finished call's stored result; a call an earlier delivery
+started but never finished is run again only when its tool is read-only). Nor does it
+publish twice: the relay reads what the event log already holds of the turn and publishes
+only the rest (``workers.resume``). Acked only once the reply is stored and the final event
+published. An exception is classified (``workers.failures``): a deterministic one ends the
+turn at once with the fallback reply, stored and published like any reply; a transient one
+leaves the turn pending, to be redelivered and, after ``max_deliveries``, dead-lettered
+with an error event. A final, a handoff and a dead-lettered turn are also noted in the
+tenant's activity stream, so the consoles' lists update even when no gateway relays the
+conversation.
 """
 
 from __future__ import annotations
@@ -18,14 +23,21 @@ import hashlib
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
 
 from assistant.agent.decoding import DecodingMode
-from assistant.agent.loop import AgentLoop, DraftUpdate, ToolCalled, ToolFinished, TurnFinished
+from assistant.agent.loop import (
+    FALLBACK_REPLY,
+    AgentLoop,
+    DraftUpdate,
+    ToolCalled,
+    ToolFinished,
+    TurnFinished,
+)
 from assistant.agent.prompting import HistoryItem
 from assistant.bus.activity import ActivityLog
 from assistant.bus.schema import (
@@ -41,11 +53,19 @@ from assistant.core.log import bind_turn
 from assistant.store.repository import Repository
 from assistant.store.tables import Message, MessageStatus, Owner, ToolCallStatus
 from assistant.tools.base import ToolContext
+from assistant.tools.registry import TOOLS
 from assistant.tools.runner import ToolOutcome, ToolRunner
 from dlm_runtime.engine import Draft, Final, GenerationRequest
+from workers.failures import Failure, Retryable, classify
 from workers.generator import Generator
-from workers.history import HistoryLoader, StoredToolCall, stored_call, tool_outcome
-from workers.publisher import TurnPublisher, final_event
+from workers.history import (
+    HistoryError,
+    HistoryLoader,
+    StoredToolCall,
+    stored_call,
+    tool_outcome,
+)
+from workers.publisher import TurnPublisher, final_event, load_published
 from workers.worker_metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -66,6 +86,11 @@ class TurnState:
     task: asyncio.Task[None] | None = None
     request_id: str | None = None  # the engine request of the current round
     cancel_requested: bool = False
+    # Rounds whose tool-call row this process created, and rounds whose tool it started:
+    # kept across runs of the same delivery (the worker runs it again after a Redis outage),
+    # so a row left "running" is known not to have run when created here and not started.
+    rows_created: set[int] = field(default_factory=set)
+    tools_started: set[int] = field(default_factory=set)
 
     @property
     def turn(self) -> TurnRequest:
@@ -77,33 +102,59 @@ class TurnState:
             generator.cancel(self.request_id)
 
 
+INTERRUPTED = (
+    "an earlier attempt of this call was interrupted and may have done it already; "
+    "it is not repeated"
+)
+
+
+def read_only(name: str) -> bool:
+    tool = TOOLS.get(name)
+    return tool is not None and tool.read_only
+
+
 class ReplayingRunner(ToolRunner):
-    """Runs a tool, unless an earlier delivery of the turn finished this very call.
+    """Runs a tool, unless an earlier delivery of the turn finished or may have run this call.
 
     The relay sets ``stored`` to the (turn, round) row before the agent loop runs the call.
+    A finished row gives its stored outcome back. A row still "running" was left by a
+    delivery that stopped mid-call: a read-only tool runs again, any other does not (it may
+    have opened the ticket already) unless this process knows it never started it; the
+    model then reads that the call was interrupted, and the claims check keeps the reply
+    from saying it was done.
     """
 
-    def __init__(self, inner: ToolRunner) -> None:
+    def __init__(self, inner: ToolRunner, state: TurnState | None = None) -> None:
         super().__init__(inner.shop, inner.timeout_s)
         self.inner = inner
+        self.rows_created: set[int] = state.rows_created if state else set()
+        self.tools_started: set[int] = state.tools_started if state else set()
         self.stored: StoredToolCall | None = None
         self.replayed = False
 
     async def run(self, context: ToolContext, name: str, arguments: dict[str, Any]) -> ToolOutcome:
         stored, self.stored = self.stored, None
-        self.replayed = (
-            stored is not None
-            and stored.status != ToolCallStatus.RUNNING
-            and stored.name == name
-            and stored.arguments == arguments
-        )
+        same = stored is not None and stored.name == name and stored.arguments == arguments
+        self.replayed = same and stored is not None and stored.status != ToolCallStatus.RUNNING
         if stored is not None and self.replayed:
             log.info("tool result reused from an earlier delivery", tool=name, round=stored.round)
             return tool_outcome(stored)
+        if stored is not None and same and self._may_have_run(stored) and not read_only(name):
+            log.warning("interrupted tool call not repeated", tool=name, round=stored.round)
+            self.replayed = True  # not run here: no tool metrics
+            return ToolOutcome(name, dict(arguments), "error", error=INTERRUPTED)
         if stored is not None and stored.status != ToolCallStatus.RUNNING:
             # Decoding is seeded by the turn, so this needs another model or device.
             log.warning("redelivered turn called another tool", tool=name, stored=stored.name)
+        if stored is not None:
+            self.tools_started.add(stored.round)
         return await self.inner.run(context, name, arguments)
+
+    def _may_have_run(self, stored: StoredToolCall) -> bool:
+        """A running row: started by this process, or left by one this process cannot ask."""
+        if stored.round in self.tools_started:
+            return True
+        return stored.round not in self.rows_created
 
 
 @dataclass(frozen=True)
@@ -126,12 +177,21 @@ class TurnRelay:
         self.turn = state.turn
         self.mode = mode
         self.publisher = TurnPublisher(handler.events, self.turn, handler.draft_interval_s)
-        self.runner = ReplayingRunner(handler.runner)
+        self.runner = ReplayingRunner(handler.runner, state)
         self.call_ids: dict[int, str] = {}
         self.call_running: dict[int, bool] = {}
         self.started = time.perf_counter()
 
     async def run(self, history: Sequence[HistoryItem]) -> TurnResult:
+        # What an earlier delivery (or an earlier run of this one) already published.
+        self.publisher.already = already = await load_published(self.handler.events, self.turn)
+        if not already.empty:
+            log.info(
+                "resuming a turn: events already published are not sent again",
+                tool_calls=sorted(already.tool_calls),
+                tool_results=sorted(already.tool_results),
+                draft_rounds=sorted(already.drafts),
+            )
         loop = AgentLoop(
             self._submit,
             self.handler.tokenizer,
@@ -205,6 +265,8 @@ class TurnRelay:
         )
         self.call_ids[event.round] = row.id
         self.call_running[event.round] = row.status == ToolCallStatus.RUNNING
+        if _created:
+            self.state.rows_created.add(event.round)
         self.runner.stored = stored_call(row)
         await self.publisher.publish(
             ToolCallEvent(
@@ -246,12 +308,11 @@ class TurnRelay:
             )
         )
         if outcome.name == HANDOFF_TOOL and outcome.status == "ok":
-            await self.publisher.publish(
-                HandoffEvent(
-                    conversation_id=turn.conversation_id, turn_id=turn.turn_id, owner="human"
-                )
+            handoff = HandoffEvent(
+                conversation_id=turn.conversation_id, turn_id=turn.turn_id, owner="human"
             )
-            await self.handler.note(turn, "handoff")
+            if await self.publisher.publish(handoff):
+                await self.handler.note(turn, "handoff")
 
     async def _cancel_requested(self) -> bool:
         events = self.handler.events
@@ -291,8 +352,8 @@ class TurnRelay:
         return TurnResult(str(message.status), message.id)
 
 
-class TurnError(Exception):
-    """A turn that cannot be handled (it will be retried, then dead-lettered)."""
+class TurnError(Retryable):
+    """A turn whose rows are not found (it will be retried, then dead-lettered)."""
 
 
 class TurnHandler:
@@ -331,15 +392,49 @@ class TurnHandler:
         self.entity_slots = entity_slots
 
     async def handle(self, state: TurnState) -> TurnResult:
-        """Process the turn and ack it; raises (no ack) when it should be redelivered."""
+        """Process the turn and ack it; raises (no ack) when it should be redelivered.
+
+        A deterministic failure (``workers.failures``) is not raised: another delivery
+        would fail alike, so the turn ends here with the fallback reply, and is acked.
+        """
         turn = state.turn
         with bind_turn(turn.conversation_id, turn.turn_id):
             log.info("turn started", attempt=state.delivery.attempt, mode=self.mode.name)
-            result = await self._process(state)
+            try:
+                result = await self._process(state)
+            except Exception as exc:
+                failure = classify(exc)
+                self.metrics.failure(failure.kind, failure.reason)
+                if failure.transient:
+                    log.info("transient failure", reason=failure.reason, error=failure.detail)
+                    raise
+                log.error(
+                    "turn failed deterministically; ending it with the fallback reply",
+                    reason=failure.reason,
+                    error=failure.detail,
+                    attempt=state.delivery.attempt,
+                    exc_info=True,
+                )
+                result = await self._end_with_fallback(turn, failure)
             await self.consumer.ack(state.delivery)
             self.metrics.turn_done(result.outcome)
             log.info("turn done", outcome=result.outcome, message_id=result.message_id)
             return result
+
+    async def _end_with_fallback(self, turn: TurnRequest, failure: Failure) -> TurnResult:
+        """Store and publish the fallback reply, with the failure's reason as its problem."""
+        stats = {"mode": self.mode.name, "problem": failure.reason}
+        message, created = await self.store.store_reply(
+            turn.conversation_id, turn.turn_id, FALLBACK_REPLY, MessageStatus.FAILED, stats
+        )
+        if created:
+            self.metrics.problem(failure.reason)
+        else:
+            log.info("reply was already stored by another delivery", message_id=message.id)
+        # A final already in the log stays the turn's only one (EventLog.append).
+        await self.events.append(turn.conversation_id, final_event(turn, message))
+        await self.note(turn, "final")
+        return TurnResult(str(message.status), message.id)
 
     async def note(self, turn: TurnRequest, kind: str) -> None:
         """The tenant's consoles update their list (a final, a handoff): see note_activity."""
@@ -360,7 +455,10 @@ class TurnHandler:
         if conversation.owner != Owner.BOT and not handed_off_here:
             log.info("conversation is not the bot's; no reply", owner=str(conversation.owner))
             return TurnResult("skipped")
-        history = await self.loader.load(turn.conversation_id, turn.turn_id)
+        try:
+            history = await self.loader.load(turn.conversation_id, turn.turn_id)
+        except HistoryError as exc:
+            raise TurnError(str(exc)) from exc
         return await TurnRelay(self, state, self.mode).run(history)
 
     async def _republish_final(self, turn: TurnRequest, message: Message) -> None:

@@ -61,6 +61,8 @@ class Metrics:
     active_turns: int = 0
     turns: dict[str, int] = field(default_factory=dict)  # by outcome
     turn_errors: int = 0  # exceptions: the turn is left for redelivery
+    # Turn attempts that raised, by (kind, reason) of workers.failures.classify.
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)
     # Replies the agent loop replaced with a fallback, by TurnFinished.problem.
     problems: dict[str, int] = field(default_factory=dict)
     tokens: int = 0
@@ -75,6 +77,10 @@ class Metrics:
 
     def turn_done(self, outcome: str) -> None:
         self.turns[outcome] = self.turns.get(outcome, 0) + 1
+
+    def failure(self, kind: str, reason: str) -> None:
+        key = (kind, reason)
+        self.failures[key] = self.failures.get(key, 0) + 1
 
     def problem(self, problem: str) -> None:
         self.problems[problem] = self.problems.get(problem, 0) + 1
@@ -120,6 +126,16 @@ class Metrics:
             "counter",
             "Turn attempts that raised (left for redelivery).",
             [("", self.turn_errors)],
+        )
+        metric(
+            "turn_failures_total",
+            "counter",
+            "Turn attempts that raised, by kind (transient: left for redelivery; "
+            "deterministic: ended at once with the fallback reply) and reason.",
+            [
+                (_labels({"kind": kind, "reason": reason}), v)
+                for (kind, reason), v in sorted(self.failures.items())
+            ],
         )
         metric("generated_tokens_total", "counter", "Reply tokens.", [("", self.tokens)])
         metric("steps_total", "counter", "Refinement steps of replies.", [("", self.steps)])

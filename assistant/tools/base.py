@@ -40,6 +40,9 @@ class Tool:
     # Result fields whose values enter the prompt as placeholders of this kind.
     result_slots: Mapping[str, SlotKind] = field(default_factory=dict)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    # Whether running it again changes nothing (it only reads): a redelivered turn may run
+    # it again when an earlier delivery stopped mid-call; a tool that writes is not repeated.
+    read_only: bool = False
 
     @property
     def required(self) -> tuple[str, ...]:

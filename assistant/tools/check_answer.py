@@ -28,4 +28,5 @@ TOOL = Tool(
         "explanation": SlotKind.HINT,
         "hint": SlotKind.HINT,
     },
+    read_only=True,
 )

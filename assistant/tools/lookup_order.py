@@ -60,4 +60,5 @@ TOOL = Tool(
         "total": SlotKind.AMOUNT,
         "carrier": SlotKind.CARRIER,
     },
+    read_only=True,
 )

@@ -41,4 +41,5 @@ TOOL = Tool(
     handler=search_kb,
     channels=SUPPORT_CHANNELS,
     result_slots={"answer": SlotKind.KB},
+    read_only=True,
 )
