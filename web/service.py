@@ -35,6 +35,7 @@ from assistant.bus.streams import (
     InFlight,
     TurnInFlight,
     TurnQueue,
+    note_activity,
 )
 from assistant.core.config import IPNetwork, Settings, parse_networks, parse_rate
 from assistant.core.errors import UserError
@@ -164,6 +165,26 @@ def _busy(retry_after: float, why: str, ref: str) -> ProtocolError:
     )
 
 
+def _user_message_event(message: Message, turn_id: str) -> UserMessageEvent:
+    return UserMessageEvent(
+        conversation_id=message.conversation_id,
+        turn_id=turn_id,
+        message_id=message.id,
+        client_id=message.client_id or "",
+        text=message.text,
+    )
+
+
+def _turn_request(conversation: Conversation, message: Message, turn_id: str) -> TurnRequest:
+    return TurnRequest(
+        turn_id=turn_id,
+        conversation_id=conversation.id,
+        tenant_id=conversation.tenant_id,
+        channel=str(conversation.channel),
+        user_message_id=message.id,
+    )
+
+
 class ConversationService:
     def __init__(self, store: Repository, bus: Bus, options: GatewayOptions, secret: bytes) -> None:
         self.store = store
@@ -236,7 +257,7 @@ class ConversationService:
     # widget and tutor ------------------------------------------------------------------------
 
     async def user_message(self, who: Identity, conversation_id: str, frame: UserMessage) -> None:
-        """Store the message once, echo it as an event once, and start its turn once.
+        """Store the message once, then echo it and start its turn once, in one Redis step.
 
         A tutor message that only asks for a new exercise ("next one") starts no turn: it is
         echoed, then an exercise starts as the ``next_exercise`` frame does, once per id.
@@ -268,8 +289,7 @@ class ConversationService:
                     await self._submit(conversation, message, turn_id, frame.id)
                 return
             await self._admit(conversation_id, turn_id, frame.id)
-            await self._echo(who, message, turn_id=turn_id)
-            await self._submit(conversation, message, turn_id, frame.id)
+            await self._echo_and_submit(who, conversation, message, turn_id, frame.id)
 
     async def _logged(self, message: Message) -> tuple[bool, bool]:
         """(its user_message event is in the log, its turn has events or a reply)."""
@@ -328,28 +348,37 @@ class ConversationService:
         return True
 
     async def _echo(self, who: Identity, message: Message, *, turn_id: str) -> None:
-        await self.bus.events.append(
-            message.conversation_id,
-            UserMessageEvent(
-                conversation_id=message.conversation_id,
-                turn_id=turn_id,
-                message_id=message.id,
-                client_id=message.client_id or "",
-                text=message.text,
-            ),
-        )
+        await self.bus.events.append(message.conversation_id, _user_message_event(message, turn_id))
         await self.bus.activity.append(who.tenant_id, message.conversation_id, "message")
+
+    async def _echo_and_submit(
+        self, who: Identity, conversation: Conversation, message: Message, turn_id: str, ref: str
+    ) -> None:
+        """The echo, the in-flight lock and the turn in one Redis step (all or none): a
+        gateway that dies here leaves either an unacknowledged message (the client sends it
+        again) or an acknowledged one whose turn is queued, never an echo without a turn."""
+        try:
+            await self.bus.queue.submit_with_echo(
+                _turn_request(conversation, message, turn_id),
+                _user_message_event(message, turn_id),
+                self.bus.events,
+            )
+        except Busy as exc:  # the backlog filled up since _admit: rare, and still stored
+            raise _busy(exc.retry_after_s, "too many replies are waiting", ref) from None
+        except TurnInFlight as exc:
+            if not exc.duplicate:  # another turn started meanwhile (a second tab)
+                raise _busy(1.0, "another reply is in progress", ref) from None
+            return  # queued with its echo by an earlier attempt
+        log.info("turn submitted")
+        # Only the consoles' list: the message and its turn are already on the bus.
+        await note_activity(self.bus.activity, who.tenant_id, message.conversation_id, "message")
 
     async def _submit(
         self, conversation: Conversation, message: Message, turn_id: str, ref: str
     ) -> None:
-        turn = TurnRequest(
-            turn_id=turn_id,
-            conversation_id=conversation.id,
-            tenant_id=conversation.tenant_id,
-            channel=str(conversation.channel),
-            user_message_id=message.id,
-        )
+        """Queue the turn of a message echoed without one (by a gateway before the echo and
+        the turn were one step)."""
+        turn = _turn_request(conversation, message, turn_id)
         try:
             await self.bus.queue.submit(turn)
         except Busy as exc:  # the backlog filled up since _admit: rare, and still stored

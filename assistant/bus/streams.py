@@ -102,57 +102,71 @@ class TurnInFlight(BusError):
 
 # event log -----------------------------------------------------------------------------
 
-_APPEND = """
--- KEYS[1] seq counter, KEYS[2] event stream, KEYS[3] once-hash; ARGV[1] maxlen, ARGV[2] ttl
--- ms, ARGV[3] append id, ARGV[4] the turn's final token ('' for an event of no turn),
--- ARGV[5] '1' when this event is that final, ARGV[6..] fields. A client that resends an
--- append whose reply it lost (its connection dropped) finds its append id on the newest
--- entry and gets that entry's seq back instead of a second copy of the event. A turn's
--- final is appended at most once, and nothing of that turn after it: 0 means not appended.
-if ARGV[4] ~= '' then
-  local earlier = redis.call('HGET', KEYS[3], ARGV[4])
-  if earlier then
-    if ARGV[5] == '1' then return tonumber(earlier) end
-    return 0
+_APPEND_FUNCTION = """
+-- append(kseq, kevents, konce, maxlen, ttl, aid, turn, kind, fields): add one event, return
+-- its seq. A client that resends an append whose reply it lost (its connection dropped)
+-- finds its append id on the newest entry and gets that entry's seq back instead of a second
+-- copy of the event. A turn ends once: its first final or error is its last event. A
+-- second final (error) gets the first one's seq back; anything else of an ended turn, a
+-- final after its error included, is not appended: 0.
+local function append(kseq, kevents, konce, maxlen, ttl, aid, turn, kind, fields)
+  if turn ~= '' then
+    local final = redis.call('HGET', konce, 'final:' .. turn)
+    local failed = redis.call('HGET', konce, 'error:' .. turn)
+    if kind == 'final' and final then return tonumber(final) end
+    if kind == 'error' and failed then return tonumber(failed) end
+    if final or failed then return 0 end
   end
-end
-local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
-if newest then
-  local fields = newest[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'aid' and fields[i + 1] == ARGV[3] then
-      return tonumber(string.match(newest[1], '^(%d+)'))
+  local newest = redis.call('XREVRANGE', kevents, '+', '-', 'COUNT', 1)[1]
+  if newest then
+    local stored = newest[2]
+    for i = 1, #stored, 2 do
+      if stored[i] == 'aid' and stored[i + 1] == aid then
+        return tonumber(string.match(newest[1], '^(%d+)'))
+      end
     end
   end
-end
-local seq = redis.call('INCR', KEYS[1])
-local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'seq', tostring(seq)}
-for i = 6, #ARGV do args[#args + 1] = ARGV[i] end
-args[#args + 1] = 'aid'
-args[#args + 1] = ARGV[3]
-local added = redis.pcall(unpack(args))
-if type(added) == 'table' and added.err then
-  -- The counter is behind the stream (it expired or was restored on its own): continue
-  -- after the stream's last id, so numbers stay strictly increasing.
-  local info = redis.call('XINFO', 'STREAM', KEYS[2])
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then
-      seq = tonumber(string.match(info[i + 1], '^(%d+)')) + 1
+  local seq = redis.call('INCR', kseq)
+  local args = {'XADD', kevents, 'MAXLEN', '~', maxlen, seq .. '-0', 'seq', tostring(seq)}
+  for i = 1, #fields do args[#args + 1] = fields[i] end
+  args[#args + 1] = 'aid'
+  args[#args + 1] = aid
+  local added = redis.pcall(unpack(args))
+  if type(added) == 'table' and added.err then
+    -- The counter is behind the stream (it expired or was restored on its own): continue
+    -- after the stream's last id, so numbers stay strictly increasing.
+    local info = redis.call('XINFO', 'STREAM', kevents)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        seq = tonumber(string.match(info[i + 1], '^(%d+)')) + 1
+      end
     end
+    redis.call('SET', kseq, seq)
+    args[6] = seq .. '-0'
+    args[8] = tostring(seq)
+    redis.call(unpack(args))
   end
-  redis.call('SET', KEYS[1], seq)
-  args[6] = seq .. '-0'
-  args[8] = tostring(seq)
-  redis.call(unpack(args))
+  if turn ~= '' and (kind == 'final' or kind == 'error') then
+    redis.call('HSET', konce, kind .. ':' .. turn, seq)
+    redis.call('PEXPIRE', konce, ttl)
+  end
+  redis.call('PEXPIRE', kseq, ttl)
+  redis.call('PEXPIRE', kevents, ttl)
+  return seq
 end
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[3], ARGV[4], seq)
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return seq
 """
+
+_APPEND = (
+    _APPEND_FUNCTION
+    + """
+-- KEYS[1] seq counter, KEYS[2] event stream, KEYS[3] once-hash; ARGV[1] maxlen, ARGV[2] ttl
+-- ms, ARGV[3] append id, ARGV[4] the event's turn id ('' for an event of no turn), ARGV[5]
+-- 'final', 'error' or 'event', ARGV[6..] fields.
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+return append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], fields)
+"""
+)
 
 
 class EventLog:
@@ -186,36 +200,55 @@ class EventLog:
     async def append(self, conversation_id: str, event: Event) -> int:
         """Append ``event`` and return its seq; 0 when its turn has already ended.
 
-        A turn has one final, and its final is its last event, even when two deliveries of
-        it run at once (a worker that lost Redis for a while and the one that took its turn
-        over): a second final gets the first one's seq back, and a later draft, tool event
-        or error of that turn is not appended (0).
+        A turn ends once, with a final or an error, and that is its last event, even when two
+        deliveries of it run at once (a worker that lost Redis or stalled for a while and the
+        one that took its turn over, or a dead letter beside a copy still running): a second
+        final (error) gets the first one's seq back, and a later draft, tool event, final
+        after an error or error after a final of that turn is not appended (0).
         """
         if event.conversation_id != conversation_id:
             raise ValueError(
                 f"event of conversation {event.conversation_id!r} appended to {conversation_id!r}"
             )
+        seq = await self._append(
+            keys=self.append_keys(conversation_id), args=self.append_args(event)
+        )
+        return int(seq)
+
+    def append_keys(self, conversation_id: str) -> list[str]:
+        """The keys of ``_APPEND_FUNCTION``'s append, in order (for scripts that append)."""
+        return [
+            self.keys.seq(conversation_id),
+            self.keys.events(conversation_id),
+            self.keys.once(conversation_id),
+        ]
+
+    def append_args(self, event: Event) -> list[Any]:
+        """maxlen, ttl, a fresh append id, turn id, kind ('final', 'error', 'event'), fields."""
         fields = event.to_fields()
         fields.pop("seq", None)  # the script sets it
         flat = [item for pair in fields.items() for item in pair]
-        final_token = f"final:{event.turn_id}" if event.turn_id else ""
-        is_final = "1" if isinstance(event, FinalEvent) and event.turn_id else "0"
-        seq = await self._append(
-            keys=[
-                self.keys.seq(conversation_id),
-                self.keys.events(conversation_id),
-                self.keys.once(conversation_id),
-            ],
-            args=[
-                self.maxlen,
-                self.ttl_ms,
-                f"{self._aid_prefix}{next(self._aids)}",
-                final_token,
-                is_final,
-                *flat,
-            ],
-        )
-        return int(seq)
+        kind = "event"
+        if isinstance(event, FinalEvent):
+            kind = "final"
+        elif isinstance(event, ErrorEvent):
+            kind = "error"
+        return [
+            self.maxlen,
+            self.ttl_ms,
+            f"{self._aid_prefix}{next(self._aids)}",
+            event.turn_id,
+            kind,
+            *flat,
+        ]
+
+    async def turn_ended(self, conversation_id: str, turn_id: str) -> bool:
+        """Whether the turn's final or error is in the log (nothing else of it is appended)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(self.keys.once(conversation_id), f"final:{turn_id}")
+            pipe.hexists(self.keys.once(conversation_id), f"error:{turn_id}")
+            final, failed = await pipe.execute()
+        return bool(final or failed)
 
     async def read_from(
         self,
@@ -385,6 +418,7 @@ class TurnQueue:
         self.max_backlog = max_backlog
         self.retry_after_s = retry_after_s
         self.in_flight = in_flight or InFlight(redis, keys=keys)
+        self._submit_with_echo = redis.register_script(_SUBMIT_WITH_ECHO)
 
     async def backlog(self) -> int:
         """Turns waiting or being worked on (acked turns are deleted from the stream)."""
@@ -406,10 +440,7 @@ class TurnQueue:
         if backlog >= self.max_backlog:
             if acquired:
                 await self.in_flight.release(turn.conversation_id, turn.turn_id)
-            # The hint grows with the overshoot, so a crowd of clients spreads out.
-            excess = backlog - self.max_backlog + 1
-            hint = min(30.0, self.retry_after_s * (1 + excess / self.max_backlog))
-            raise Busy(round(hint, 1), backlog)
+            raise self._busy(backlog)
         if not acquired:
             holder = await self.in_flight.holder(turn.conversation_id)
             if holder != turn.turn_id or await self._queued(turn.turn_id):
@@ -427,6 +458,56 @@ class TurnQueue:
         log.debug("turn submitted", turn_id=turn.turn_id, stream_id=_str(stream_id))
         return _str(stream_id)
 
+    async def submit_with_echo(
+        self, turn: TurnRequest, echo: Event, events: EventLog
+    ) -> tuple[int, str]:
+        """Append ``echo`` (the user message's event), take the lock and queue ``turn``, in
+        one script: all or nothing. Return (the echo's seq, the turn's stream id).
+
+        A gateway that dies mid-way cannot leave an acknowledged message without its turn,
+        nor a lock without a queued turn (each would have the conversation answer nothing,
+        then ``busy`` for the lock's TTL). Raises ``Busy`` or ``TurnInFlight`` with nothing
+        written; ``TurnInFlight.duplicate`` means this turn was already queued (a resent call).
+        The script touches the turn stream and the conversation's keys at once, so on Redis
+        Cluster the turn stream would need to share the conversation's slot (see
+        docs/deploy.md).
+        """
+        if echo.conversation_id != turn.conversation_id:
+            raise ValueError("the echo and the turn belong to different conversations")
+        conversation_id = turn.conversation_id
+        append_args = events.append_args(echo)
+        event_fields = append_args[5:]
+        turn_fields = [item for pair in turn.to_fields().items() for item in pair]
+        status, *rest = await self._submit_with_echo(
+            keys=[
+                *events.append_keys(conversation_id),
+                self.keys.turn(conversation_id),
+                self.keys.turns,
+            ],
+            args=[
+                *append_args[:5],
+                self.in_flight.ttl_ms,
+                self.max_backlog,
+                len(event_fields),
+                *event_fields,
+                *turn_fields,
+            ],
+        )
+        status = _str(status)
+        if status == "busy":
+            raise self._busy(int(rest[0]))
+        if status == "held":
+            raise TurnInFlight(conversation_id, _str(rest[0]), turn.turn_id)
+        seq, stream_id = int(rest[0]), _str(rest[1])
+        log.debug("turn submitted with its echo", turn_id=turn.turn_id, stream_id=stream_id)
+        return seq, stream_id
+
+    def _busy(self, backlog: int) -> Busy:
+        # The hint grows with the overshoot, so a crowd of clients spreads out.
+        excess = backlog - self.max_backlog + 1
+        hint = min(30.0, self.retry_after_s * (1 + excess / self.max_backlog))
+        return Busy(round(hint, 1), backlog)
+
     async def _queued(self, turn_id: str) -> bool:
         """Whether the turn stream holds ``turn_id``: a scan, only on a resubmit.
 
@@ -443,6 +524,31 @@ class TurnQueue:
             if len(entries) < 500:
                 return False
             last = f"({_str(entries[-1][0])}"
+
+
+_SUBMIT_WITH_ECHO = (
+    _APPEND_FUNCTION
+    + """
+-- KEYS[1..3] the conversation's seq counter, event stream and once-hash (see append),
+-- KEYS[4] its in-flight lock, KEYS[5] the turn stream. ARGV[1..5] as the append's (maxlen,
+-- ttl, append id, turn id, kind), ARGV[6] lock ttl ms, ARGV[7] max backlog, ARGV[8] the
+-- number n of event field items, ARGV[9..8+n] the event's fields, the rest the turn's.
+-- The echo, the lock and the turn in one step: all of them or none.
+local backlog = redis.call('XLEN', KEYS[5])
+if backlog >= tonumber(ARGV[7]) then return {'busy', backlog} end
+local holder = redis.call('GET', KEYS[4])
+if holder then return {'held', holder} end
+local n = tonumber(ARGV[8])
+local event, turn = {}, {}
+for i = 9, 8 + n do event[#event + 1] = ARGV[i] end
+for i = 9 + n, #ARGV do turn[#turn + 1] = ARGV[i] end
+local seq = append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], '', ARGV[5], event)
+redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[6])
+local args = {'XADD', KEYS[5], '*'}
+for i = 1, #turn do args[#args + 1] = turn[i] end
+return {'ok', seq, redis.call(unpack(args))}
+"""
+)
 
 
 # worker ----------------------------------------------------------------------------------

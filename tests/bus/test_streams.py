@@ -18,7 +18,14 @@ from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.activity import ActivityLog
 from assistant.bus.connection import block_limit_ms, bounded_block_ms, connect
 from assistant.bus.keys import DEFAULT_KEYS as KEYS
-from assistant.bus.schema import DraftEvent, ErrorEvent, Event, FinalEvent, TurnRequest
+from assistant.bus.schema import (
+    DraftEvent,
+    ErrorEvent,
+    Event,
+    FinalEvent,
+    TurnRequest,
+    UserMessageEvent,
+)
 from assistant.bus.streams import (
     TURN_FAILED,
     Busy,
@@ -528,3 +535,60 @@ async def test_nothing_of_a_turn_is_appended_after_its_final(
     next_turn = DraftEvent(conversation_id="c2", turn_id="t2", text="Hi", step=1)
     assert await log.append("c2", next_turn) == 3
     assert [e.seq for e in await log.read_from("c2", 0)] == [1, 2, 3]
+
+
+async def test_nothing_of_a_turn_is_appended_after_its_error(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A turn dead-lettered (its error in the log) while a copy still runs: the copy's draft
+    and final are dropped, a second error gets the first one's seq back."""
+    log = EventLog(redis_client)
+    error = ErrorEvent(conversation_id="c3", turn_id="t1", code=TURN_FAILED, message="no")
+    assert await log.append("c3", error) == 1
+    assert await log.turn_ended("c3", "t1") and not await log.turn_ended("c3", "t2")
+    late = DraftEvent(conversation_id="c3", turn_id="t1", text="Ship", step=1)
+    assert await log.append("c3", late) == 0
+    final = FinalEvent(conversation_id="c3", turn_id="t1", message_id="m1", text="Shipped.")
+    assert await log.append("c3", final) == 0
+    assert await log.append("c3", error) == 1
+    assert [(e.type, e.seq) for e in await log.read_from("c3", 0)] == [("error", 1)]
+
+
+def echo_of(t: TurnRequest) -> UserMessageEvent:
+    return UserMessageEvent(
+        conversation_id=t.conversation_id,
+        turn_id=t.turn_id,
+        message_id=t.user_message_id,
+        client_id="q1",
+        text="Where is my order?",
+    )
+
+
+async def test_submit_with_echo_is_all_or_nothing(redis_client: aioredis.Redis) -> None:
+    """The echo, the lock and the turn are written together, or none of them is."""
+    log = EventLog(redis_client)
+    queue = TurnQueue(redis_client, max_backlog=2)
+    first = turn("e1")
+    seq, stream_id = await queue.submit_with_echo(first, echo_of(first), log)
+    assert seq == 1 and (await log.read_from("e1", 0))[0].type == "user_message"
+    assert await InFlight(redis_client).holder("e1") == first.turn_id
+    [(queued_id, _fields)] = await redis_client.xrange(KEYS.turns)
+    assert queued_id.decode() == stream_id
+
+    # Resent (its reply was lost): already queued with its echo, nothing written again.
+    with pytest.raises(TurnInFlight) as resent:
+        await queue.submit_with_echo(first, echo_of(first), log)
+    assert resent.value.duplicate
+    # Another turn of the conversation while one is in flight: refused, nothing written.
+    other = turn("e1", "t-other")
+    with pytest.raises(TurnInFlight) as refused:
+        await queue.submit_with_echo(other, echo_of(other), log)
+    assert not refused.value.duplicate
+    assert await log.last_seq("e1") == 1 and await redis_client.xlen(KEYS.turns) == 1
+
+    # A full backlog: refused with no echo and no lock.
+    await queue.submit_with_echo(turn("e2"), echo_of(turn("e2")), log)
+    with pytest.raises(Busy):
+        await queue.submit_with_echo(turn("e3"), echo_of(turn("e3")), log)
+    assert await log.last_seq("e3") == 0
+    assert await InFlight(redis_client).holder("e3") is None
