@@ -1,4 +1,5 @@
-"""The gateway process: protocol v1 on ``/ws``, the pages, /healthz, /readyz, /metrics.
+"""The gateway process: protocol v1 on ``/ws``, the pages, /healthz, /readyz, /metrics, and
+the OpenAI-compatible API under ``/v1/`` (web/openai_http.py, on the same port).
 
 Any number of gateways run against the same Redis and SQL: a gateway holds sockets and
 nothing else, so a client may reconnect to any of them. On SIGTERM it closes every socket
@@ -31,6 +32,7 @@ from assistant.tools.registry import tool_labels
 from web import auth, static
 from web.gateway_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from web.gateway_metrics import GatewayMetrics, exposition
+from web.openai_http import OpenAIApi, api_connection
 from web.protocol import READ_LIMIT_BYTES, WS_PATH, CloseCode
 from web.service import Bus, ConversationService, GatewayOptions
 from web.session import serve_connection
@@ -75,6 +77,7 @@ class Gateway:
         )
         self.static_dir = static.STATIC_DIR
         self.tool_labels = tool_labels()
+        self.openai = OpenAIApi(self.service, self.options)
         self.server: Server | None = None
 
     @property
@@ -141,6 +144,7 @@ class Gateway:
                 self.settings.host,
                 self.settings.port,
                 process_request=self.process_request,
+                create_connection=api_connection(self.openai),  # /v1/ goes to aiohttp
                 max_size=READ_LIMIT_BYTES,  # over MAX_FRAME_BYTES: a too_large error frame
                 ping_interval=self.options.ping_interval_s,
                 ping_timeout=self.options.ping_timeout_s,
@@ -163,6 +167,7 @@ class Gateway:
             self.server.close(
                 close_connections=True, code=CloseCode.SERVICE_RESTART, reason="service restart"
             )
+            await self.openai.close()
             await self.server.wait_closed()
             self.server = None
         await self.service.bus.fanout.close()
