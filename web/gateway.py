@@ -77,7 +77,9 @@ class Gateway:
         )
         self.static_dir = static.STATIC_DIR
         self.tool_labels = tool_labels()
-        self.openai = OpenAIApi(self.service, self.options)
+        self.openai = OpenAIApi(
+            self.service, self.options, lambda request: self.process_request(None, request)
+        )
         self.server: Server | None = None
 
     @property

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -27,6 +27,8 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 from assistant.bus import heartbeat
 from assistant.bus.schema import (
@@ -51,6 +53,9 @@ log = structlog.get_logger(__name__)
 REPLY_TIMEOUT_S = 300.0
 _MAX_REQUEST_LINE = 8192
 _JSON = "application/json"
+
+# The gateway's answer to a plain request (the pages, probes, metrics); None for /ws.
+OtherRoutes = Callable[[Request], Awaitable[Response | None]]
 
 
 def _json_response(
@@ -78,9 +83,15 @@ class _Turn:
 class OpenAIApi:
     """``GET /v1/models`` and ``POST /v1/chat/completions`` of one gateway."""
 
-    def __init__(self, service: ConversationService, options: GatewayOptions) -> None:
+    def __init__(
+        self,
+        service: ConversationService,
+        options: GatewayOptions,
+        other_routes: OtherRoutes | None = None,
+    ) -> None:
         self.service = service
         self.options = options
+        self.other_routes = other_routes
         self.closing = False
         self._cancels: set[asyncio.Task[Any]] = set()
         # handler_cancellation: a client that goes away cancels its handler at once, and
@@ -116,6 +127,8 @@ class OpenAIApi:
             )
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        if not request.path.startswith(api.API_PREFIX):
+            return await self._other(request)
         path = request.path.rstrip("/")
         if path == "/v1/chat/completions":
             if request.method != "POST":
@@ -132,6 +145,18 @@ class OpenAIApi:
                 raise api.not_found("no such model", "model_not_found")
             return _json_response(200, api.model_view())
         raise api.not_found(f"no route {request.method} {request.path}", "unknown_url")
+
+    async def _other(self, request: web.BaseRequest) -> web.StreamResponse:
+        """A later request on a kept-alive API connection that is not for the API (a load
+        balancer reusing its upstream connections): the gateway answers it as websockets
+        would have, so a connection's first request does not decide what it may ask next."""
+        if self.other_routes is None or request.method != "GET":
+            raise api.not_found(f"no route {request.method} {request.path}", "unknown_url")
+        answer = await self.other_routes(Request(request.path_qs, Headers(request.headers.items())))
+        if answer is None:  # /ws: an upgrade needs a connection of its own
+            raise api.ApiError(400, "open a new connection for /ws", code="upgrade_required")
+        headers = [(k, v) for k, v in answer.headers.raw_items() if k.lower() != "content-length"]
+        return web.Response(status=answer.status_code, body=answer.body, headers=headers)
 
     async def _authenticate(self, request: web.BaseRequest) -> Identity:
         """The per-address rate limit (every request), the secret key, its rate limit."""

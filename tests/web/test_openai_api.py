@@ -7,6 +7,7 @@ tests/system/test_openai.py, against a real worker and the bundled model.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -190,3 +191,31 @@ async def test_rate_limit_is_429_with_retry_after(
         await client.models.list()
     assert limited.value.status_code == 429
     assert float(limited.value.response.headers["retry-after"]) >= 1
+
+
+async def test_a_kept_alive_api_connection_still_reaches_the_other_routes(
+    gateway: Gateway, secret_key: str
+) -> None:
+    """A load balancer reuses upstream connections: after a /v1/ request, the same
+    connection's /healthz and pages are answered as websockets answers them."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+
+    async def get(path: str, headers: str = "") -> tuple[int, bytes]:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return status, await reader.readexactly(length)
+
+    try:
+        status, body = await get("/v1/models", f"Authorization: Bearer {secret_key}\r\n")
+        assert status == 200 and json.loads(body)["data"][0]["id"] == api.MODEL
+        assert await get("/healthz") == (200, b"ok\n")
+        status, body = await get("/v1/models/other", f"Authorization: Bearer {secret_key}\r\n")
+        assert status == 404 and json.loads(body)["error"]["code"] == "model_not_found"
+    finally:
+        writer.close()
