@@ -3,8 +3,11 @@
 Shape of a worker process (one per accelerator):
 
 - ``Worker.run`` claims up to (free batch slots) turns at a time, first its own pending ones,
-  and every few seconds takes over turns idle for ``min_idle_ms`` (their worker died). Each
-  turn runs as its own asyncio task, so all of them share the engine's continuous batch.
+  and every few seconds takes over turns idle for ``min_idle_ms`` whose delivery is over:
+  their worker died (no heartbeat), or it is this worker and the turn's task failed; a slow
+  worker with a live heartbeat keeps its turns. A dead-lettered turn's reply is stored as
+  failed first (``_store_failed_reply``). Each turn runs as its own asyncio task, so all of
+  them share the engine's continuous batch.
 - Two background tasks: ``keep_alive`` for the turns held (so nobody takes them over, and a
   turn another worker took over is dropped here), and a cancellation poller (~100 ms) that
   stops the engine request of a cancelled turn. Redis latency never sits in the engine loop.
@@ -43,10 +46,18 @@ from assistant.bus import heartbeat
 from assistant.bus import metrics_relay as bus_metrics
 from assistant.bus.activity import ActivityLog
 from assistant.bus.keys import DEFAULT_KEYS, Keys
-from assistant.bus.streams import Cancellation, Delivery, EventLog, TurnConsumer
+from assistant.bus.schema import TurnRequest
+from assistant.bus.streams import (
+    TURN_FAILED_MESSAGE,
+    Cancellation,
+    Delivery,
+    EventLog,
+    TurnConsumer,
+)
 from assistant.core.log import bind_turn
 from assistant.store.repository import Repository
 from assistant.store.shop import SqlShop
+from assistant.store.tables import MessageStatus
 from assistant.tools.runner import ToolRunner
 from assistant.tools.shop import Shop
 from workers.generator import DEFAULT_MAX_BATCH, Generator
@@ -119,6 +130,7 @@ class Worker:
         self.metrics = metrics or METRICS
         self.events = EventLog(redis, keys=keys)
         self.activity = ActivityLog(redis, keys=keys)
+        self.store = store
         self.consumer = TurnConsumer(
             redis,
             opts.consumer_name or default_consumer_name(),
@@ -126,6 +138,7 @@ class Worker:
             max_deliveries=opts.max_deliveries,
             events=self.events,
             activity=self.activity,
+            on_dead_letter=self._store_failed_reply if store is not None else None,
         )
         self.cancellation = Cancellation(redis, keys=keys)
         self.handler: Handles
@@ -207,7 +220,10 @@ class Worker:
                 deliveries: list[Delivery] = []
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + opts.reclaim_every_s
-                    deliveries = await self.consumer.reclaim_idle(opts.min_idle_ms, count=free)
+                    # Its own turns in flight are slow, not failed: never taken over here.
+                    deliveries = await self.consumer.reclaim_idle(
+                        opts.min_idle_ms, count=free, running=set(self.turns)
+                    )
                     self.metrics.queue_depth = int(await self.redis.xlen(self.keys.turns))
                 if not deliveries:
                     deliveries = await self.consumer.claim(free, block_ms=opts.claim_block_ms)
@@ -217,6 +233,23 @@ class Worker:
                 continue
             for delivery in deliveries:
                 self._start(delivery)
+
+    async def _store_failed_reply(self, turn: TurnRequest) -> None:
+        """A dead-lettered turn's reply is stored as failed before its client is told, so a
+        copy still running (its holder looked dead) finds a reply stored and stores no
+        answer after the error; the event log refuses that copy's final as well."""
+        assert self.store is not None
+        try:
+            await self.store.store_reply(
+                turn.conversation_id,
+                turn.turn_id,
+                TURN_FAILED_MESSAGE,
+                MessageStatus.FAILED,
+                {"problem": "dead_letter"},
+            )
+        except Exception as exc:  # no such conversation, SQL unreachable: the client is told
+            with bind_turn(turn.conversation_id, turn.turn_id):
+                log.warning("cannot store the failed reply of a dead letter", error=str(exc))
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

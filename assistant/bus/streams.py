@@ -11,8 +11,10 @@
   holds ``max_backlog`` turns or more (acked turns are deleted, so its length is the work
   not yet finished), and with ``TurnInFlight`` while the conversation has a turn in flight.
 - ``TurnConsumer``: the worker side of the consumer group: own pending turns first after a
-  restart, then new ones; idle turns of dead workers taken over with ``XAUTOCLAIM``; long
-  turns kept; dead letters after too many deliveries.
+  restart, then new ones; idle turns taken over (``XPENDING IDLE`` then ``XCLAIM``) only
+  from workers whose heartbeat expired, so a slow live one keeps its turns and is not
+  counted a failed delivery; long turns kept; dead letters after too many deliveries, and
+  only when no delivery of the turn is alive and the turn has not ended.
 - ``Cancellation``: a key per conversation holding the id of the turn to stop. A key, not
   pub/sub, because it is still there for a worker that takes the turn over after a crash or
   that polls a moment later. Workers poll it from a background task (``cancelled`` checks a
@@ -32,7 +34,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -603,9 +605,11 @@ class TurnConsumer:
         events: EventLog | None = None,
         in_flight: InFlight | None = None,
         activity: ActivityLog | None = None,
+        on_dead_letter: Callable[[TurnRequest], Awaitable[None]] | None = None,
     ) -> None:
         if not consumer:
             raise ValueError("consumer name must not be empty")
+        self.on_dead_letter = on_dead_letter
         self.redis = redis
         self.consumer = consumer
         self.keys = keys
@@ -637,6 +641,16 @@ class TurnConsumer:
         Own pending turns are those a previous run of this consumer took and never acked;
         they are read once, in order, without blocking. ``block_ms`` waits for new turns.
         """
+        deliveries = await self._own_pending(count)
+        if deliveries:
+            return deliveries
+        return await self._deliver(await self._read(">", count, block_ms))
+
+    async def _own_pending(self, count: int) -> list[Delivery]:
+        """The next of the turns a previous run of this consumer left pending, until none.
+
+        Read before anything else this run takes: re-reading a turn that this run already
+        holds would count one more delivery of it."""
         while self._history_cursor is not None:
             entries = await self._read(self._history_cursor, count, None)
             if not entries:
@@ -646,44 +660,86 @@ class TurnConsumer:
             deliveries = await self._deliver(entries)
             if deliveries:
                 return deliveries
-        return await self._deliver(await self._read(">", count, block_ms))
+        return []
 
-    async def reclaim_idle(self, min_idle_ms: int, count: int = 10) -> list[Delivery]:
-        """Take over turns idle for ``min_idle_ms`` (their worker died or hangs).
+    async def reclaim_idle(
+        self, min_idle_ms: int, count: int = 10, running: Collection[str] = ()
+    ) -> list[Delivery]:
+        """Take over turns idle for ``min_idle_ms`` whose delivery is no longer alive.
+
+        A turn idles when its holder stopped keeping it alive. That holder's delivery is
+        over when the holder is dead (its heartbeat, ``assistant.bus.heartbeat``, expired;
+        a consumer that never announced one counts as dead) or when the holder is this very
+        consumer and the turn is not among its ``running`` stream ids (its handler raised).
+        A holder whose heartbeat lives is slow, not failed: its turn is left to it, and no
+        delivery is counted against the turn. ``XCLAIM`` with the idle time rechecks each
+        entry atomically, so a turn kept alive meanwhile stays with its holder.
 
         The scan cursor is kept between calls, so repeated calls walk the whole pending list
         instead of re-scanning its head; it wraps to the start when the scan is complete.
         """
+        own = await self._own_pending(count)  # first, as ``claim`` does
+        if own:
+            return own
         start = self._autoclaim_cursor
         try:
-            reply = await self.redis.xautoclaim(
+            rows = await self.redis.xpending_range(
                 self.keys.turns,
                 self.keys.group,
-                self.consumer,
-                min_idle_ms,
-                start_id=start,
-                count=count,
+                "-" if start == "0-0" else start,
+                "+",
+                count + 1,
+                idle=min_idle_ms,
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self.ensure_group()
             return []
-        self._autoclaim_cursor = _str(reply[0])
-        claimed = reply[1] or []
-        if len(reply) > 2 and reply[2]:  # Redis 7: ids of deleted entries, dropped from the PEL
-            log.warning("pending turns were deleted", ids=[_str(i) for i in reply[2]])
-        entries = [(_str(sid), fields or {}) for sid, fields in claimed if sid is not None]
-        if len(entries) < len(claimed):  # Redis 6.2: deleted entries come back as nil
-            await self._drop_deleted(start, self._autoclaim_cursor, {sid for sid, _ in entries})
-        deliveries = await self._deliver(entries)
+        # As XAUTOCLAIM's: the first id of the next scan, or "0-0" when this one reached the end.
+        self._autoclaim_cursor = _str(rows[count]["message_id"]) if len(rows) > count else "0-0"
+        holders = {_str(row["message_id"]): _str(row["consumer"]) for row in rows[:count]}
+        alive = await self._alive({h for h in holders.values() if h != self.consumer})
+        ids = [
+            sid
+            for sid, holder in holders.items()
+            if (holder == self.consumer and sid not in running)
+            or (holder != self.consumer and holder not in alive)
+        ]
+        slow = sorted({h for h in holders.values() if h in alive})
+        if slow:
+            log.debug("idle turns left to their live holders", holders=slow)
+        if not ids:
+            return []
+        claimed = await self.redis.xclaim(
+            self.keys.turns, self.keys.group, self.consumer, min_idle_ms, ids
+        )
+        entries = [(_str(sid), fields or {}) for sid, fields in claimed or [] if sid is not None]
+        if len(entries) < len(claimed or []):  # Redis 6.2: deleted entries come back as nil
+            await self._drop_deleted(ids, {sid for sid, _ in entries})
+        deliveries = await self._deliver(entries, holders)
         if deliveries:
             log.info(
                 "took over idle turns",
                 consumer=self.consumer,
                 turn_ids=[d.turn.turn_id for d in deliveries],
+                from_holders=sorted({holders[d.stream_id] for d in deliveries}),
             )
         return deliveries
+
+    async def _alive(self, names: Collection[str]) -> set[str]:
+        """Of the consumer names, those whose worker heartbeat lives."""
+        checked = sorted(names)
+        if not checked:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in checked:
+                try:
+                    pipe.exists(self.keys.worker_heartbeat(name))
+                except ValueError:  # a name unfit for a key never announced itself
+                    pipe.exists(self.keys.worker_heartbeat("-"))
+            found = await pipe.execute()
+        return {name for name, present in zip(checked, found, strict=True) if present}
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         """Keep turns still being worked on from being taken over; return the ones lost.
@@ -726,10 +782,19 @@ class TurnConsumer:
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Give up on a turn: record it, tell the client, then ack it and free the lock.
 
+        ``on_dead_letter`` runs first (the worker stores the failed reply in SQL there, so
+        that a copy still running finds its reply stored and cannot store another), then the
+        turn's cancellation is requested.
+
         The dead-letter entry and the client's error are written before the ack, so a crash
         in between leaves the turn pending (to be dead-lettered again), never lost unseen.
         """
         turn = delivery.turn
+        if self.on_dead_letter is not None:
+            await self.on_dead_letter(turn)
+        # A copy that still runs somewhere (a holder that looked dead) stops, and whatever it
+        # publishes after the error below is refused by the event log.
+        await Cancellation(self.redis, keys=self.keys).request(turn.conversation_id, turn.turn_id)
         await self._write_dead(delivery.stream_id, turn.to_fields(), reason, delivery.attempt)
         await self._tell_client(turn.conversation_id, turn.turn_id)
         await note_activity(self.activity, turn.tenant_id, turn.conversation_id, TURN_FAILED)
@@ -762,8 +827,17 @@ class TurnConsumer:
             )
         return _entries(reply)
 
-    async def _deliver(self, entries: Iterable[Entry]) -> list[Delivery]:
-        """Turn entries into deliveries; drop deleted ones, dead-letter unreadable ones."""
+    async def _deliver(
+        self, entries: Iterable[Entry], holders: dict[str, str] | None = None
+    ) -> list[Delivery]:
+        """Turn entries into deliveries; drop deleted ones, dead-letter unreadable ones.
+
+        ``holders``: the consumer each entry was taken from (a takeover). A turn past its
+        deliveries is dead-lettered only when no delivery of it is alive: one whose final or
+        error is already in the event log is acked instead (it ended; a dead letter would
+        contradict it), and one whose previous holder came back to life meanwhile is given
+        back to it, its delivery uncounted.
+        """
         turns: list[tuple[str, TurnRequest]] = []
         for stream_id, fields in entries:
             if not fields:  # deleted while pending: nothing left to do
@@ -779,13 +853,37 @@ class TurnConsumer:
             if stream_id not in attempts:  # acked meanwhile by another worker
                 continue
             delivery = Delivery(stream_id, turn, attempts[stream_id])
-            if delivery.attempt > self.max_deliveries:
+            if delivery.attempt <= self.max_deliveries:
+                deliveries.append(delivery)
+            elif await self.events.turn_ended(turn.conversation_id, turn.turn_id):
+                log.info("turn past its deliveries had ended; acked", turn_id=turn.turn_id)
+                await self.ack(delivery)
+            elif (holder := (holders or {}).get(stream_id, self.consumer)) != self.consumer and (
+                holder in await self._alive([holder])
+            ):
+                await self._give_back(delivery, holder)
+            else:
                 await self.dead_letter(
                     delivery, f"delivered {delivery.attempt} times (max {self.max_deliveries})"
                 )
-            else:
-                deliveries.append(delivery)
         return deliveries
+
+    async def _give_back(self, delivery: Delivery, holder: str) -> None:
+        """Return a turn to its live holder, with the delivery count it had there."""
+        await self.redis.xclaim(
+            self.keys.turns,
+            self.keys.group,
+            holder,
+            0,
+            [delivery.stream_id],
+            justid=True,
+            retrycount=delivery.attempt - 1,
+        )
+        log.info(
+            "turn past its deliveries given back to its live holder",
+            turn_id=delivery.turn.turn_id,
+            holder=holder,
+        )
 
     async def _attempts(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Delivery counts from the group's pending list, one round trip."""
@@ -843,14 +941,9 @@ class TurnConsumer:
         await self._ack(stream_id)
         log.error("unreadable turn dead-lettered", stream_id=stream_id, reason=reason)
 
-    async def _drop_deleted(self, start: str, end: str, present: set[str]) -> None:
-        """Ack the deleted entries a Redis 6.2 XAUTOCLAIM handed over as nil (ids unknown)."""
-        upper = "+" if end == "0-0" else f"({end}"
-        rows = await self.redis.xpending_range(
-            self.keys.turns, self.keys.group, start, upper, 1000, consumername=self.consumer
-        )
-        for row in rows:
-            stream_id = _str(row["message_id"])
+    async def _drop_deleted(self, claimed: Sequence[str], present: set[str]) -> None:
+        """Ack the deleted entries that a Redis 6.2 XCLAIM handed over as nil."""
+        for stream_id in claimed:
             if stream_id not in present and not await self.redis.xrange(
                 self.keys.turns, stream_id, stream_id
             ):

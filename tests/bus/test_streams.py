@@ -15,6 +15,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from assistant.app.embedded_redis import EmbeddedRedis
+from assistant.bus import heartbeat
 from assistant.bus.activity import ActivityLog
 from assistant.bus.connection import block_limit_ms, bounded_block_ms, connect
 from assistant.bus.keys import DEFAULT_KEYS as KEYS
@@ -592,3 +593,95 @@ async def test_submit_with_echo_is_all_or_nothing(redis_client: aioredis.Redis) 
         await queue.submit_with_echo(turn("e3"), echo_of(turn("e3")), log)
     assert await log.last_seq("e3") == 0
     assert await InFlight(redis_client).holder("e3") is None
+
+
+async def times_delivered(client: aioredis.Redis, stream_id: str) -> int:
+    [row] = await client.xpending_range(KEYS.turns, KEYS.group, stream_id, stream_id, 1)
+    return int(row["times_delivered"])
+
+
+async def test_idle_turn_of_a_live_worker_is_left_to_it(
+    redis_client: aioredis.Redis, consumer: TurnConsumer
+) -> None:
+    """A holder whose heartbeat lives is slow, not dead: its idle turn is not taken over and
+    no delivery is counted; once its heartbeat is gone, the turn is taken over."""
+    await submit_all(TurnQueue(redis_client), 1)
+    [held] = await consumer.claim()
+    await heartbeat.announce(redis_client, KEYS, "w1")
+    await asyncio.sleep(0.06)
+    other = TurnConsumer(redis_client, "w2")
+    assert await other.reclaim_idle(min_idle_ms=50) == []
+    assert await times_delivered(redis_client, held.stream_id) == 1
+    await heartbeat.withdraw(redis_client, KEYS, "w1")
+    [taken] = await other.reclaim_idle(min_idle_ms=50)
+    assert (taken.stream_id, taken.attempt) == (held.stream_id, 2)
+
+
+async def test_own_idle_turn_is_reclaimed_only_when_not_running(
+    redis_client: aioredis.Redis, consumer: TurnConsumer
+) -> None:
+    """A live worker takes back its own idle turn whose task failed, not one it still runs."""
+    await submit_all(TurnQueue(redis_client), 1)
+    [held] = await consumer.claim()
+    await heartbeat.announce(redis_client, KEYS, "w1")
+    await asyncio.sleep(0.06)
+    assert await consumer.reclaim_idle(min_idle_ms=50, running={held.stream_id}) == []
+    assert await times_delivered(redis_client, held.stream_id) == 1
+    [again] = await consumer.reclaim_idle(min_idle_ms=50)
+    assert (again.stream_id, again.attempt) == (held.stream_id, 2)
+
+
+async def test_a_turn_past_its_deliveries_is_dead_lettered_only_when_nothing_of_it_lives(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Past max deliveries: a turn that ended (its final in the log) is acked, no dead letter;
+    a turn whose holder came back to life while it was taken is given back, uncounted; only
+    a turn with no live delivery is dead-lettered, after the hook and a cancel of any copy."""
+    queue, log = TurnQueue(redis_client), EventLog(redis_client)
+    ended, revived, dead = await submit_all(queue, 3, prefix="past")
+    holder = TurnConsumer(redis_client, "w1", max_deliveries=1)
+    await holder.ensure_group()
+    assert len(await holder.claim(count=3)) == 3
+    final = FinalEvent(
+        conversation_id=ended.conversation_id, turn_id=ended.turn_id, message_id="m", text="ok"
+    )
+    await log.append(ended.conversation_id, final)
+    hooked: list[str] = []
+
+    async def on_dead_letter(turn: TurnRequest) -> None:
+        hooked.append(turn.turn_id)
+
+    other = TurnConsumer(redis_client, "w2", max_deliveries=1, on_dead_letter=on_dead_letter)
+    await asyncio.sleep(0.06)
+    assert await other.reclaim_idle(min_idle_ms=50, count=1) == []  # ended: acked
+    assert await redis_client.xlen(KEYS.turns) == 2 and await dead_letters(redis_client) == []
+
+    # w1 looked dead when w2 took the turn, and beats again when w2 decides its fate.
+    looks = 0
+    real_alive = other._alive
+
+    async def revives(names: Any) -> set[str]:
+        nonlocal looks
+        looks += 1
+        if looks == 2:
+            await heartbeat.announce(redis_client, KEYS, "w1")
+        return await real_alive(names)
+
+    other._alive = revives  # type: ignore[method-assign]
+    assert await other.reclaim_idle(min_idle_ms=50, count=1) == []
+    other._alive = real_alive  # type: ignore[method-assign]
+    rows = await redis_client.xpending_range(KEYS.turns, KEYS.group, "-", "+", 10)
+    assert [(r["consumer"], r["times_delivered"]) for r in rows] == [(b"w1", 1), (b"w1", 1)]
+    assert hooked == [] and await dead_letters(redis_client) == []
+
+    await heartbeat.withdraw(redis_client, KEYS, "w1")
+    await asyncio.sleep(0.06)
+    for _ in range(2):  # wherever the scan's cursor stands, two calls cover both turns
+        assert await other.reclaim_idle(min_idle_ms=50, count=2) == []
+    assert sorted(hooked) == [revived.turn_id, dead.turn_id]
+    assert sorted(d[b"turn_id"] for d in await dead_letters(redis_client)) == [
+        revived.turn_id.encode(),
+        dead.turn_id.encode(),
+    ]
+    assert await Cancellation(redis_client).is_cancelled(dead.conversation_id, dead.turn_id)
+    assert await redis_client.xlen(KEYS.turns) == 0
