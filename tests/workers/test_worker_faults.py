@@ -1,4 +1,4 @@
-"""A slow but live worker keeps its turn: no dead letter, no reply after a ``turn_failed``.
+"""A slow but live worker keeps its turn; a dead-lettered turn gets no reply after its error.
 
 The real ``assistant worker`` process (a slow random model) holds a turn on its last allowed
 delivery when it stops keeping the turn alive while its heartbeat still beats: the fault is
@@ -9,15 +9,23 @@ claim time. The old rule took the turn over as one more delivery, dead-lettered 
 (``turn_failed`` to the client) and left the slow copy running, which then published its
 complete reply after the error. Now the turn stays with its live holder, its reply is the
 turn's only end, and the turn is acked without a dead letter once the fault is lifted.
+
+The issue's own reproduction too: the holder stopped with SIGSTOP past the claim time (its
+heartbeat expires: it looks dead), the turn dead-lettered by the other worker, then the
+holder resumed with SIGCONT: nothing of the turn follows the ``turn_failed``, and the
+stored reply is the failed one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +33,14 @@ import redis.asyncio as aioredis
 
 from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.bus.keys import DEFAULT_KEYS
-from assistant.bus.schema import ErrorEvent, Event, FinalEvent
-from assistant.bus.streams import EventLog, TurnConsumer, TurnQueue
+from assistant.bus.schema import ErrorEvent, Event, FinalEvent, TurnRequest
+from assistant.bus.streams import (
+    TURN_FAILED,
+    TURN_FAILED_MESSAGE,
+    EventLog,
+    TurnConsumer,
+    TurnQueue,
+)
 from assistant.store import migrate
 from assistant.store.database import create_engine
 from assistant.store.repository import Repository
@@ -66,13 +80,34 @@ async def acl(redis: aioredis.Redis, *rules: str) -> None:
     await redis.execute_command("ACL", "SETUSER", USER, *rules)  # type: ignore[no-untyped-call]
 
 
-async def test_slow_live_holder_keeps_its_turn_and_nothing_follows_its_end(
-    private_redis: EmbeddedRedis,
-    store: Repository,
-    slow_checkpoint: Path,
-    tmp_path: Path,
-) -> None:
-    worker_log = tmp_path / "worker.log"
+@dataclass
+class LastDelivery:
+    """A turn on its last allowed delivery, held mid-reply by a real worker process."""
+
+    redis: aioredis.Redis
+    store: Repository
+    turn: TurnRequest
+    process: asyncio.subprocess.Process
+    other: Worker
+
+    async def of_turn(self) -> list[Event]:
+        events = await EventLog(self.redis).read_from(self.turn.conversation_id, 0)
+        return [e for e in events if e.turn_id]
+
+    async def ended(self) -> bool:
+        return any(isinstance(e, FinalEvent | ErrorEvent) for e in await self.of_turn())
+
+    async def settled(self) -> bool:
+        pending = await self.redis.xpending(KEYS.turns, KEYS.group)
+        return int(pending["pending"]) == 0
+
+
+@contextlib.asynccontextmanager
+async def last_delivery(
+    private_redis: EmbeddedRedis, store: Repository, checkpoint: Path, log: Path
+) -> AsyncIterator[LastDelivery]:
+    """The worker process takes a dead ghost's turn (its third delivery, the last) and
+    drafts; ``other`` is an idle worker in this process, started by the test."""
     redis = aioredis.Redis.from_url(private_redis.url)
     await acl(redis, "on", f">{PASSWORD}", "~*", "&*", "+@all")
     ghost = TurnConsumer(redis, "ghost")  # a worker that died holding the turn, twice
@@ -88,7 +123,7 @@ async def test_slow_live_holder_keeps_its_turn_and_nothing_follows_its_end(
         **os.environ,
         "ASSISTANT_REDIS_URL": url,
         "ASSISTANT_DATABASE_URL": store.engine.url.render_as_string(hide_password=False),
-        "ASSISTANT_MODEL_PATH": str(slow_checkpoint),
+        "ASSISTANT_MODEL_PATH": str(checkpoint),
         "ASSISTANT_DEVICE": "cpu",
         "ASSISTANT_DECODING_MODE": "vanilla-diffusion",  # a reply of seconds
         "ASSISTANT_CLAIM_IDLE_S": "1",
@@ -96,24 +131,13 @@ async def test_slow_live_holder_keeps_its_turn_and_nothing_follows_its_end(
         "OMP_WAIT_POLICY": "PASSIVE",
         "OMP_NUM_THREADS": "1",
     }
-    log = EventLog(redis)
-
-    async def of_turn() -> list[Event]:
-        return [e for e in await log.read_from(turn.conversation_id, 0) if e.turn_id]
-
-    async def drafting() -> bool:
-        return any(e.type == "draft" for e in await of_turn())
-
-    async def ended() -> bool:
-        return any(isinstance(e, FinalEvent | ErrorEvent) for e in await of_turn())
-
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "assistant",
         "worker",
         env=env,
-        stdout=worker_log.open("wb"),
+        stdout=log.open("wb"),
         stderr=asyncio.subprocess.STDOUT,
     )
     other = Worker(
@@ -132,36 +156,89 @@ async def test_slow_live_holder_keeps_its_turn_and_nothing_follows_its_end(
         metrics=Metrics(),
         handler=NullHandler,
     )
-    running: asyncio.Task[None] | None = None
+    scenario = LastDelivery(redis, store, turn, process, other)
+
+    async def drafting() -> bool:
+        return any(e.type == "draft" for e in await scenario.of_turn())
+
     try:
-        # The worker takes the turn over from the dead ghost: its third delivery, the last.
         await wait_until(drafting, limit_s=90)
         pending = await redis.xpending_range(KEYS.turns, KEYS.group, "-", "+", 1)
         assert pending[0]["times_delivered"] == 3 and pending[0]["consumer"] != b"ghost"
-        await acl(redis, "resetkeys", *WITHOUT_TURNS)  # slow: it keeps its turn no longer
-        running = asyncio.create_task(other.run())
-        await wait_until(ended, limit_s=90)
-        await asyncio.sleep(3.0)  # room for anything that would follow the turn's end
-        await acl(redis, "resetkeys", "~*")
-
-        async def settled() -> bool:
-            pending = await redis.xpending(KEYS.turns, KEYS.group)
-            return int(pending["pending"]) == 0
-
-        await wait_until(settled, limit_s=30)
+        yield scenario
     finally:
-        other.stop()
-        if running is not None:
-            await asyncio.wait_for(running, 30)
         if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
             process.kill()
             await process.wait()
-    events = await of_turn()
-    errors = [e for e in events if isinstance(e, ErrorEvent)]
-    finals = [e for e in events if isinstance(e, FinalEvent)]
-    assert errors == [], f"the client got turn_failed, then: {[e.type for e in events]}"
-    assert len(finals) == 1 and events[-1] == finals[0]
-    assert await redis.xlen(KEYS.dead) == 0
-    replies = [m for m in await store.history(turn.conversation_id) if m.role is Role.ASSISTANT]
-    assert [m.status for m in replies] == [MessageStatus.COMPLETE]
-    await redis.aclose()
+        await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_slow_live_holder_keeps_its_turn_and_nothing_follows_its_end(
+    private_redis: EmbeddedRedis,
+    store: Repository,
+    slow_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    """Keep-alive lost, heartbeat beating: the turn stays with its holder, one final, no
+    dead letter."""
+    async with last_delivery(
+        private_redis, store, slow_checkpoint, tmp_path / "worker.log"
+    ) as scenario:
+        redis = scenario.redis
+        await acl(redis, "resetkeys", *WITHOUT_TURNS)  # slow: it keeps its turn no longer
+        async with running(scenario.other):
+            await wait_until(scenario.ended, limit_s=90)
+            await asyncio.sleep(3.0)  # room for anything that would follow the turn's end
+            await acl(redis, "resetkeys", "~*")
+            await wait_until(scenario.settled, limit_s=30)
+        events = await scenario.of_turn()
+        errors = [e for e in events if isinstance(e, ErrorEvent)]
+        finals = [e for e in events if isinstance(e, FinalEvent)]
+        assert errors == [], f"the client got turn_failed, then: {[e.type for e in events]}"
+        assert len(finals) == 1 and events[-1] == finals[0]
+        assert await redis.xlen(KEYS.dead) == 0
+        turn = scenario.turn
+        replies = [m for m in await store.history(turn.conversation_id) if m.role is Role.ASSISTANT]
+        assert [m.status for m in replies] == [MessageStatus.COMPLETE]
+
+
+async def test_stopped_holder_resumed_after_its_dead_letter_adds_nothing(
+    private_redis: EmbeddedRedis,
+    store: Repository,
+    slow_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP past the claim time, on the turn's last delivery: its heartbeat expires, the
+    other worker dead-letters the turn; after SIGCONT the stopped copy publishes nothing
+    after the ``turn_failed``, and the stored reply is the failed one, not an answer."""
+    async with last_delivery(
+        private_redis, store, slow_checkpoint, tmp_path / "worker.log"
+    ) as scenario:
+        scenario.process.send_signal(signal.SIGSTOP)
+        async with running(scenario.other):
+            await wait_until(scenario.ended, limit_s=60)
+            scenario.process.send_signal(signal.SIGCONT)
+            await asyncio.sleep(5.0)  # the resumed copy runs on until it sees the takeover
+            await wait_until(scenario.settled, limit_s=30)
+        assert scenario.process.returncode is None  # stopped, never killed
+        events = await scenario.of_turn()
+        assert isinstance(events[-1], ErrorEvent) and events[-1].code == TURN_FAILED
+        assert not [e for e in events if isinstance(e, FinalEvent)]
+        assert await scenario.redis.xlen(KEYS.dead) == 1
+        turn = scenario.turn
+        replies = [m for m in await store.history(turn.conversation_id) if m.role is Role.ASSISTANT]
+        assert [(m.status, m.text) for m in replies] == [
+            (MessageStatus.FAILED, TURN_FAILED_MESSAGE)
+        ]
