@@ -3,13 +3,16 @@
 - ``EventLog``: each conversation's events in one stream, numbered 1, 2, 3, ... The number
   (``seq``) is given out by a Lua script that increments a counter and adds the entry in one
   step, with ``<seq>-0`` as the entry id: appends cannot interleave, never skip a number, and
-  "everything after seq N" is a plain ``XREAD`` from id ``N-0`` on any gateway.
+  "everything after seq N" is a plain ``XREAD`` from id ``N-0`` on any gateway. A turn's
+  first final or error is its last event: nothing else of that turn is appended after it.
 - ``InFlight``: at most one turn in flight per conversation, a ``SET NX PX`` lock holding the
   turn id. The producer takes it on submit, the worker refreshes it while it works and
   releases it when the turn ends (ack or dead letter); the TTL frees it if everyone died.
 - ``TurnQueue``: the producer side. It refuses new turns with ``Busy`` while the turn stream
   holds ``max_backlog`` turns or more (acked turns are deleted, so its length is the work
   not yet finished), and with ``TurnInFlight`` while the conversation has a turn in flight.
+  ``submit_with_echo`` appends a user message's echo, takes the lock and queues its turn in
+  one script, so no crash leaves an acknowledged message without its turn.
 - ``TurnConsumer``: the worker side of the consumer group: own pending turns first after a
   restart, then new ones; idle turns taken over (``XPENDING IDLE`` then ``XCLAIM``) only
   from workers whose heartbeat expired, so a slow live one keeps its turns and is not
