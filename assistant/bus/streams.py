@@ -714,11 +714,12 @@ class TurnConsumer:
             log.debug("idle turns left to their live holders", holders=slow)
         if not ids:
             return []
-        claimed = await self.redis.xclaim(
-            self.keys.turns, self.keys.group, self.consumer, min_idle_ms, ids
+        claimed: Any = await self.redis.xclaim(
+            self.keys.turns, self.keys.group, self.consumer, min_idle_ms, list[Any](ids)
         )
-        entries = [(_str(sid), fields or {}) for sid, fields in claimed or [] if sid is not None]
-        if len(entries) < len(claimed or []):  # Redis 6.2: deleted entries come back as nil
+        claimed = claimed or []
+        entries = [(_str(sid), fields or {}) for sid, fields in claimed if sid is not None]
+        if len(entries) < len(claimed):  # Redis 6.2: deleted entries come back as nil
             await self._drop_deleted(ids, {sid for sid, _ in entries})
         deliveries = await self._deliver(entries, holders)
         if deliveries:
