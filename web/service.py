@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -63,6 +64,8 @@ log = structlog.get_logger(__name__)
 
 # How far back a retried message's own event is looked for in the event log.
 _RETRY_LOOKBACK = 200
+# How old an unanswered message may be for a hello to queue its lost turn again.
+_REQUEUE_WITHIN = timedelta(hours=1)
 
 
 IP_BUCKET = Bucket(rate=20, burst=60)
@@ -243,6 +246,8 @@ class ConversationService:
         # messages by id), never in neither.
         last_seq = await self.bus.events.last_seq(conversation.id)
         messages = await self.store.history(conversation.id, HISTORY_LIMIT)
+        if hello.conversation_id is not None and messages:
+            await self._requeue_lost_turn(who, conversation, messages[-1])
         return Opened(
             conversation=conversation,
             token=auth.conversation_token(self.secret, who.tenant_id, conversation.id),
@@ -250,6 +255,51 @@ class ConversationService:
             after=_resume_point(hello.resume_from, last_seq),
             messages=[message_view(m) for m in messages],
         )
+
+    async def _requeue_lost_turn(
+        self, who: Identity, conversation: Conversation, last: Message
+    ) -> None:
+        """Queue again the turn of a conversation's latest user message that has none.
+
+        The echo and the turn are written together, but a power cut can take Redis's last
+        second of writes (append-only, fsync every second) after the client saw the echo:
+        the client never sends that message again, it comes back with ``hello``. A recent
+        unanswered user message of a bot conversation with no turn in flight, queued, ended
+        or with events is queued here, its echo appended again if it is gone too.
+        """
+        if (
+            conversation.owner is not Owner.BOT
+            or last.role is not Role.USER
+            or not last.turn_id
+            or (conversation.channel is DbChannel.TUTOR and asks_for_next_exercise(last.text))
+        ):
+            return
+        created = last.created_at
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        if datetime.now(UTC) - created > _REQUEUE_WITHIN:
+            return
+        turn_id = last.turn_id
+        if (
+            await self.bus.in_flight.holder(conversation.id) is not None
+            or await self.bus.events.turn_ended(conversation.id, turn_id)
+            or await self.bus.queue.queued(turn_id)
+        ):
+            return
+        echoed, reached = await self._logged(last)
+        if reached:
+            return
+        with bind_turn(conversation.id, turn_id):
+            log.warning("user message without its turn; queuing it", echoed=echoed)
+            try:
+                if echoed:
+                    await self._submit(conversation, last, turn_id, last.client_id or "")
+                else:
+                    await self._echo_and_submit(
+                        who, conversation, last, turn_id, last.client_id or ""
+                    )
+            except ProtocolError as exc:  # busy: the client's resend or next hello retries
+                log.info("lost turn not queued now", reason=exc.message)
 
     async def rate_limit(self, scope: str, ident: str, bucket: Bucket) -> float:
         return await self.bus.limiter.take(scope, ident, bucket)

@@ -513,6 +513,10 @@ class TurnQueue:
         hint = min(30.0, self.retry_after_s * (1 + excess / self.max_backlog))
         return Busy(round(hint, 1), backlog)
 
+    async def queued(self, turn_id: str) -> bool:
+        """Whether the turn stream holds ``turn_id`` (waiting or being worked on)."""
+        return await self._queued(turn_id)
+
     async def _queued(self, turn_id: str) -> bool:
         """Whether the turn stream holds ``turn_id``: a scan, only on a resubmit.
 

@@ -32,6 +32,7 @@ from websockets.asyncio.client import connect
 
 from assistant.app.embedded_redis import EmbeddedRedis, free_port
 from assistant.bus.keys import DEFAULT_KEYS
+from assistant.bus.streams import EventLog
 from assistant.store import migrate
 from assistant.store.database import create_engine
 from assistant.store.repository import Repository
@@ -189,3 +190,67 @@ async def test_gateway_dying_between_echo_and_turn_loses_no_message(
                 await again.until(of_type("final", turn_id=second["turn_id"]))
     errors = [f for f in again.seen if f.get("type") == "error"]
     assert errors == [], errors
+
+
+async def test_acknowledged_message_lost_by_a_power_cut_is_answered_after_restart(
+    private_redis: EmbeddedRedis,
+    redis: aioredis.Redis,
+    store: Repository,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """Power cut: the gateway dies, and Redis comes back without its last second of writes
+    (append-only, fsync every second): the message's echo, lock and turn are gone though the
+    client saw the echo. The client comes back with ``hello`` and gets its answer."""
+    env = _env(private_redis.url, database_url, tmp_path)
+    tenant: Tenant = await make_tenant(store, "shop")
+    log = tmp_path / "gateways.log"
+    with gateway_process(env, log) as (url, process):
+        async with connect(url) as ws:
+            first = Client(ws)
+            ready = await first.hello(tenant.public_key, channel="widget")
+            cid, token = ready["conversation_id"], ready["conversation_token"]
+            await first.send(type="user_message", id="q1", text="Where is my order?")
+            echo = await first.until(of_type("user_message", client_id="q1"))
+            process.kill()
+            process.wait()
+    # What the cut took: everything of the conversation written in its last second.
+    await redis.delete(
+        KEYS.events(cid), KEYS.seq(cid), KEYS.once(cid), KEYS.turn(cid), KEYS.cancel(cid)
+    )
+    await redis.delete(KEYS.turns)
+    await redis.aclose()
+    await asyncio.to_thread(private_redis.stop)
+    await asyncio.to_thread(private_redis.start)
+    restarted = aioredis.Redis.from_url(private_redis.url)
+    try:
+        async with null_worker(restarted, "w1"):
+            with gateway_process(env, log) as (url, _process):
+                async with connect(url) as ws:
+                    again = Client(ws)
+                    resumed = await again.hello(
+                        tenant.public_key,
+                        channel="widget",
+                        conversation_id=cid,
+                        conversation_token=token,
+                        resume_from=echo["seq"],
+                    )
+                    assert resumed["type"] == "ready"
+                    reply = await again.until(of_type("final", turn_id=echo["turn_id"]))
+                    assert reply["text"]
+                async with connect(url) as ws:  # once answered, a hello queues nothing
+                    later = Client(ws)
+                    assert (
+                        await later.hello(
+                            tenant.public_key,
+                            channel="widget",
+                            conversation_id=cid,
+                            conversation_token=token,
+                        )
+                    )["type"] == "ready"
+        events = await EventLog(restarted).read_from(cid, 0)
+        of_turn = [e.type for e in events if e.turn_id == echo["turn_id"]]
+        assert of_turn.count("user_message") == 1 and of_turn[-1] == "final"
+        assert await restarted.xlen(KEYS.turns) == 0
+    finally:
+        await restarted.aclose()
