@@ -6,7 +6,7 @@ Shape of a worker process (one per accelerator):
   and every few seconds takes over turns idle for ``min_idle_ms`` whose delivery is over:
   their worker died (no heartbeat), or it is this worker and the turn's task failed; a slow
   worker with a live heartbeat keeps its turns. A dead-lettered turn's reply is stored as
-  failed first (``_store_failed_reply``). Each turn runs as its own asyncio task, so all of
+  failed first (``_dead_lettered``). Each turn runs as its own asyncio task, so all of
   them share the engine's continuous batch.
 - Two background tasks: ``keep_alive`` for the turns held (so nobody takes them over, and a
   turn another worker took over is dropped here), and a cancellation poller (~100 ms) that
@@ -138,7 +138,7 @@ class Worker:
             max_deliveries=opts.max_deliveries,
             events=self.events,
             activity=self.activity,
-            on_dead_letter=self._store_failed_reply if store is not None else None,
+            on_dead_letter=self._dead_lettered,
         )
         self.cancellation = Cancellation(redis, keys=keys)
         self.handler: Handles
@@ -148,6 +148,9 @@ class Worker:
             raise ValueError("a worker needs a store unless it is given another handler")
         else:
             self.handler = self._turn_handler(store, tokenizer, shop, mode)
+        handler_mode = getattr(self.handler, "mode", None)
+        if isinstance(handler_mode, DecodingMode):  # labels the per-turn histograms
+            self.metrics.mode = handler_mode.name
         self.turns: dict[str, TurnState] = {}  # by stream id
         self._turn_locks: dict[str, asyncio.Lock] = {}  # by turn id: one delivery at a time
         self._stopping = asyncio.Event()
@@ -234,11 +237,13 @@ class Worker:
             for delivery in deliveries:
                 self._start(delivery)
 
-    async def _store_failed_reply(self, turn: TurnRequest) -> None:
-        """A dead-lettered turn's reply is stored as failed before its client is told, so a
-        copy still running (its holder looked dead) finds a reply stored and stores no
-        answer after the error; the event log refuses that copy's final as well."""
-        assert self.store is not None
+    async def _dead_lettered(self, turn: TurnRequest) -> None:
+        """A dead-lettered turn is counted, and its reply stored as failed before its client
+        is told, so a copy still running (its holder looked dead) finds a reply stored and
+        stores no answer after the error; the event log refuses that copy's final as well."""
+        self.metrics.dead_lettered()
+        if self.store is None:
+            return
         try:
             await self.store.store_reply(
                 turn.conversation_id,
@@ -261,6 +266,7 @@ class Worker:
         state = TurnState(delivery)
         self.turns[delivery.stream_id] = state
         self.metrics.active_turns = len(self.turns)
+        self.metrics.claimed(delivery.attempt, delivery.turn.created_at)
         state.task = asyncio.create_task(
             self._run_turn(state), name=f"turn-{delivery.turn.turn_id}"
         )
@@ -368,6 +374,7 @@ class Worker:
         while True:
             try:
                 self.metrics.queue_depth = int(await self.redis.xlen(self.keys.turns))
+                self.metrics.dead_letter_stream_length = int(await self.redis.xlen(self.keys.dead))
                 await bus_metrics.publish(
                     self.redis, self.keys, self.name, self.metrics.render(), ttl_s=3 * every
                 )
