@@ -31,7 +31,7 @@ from assistant.store.repository import Repository
 from assistant.tools.registry import tool_labels
 from web import auth, static
 from web.gateway_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from web.gateway_metrics import GatewayMetrics, exposition
+from web.gateway_metrics import CountingLimiter, GatewayMetrics, exposition
 from web.openai_http import OpenAIApi, api_connection
 from web.protocol import READ_LIMIT_BYTES, WS_PATH, CloseCode
 from web.service import Bus, ConversationService, GatewayOptions
@@ -75,6 +75,9 @@ class Gateway:
             self.options,
             auth.load_secret(settings.secret, settings.data_dir),
         )
+        # Frames and API requests refused by a rate limit count in /metrics.
+        bus = self.service.bus
+        bus.limiter = CountingLimiter(bus.limiter, self.metrics)  # type: ignore[assignment]
         self.static_dir = static.STATIC_DIR
         self.tool_labels = tool_labels()
         self.openai = OpenAIApi(

@@ -1,5 +1,11 @@
-"""The gateway's own Prometheus counters, and /metrics: them, the process's memory and file
-descriptors, and the workers' metrics."""
+"""The gateway's own metrics on ``prometheus_client``, and /metrics: them, the process's
+memory and file descriptors, and the workers' metrics relayed through Redis.
+
+Each gateway is one process with its own port and its own ``CollectorRegistry`` (one per
+``GatewayMetrics``), so prometheus_client's multi-process mode, for processes that share
+one port, is not needed. The counters stay plain fields (the session bumps them on its
+event loop) and are read by a collector of the registry at scrape time.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,63 @@ import os
 import resource
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import redis.asyncio as aioredis
 import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from assistant.bus.keys import Keys
 
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Figures(Collector):
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield CounterMetricFamily(
+            "gateway_connections", "WebSocket connections accepted.", m.connections_total
+        )
+        yield GaugeMetricFamily(
+            "gateway_connections_open", "WebSocket connections open now.", m.connections_open
+        )
+        yield CounterMetricFamily("gateway_frames_in", "Frames received from clients.", m.frames_in)
+        yield CounterMetricFamily("gateway_frames_out", "Frames sent to clients.", m.frames_out)
+        yield CounterMetricFamily(
+            "gateway_drafts_coalesced",
+            "Drafts replaced by a newer one before sending.",
+            m.drafts_coalesced,
+        )
+        errors = CounterMetricFamily(
+            "gateway_errors", "Error frames sent, by code.", labels=["code"]
+        )
+        for code, n in sorted(m.errors.items()):
+            errors.add_metric([code], n)
+        yield errors
+        limited = CounterMetricFamily(
+            "gateway_rate_limited_frames",
+            "Frames (and /v1/ API requests) refused by a rate limit, by scope: ip (the "
+            "client's address) or key (the API key's).",
+            labels=["scope"],
+        )
+        for scope in ("ip", "key"):
+            limited.add_metric([scope], m.rate_limited.get(scope, 0))
+        yield limited
+
+
+class _Process(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield from process_stats().families()
 
 
 @dataclass
@@ -30,33 +82,41 @@ class GatewayMetrics:
     frames_out: int = 0
     drafts_coalesced: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    rate_limited: Counter[str] = field(default_factory=Counter)  # by scope
+    registry: CollectorRegistry = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_Figures(self))
+        self.registry.register(_Process())
 
     def coalesced(self, count: int) -> None:
         self.drafts_coalesced += count
 
     def render(self) -> str:
-        """Prometheus text exposition (pure)."""
-        lines = [
-            "# HELP gateway_connections_total WebSocket connections accepted.",
-            "# TYPE gateway_connections_total counter",
-            f"gateway_connections_total {self.connections_total}",
-            "# HELP gateway_connections_open WebSocket connections open now.",
-            "# TYPE gateway_connections_open gauge",
-            f"gateway_connections_open {self.connections_open}",
-            "# HELP gateway_frames_in_total Frames received from clients.",
-            "# TYPE gateway_frames_in_total counter",
-            f"gateway_frames_in_total {self.frames_in}",
-            "# HELP gateway_frames_out_total Frames sent to clients.",
-            "# TYPE gateway_frames_out_total counter",
-            f"gateway_frames_out_total {self.frames_out}",
-            "# HELP gateway_drafts_coalesced_total Drafts replaced by a newer one before sending.",
-            "# TYPE gateway_drafts_coalesced_total counter",
-            f"gateway_drafts_coalesced_total {self.drafts_coalesced}",
-            "# HELP gateway_errors_total Error frames sent, by code.",
-            "# TYPE gateway_errors_total counter",
-        ]
-        lines += [f'gateway_errors_total{{code="{c}"}} {n}' for c, n in sorted(self.errors.items())]
-        return "\n".join(lines) + "\n"
+        """Prometheus text exposition of this gateway's registry."""
+        return generate_latest(self.registry).decode()
+
+
+class Limiter(Protocol):
+    async def take(self, scope: str, ident: str, bucket: object, cost: float = 1) -> float: ...
+
+
+class CountingLimiter:
+    """A rate limiter that counts what it refuses (a wait over 0) in ``rate_limited``.
+
+    Wraps the bus's limiter, so WebSocket frames and API requests are both counted.
+    """
+
+    def __init__(self, inner: Limiter, metrics: GatewayMetrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def take(self, scope: str, ident: str, bucket: object, cost: float = 1) -> float:
+        wait = await self.inner.take(scope, ident, bucket, cost)
+        if wait:
+            self.metrics.rate_limited[scope] += 1
+        return wait
 
 
 @dataclass(frozen=True)
@@ -66,22 +126,24 @@ class ProcessStats:
     resident_bytes: int | None
     open_fds: int | None
 
-    def render(self) -> str:
-        """Prometheus text in the names of the official client's process collector (pure)."""
-        lines: list[str] = []
+    def families(self) -> list[Metric]:
+        """Gauges in the names of the official client's process collector (pure)."""
+        found: list[Metric] = []
         if self.resident_bytes is not None:
-            lines += [
-                "# HELP process_resident_memory_bytes Resident memory size in bytes.",
-                "# TYPE process_resident_memory_bytes gauge",
-                f"process_resident_memory_bytes {self.resident_bytes}",
-            ]
+            found.append(
+                GaugeMetricFamily(
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes.",
+                    self.resident_bytes,
+                )
+            )
         if self.open_fds is not None:
-            lines += [
-                "# HELP process_open_fds Number of open file descriptors.",
-                "# TYPE process_open_fds gauge",
-                f"process_open_fds {self.open_fds}",
-            ]
-        return "".join(line + "\n" for line in lines)
+            found.append(
+                GaugeMetricFamily(
+                    "process_open_fds", "Number of open file descriptors.", self.open_fds
+                )
+            )
+        return found
 
 
 def parse_vm_rss(status: str) -> int | None:
@@ -140,7 +202,7 @@ async def workers_text(redis: aioredis.Redis, keys: Keys) -> str:
 
 async def exposition(metrics: GatewayMetrics, redis: aioredis.Redis, keys: Keys) -> str:
     workers = await workers_text(redis, keys)
-    text = metrics.render() + process_stats().render()
+    text = metrics.render()
     if workers:
         text += workers if workers.endswith("\n") else workers + "\n"
     return text

@@ -40,7 +40,7 @@ UNKNOWN_MODE = "unknown"
 
 # No ``*_created`` series (a histogram child's creation time): the text goes through Redis
 # every 2 s for every worker, and nothing here graphs or alerts on them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _Figures(Collector):

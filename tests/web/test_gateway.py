@@ -29,6 +29,7 @@ from assistant.bus.streams import EventLog, InFlight
 from assistant.lab.loadtest.client import gateway_rss_bytes
 from assistant.store.repository import Repository
 from assistant.store.tables import Owner, Role, ToolCallStatus
+from tests.metrics_text import families, value
 from tests.web.conftest import (
     BOTH_DATABASES,
     Client,
@@ -111,9 +112,12 @@ async def test_health_readiness_and_metrics(gateway: Gateway, tenant: Tenant) ->
     status, headers, body = await http_get(gateway.port, "/metrics")
     text = body.decode()
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert "gateway_connections_total 1" in text
-    assert 'gateway_errors_total{code="unknown_type"} 1' in text
-    assert "gateway_frames_in_total 2" in text
+    kinds = families(text)  # prometheus_client's parser reads it all
+    assert kinds["gateway_connections"] == kinds["gateway_rate_limited_frames"] == "counter"
+    assert value(text, "gateway_connections_total") == 1
+    assert value(text, "gateway_errors_total", code="unknown_type") == 1
+    assert value(text, "gateway_frames_in_total") == 2
+    assert value(text, "gateway_rate_limited_frames_total") == 0
 
 
 async def test_metrics_report_the_process(gateway: Gateway, tenant: Tenant) -> None:
@@ -122,12 +126,12 @@ async def test_metrics_report_the_process(gateway: Gateway, tenant: Tenant) -> N
         await widget(c, tenant)
         _, _, body = await http_get(gateway.port, "/metrics")
     text = body.decode()
+    kinds = families(text)
     for name in ("process_resident_memory_bytes", "process_open_fds", "gateway_connections_open"):
-        assert f"# TYPE {name} gauge" in text and f"# HELP {name} " in text
-    values = dict(line.split() for line in text.splitlines() if not line.startswith("#"))
-    assert int(values["process_resident_memory_bytes"]) > 0
-    assert int(values["process_open_fds"]) > 0
-    assert values["gateway_connections_open"] == "1"
+        assert kinds[name] == "gauge", name
+    assert value(text, "process_resident_memory_bytes") > 0
+    assert value(text, "process_open_fds") > 0
+    assert value(text, "gateway_connections_open") == 1
     rss = await asyncio.to_thread(gateway_rss_bytes, f"ws://127.0.0.1:{gateway.port}/ws")
     assert rss is not None and rss > 0
 
@@ -337,6 +341,9 @@ async def test_flood_is_rate_limited_and_nothing_stored_is_lost(
                 assert frame["retry_after"] > 0
                 limited.add(frame["ref"])
         assert limited and echoed and not echoed & limited
+        _, _, body = await http_get(gw.port, "/metrics")
+    # Every refused frame counts, by the limit that refused it.
+    assert value(body.decode(), "gateway_rate_limited_frames_total", scope="ip") == len(limited)
     stored = [m for m in await store.history(conversation_id, 2000) if m.role is Role.USER]
     assert [(m.id, m.text) for m in stored[: len(before)]] == before
     assert {m.client_id: m.text for m in stored[len(before) :]} == {k: sent[k] for k in echoed}
@@ -659,8 +666,9 @@ async def test_metrics_include_the_workers(gateway: Gateway, redis_client: aiore
     text = "# TYPE worker_turns_total counter\nworker_turns_total 7\n"
     await publish(redis_client, KEYS, "w-1", text, ttl_s=60)
     _, _, body = await http_get(gateway.port, "/metrics")
-    assert "gateway_connections_total 0" in body.decode()
+    assert value(body.decode(), "gateway_connections_total") == 0
     assert 'worker_turns_total{worker="w-1"} 7' in body.decode()
+    families(body.decode())  # one exposition, parsable as a whole
 
 
 # shutdown ----------------------------------------------------------------------------------
