@@ -31,3 +31,8 @@ def samples(text: str, name: str, **labels: str) -> list[Sample]:
 def value(text: str, name: str, **labels: str) -> float:
     """The sum of the samples named ``name`` with these labels (0 when there is none)."""
     return sum(sample.value for sample in samples(text, name, **labels))
+
+
+def sample_names(text: str) -> set[str]:
+    """Every sample name of the exposition (a histogram's ``_bucket``, ``_sum``, ...)."""
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}

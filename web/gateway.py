@@ -31,7 +31,7 @@ from assistant.store.repository import Repository
 from assistant.tools.registry import tool_labels
 from web import auth, static
 from web.gateway_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from web.gateway_metrics import CountingLimiter, GatewayMetrics, exposition
+from web.gateway_metrics import METRICS_PATHS, CountingLimiter, GatewayMetrics, exposition
 from web.openai_http import OpenAIApi, api_connection
 from web.protocol import READ_LIMIT_BYTES, WS_PATH, CloseCode
 from web.service import Bus, ConversationService, GatewayOptions
@@ -128,8 +128,9 @@ class Gateway:
             body = json.dumps({"ready": ready, **checks}).encode()
             status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
             return _response(status, body, "application/json")
-        if path == "/metrics":
-            body = (await exposition(self.metrics, self.redis, self.keys)).encode()
+        if path in METRICS_PATHS:
+            part = METRICS_PATHS[path]
+            body = (await exposition(self.metrics, self.redis, self.keys, part)).encode()
             return _response(HTTPStatus.OK, body, METRICS_CONTENT_TYPE)
         public_key = demo_public_key(self.settings.demo_public_key, self.settings.data_dir)
         found = await asyncio.to_thread(

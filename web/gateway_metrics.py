@@ -200,8 +200,19 @@ async def workers_text(redis: aioredis.Redis, keys: Keys) -> str:
     return str(text)
 
 
-async def exposition(metrics: GatewayMetrics, redis: aioredis.Redis, keys: Keys) -> str:
+METRICS_PATHS = {"/metrics": "all", "/metrics/gateway": "gateway", "/metrics/workers": "workers"}
+
+
+async def exposition(
+    metrics: GatewayMetrics, redis: aioredis.Redis, keys: Keys, part: str = "all"
+) -> str:
+    """``all``: the gateway's own metrics and the workers'; ``gateway`` or ``workers``: one
+    of them (Prometheus scrapes every gateway for its own, one of them for the workers')."""
+    if part == "gateway":
+        return metrics.render()
     workers = await workers_text(redis, keys)
+    if part == "workers":
+        return workers
     text = metrics.render()
     if workers:
         text += workers if workers.endswith("\n") else workers + "\n"

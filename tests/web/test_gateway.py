@@ -669,6 +669,14 @@ async def test_metrics_include_the_workers(gateway: Gateway, redis_client: aiore
     assert value(body.decode(), "gateway_connections_total") == 0
     assert 'worker_turns_total{worker="w-1"} 7' in body.decode()
     families(body.decode())  # one exposition, parsable as a whole
+    # Prometheus scrapes each gateway's own part, and the workers' part from one of them.
+    _, _, own = await http_get(gateway.port, "/metrics/gateway")
+    _, _, relayed = await http_get(gateway.port, "/metrics/workers")
+    assert "gateway_connections_total" in own.decode() and "worker_" not in own.decode()
+    assert (
+        relayed.decode()
+        == '# TYPE worker_turns_total counter\nworker_turns_total{worker="w-1"} 7\n'
+    )
 
 
 # shutdown ----------------------------------------------------------------------------------
