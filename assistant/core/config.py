@@ -26,7 +26,9 @@ class Settings:
     Each field is read from ``ASSISTANT_<FIELD>`` (upper case); a CLI flag overrides it.
     """
 
-    # Redis URL of the bus; empty starts a private embedded redis-server under data_dir.
+    # Redis URL of the bus: redis://HOST:PORT/DB, or redis+sentinel://HOST:PORT,.../SERVICE/DB
+    # (read by assistant/bus/connection.py); empty starts a private embedded redis-server
+    # under data_dir.
     redis_url: str = ""
     # Prefix of every Redis key, so that two deployments can share one Redis.
     key_prefix: str = "asst"
