@@ -8,7 +8,9 @@ real WebSockets while the primary is killed; commands fail until the sentinels p
 replica, then every process must find the new primary on its own. Afterwards: every
 message a client sent was acknowledged once and answered once (a message refused while
 Redis was away is sent again, as the pages do), no event arrived twice or out of order,
-and every client got replies after the failover.
+and every client got replies after the failover. A second run kills one of the gateways
+with the primary, so that its clients reconnect and resume on the other while Redis has no
+primary.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection
 
 from assistant.app.embedded_redis import free_port
 from assistant.bus.connection import connect
@@ -57,6 +60,13 @@ class ResendingClient(SimulatedClient):
     A message refused with ``internal`` (Redis unreachable mid-failover) was not
     acknowledged; the pages send it again with the same id, which keeps it idempotent.
     """
+
+    hellos = 0
+
+    async def _hello(self, url: str) -> ClientConnection:
+        socket = await super()._hello(url)
+        self.hellos += 1  # a socket opened and its conversation ready (resumed after the first)
+        return socket
 
     def _receive(self, frame: dict[str, Any]) -> None:
         ref = frame.get("ref")
@@ -91,7 +101,9 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelDeployment]:
 
 
 @contextlib.contextmanager
-def gateways(env: dict[str, str], log: Path, count: int) -> Iterator[list[int]]:
+def gateways(
+    env: dict[str, str], log: Path, count: int
+) -> Iterator[list[tuple[int, subprocess.Popen[bytes]]]]:
     ports = [free_port() for _ in range(count)]
     processes: list[subprocess.Popen[bytes]] = []
     with log.open("ab") as output:
@@ -105,7 +117,7 @@ def gateways(env: dict[str, str], log: Path, count: int) -> Iterator[list[int]]:
                 )
             )
     try:
-        yield ports
+        yield list(zip(ports, processes, strict=True))
     finally:
         for process in processes:
             if process.poll() is None:
@@ -161,9 +173,13 @@ async def _finals(redis: aioredis.Redis) -> int:
     return count
 
 
+@pytest.mark.parametrize("gateway_killed", [False, True], ids=["sockets-held", "gateway-killed"])
 async def test_sentinel_failover_under_load_loses_and_duplicates_nothing(
-    sentinels: SentinelDeployment, tmp_path: Path
+    sentinels: SentinelDeployment, tmp_path: Path, gateway_killed: bool
 ) -> None:
+    """The primary killed mid-load; with ``gateway_killed``, one of the two gateways too, at
+    the same moment, so its clients reconnect and resume on the other while Redis has no
+    primary (their hello and resume read Redis mid-failover)."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'failover.db'}"
     key = await _prepare_database(database_url)
     env = {
@@ -180,7 +196,8 @@ async def test_sentinel_failover_under_load_loses_and_duplicates_nothing(
     observer = connect(sentinels.url)
     try:
         async with null_worker(sentinels.url):
-            with gateways(env, tmp_path / "gateways.log", 2) as ports:
+            with gateways(env, tmp_path / "gateways.log", 2) as running:
+                ports = [port for port, _process in running]
                 for port in ports:
                     await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/readyz")
                 options = LoadOptions(
@@ -201,6 +218,9 @@ async def test_sentinel_failover_under_load_loses_and_duplicates_nothing(
                     await asyncio.sleep(0.1)
                 finals_before = [dict(c.ledger.finals) for c in clients]
                 sentinels.primary.kill()  # type: ignore[union-attr]
+                if gateway_killed:
+                    running[0][1].kill()
+                    ports = ports[1:]
                 killed_at = time.monotonic()
                 failover_s = await _first_final_after(observer, killed_at)
                 await load
@@ -225,12 +245,15 @@ async def test_sentinel_failover_under_load_loses_and_duplicates_nothing(
         assert len(answered) == TURNS, f"client {client.index}: {len(answered)} answered"
         # Resumed: replies came after the failover, not only before it.
         assert len(client.ledger.finals) > len(before), f"client {client.index} stalled"
+        if gateway_killed and client.index % 2 == 0:  # the killed gateway's clients
+            assert client.hellos >= 2, f"client {client.index} never reconnected"
     summary = {
         "acknowledged": sum(sum(c.ledger.acks.values()) for c in clients),
         "answered": sum(sum(c.ledger.finals.values()) for c in clients),
         "answered_before_the_kill": sum(sum(b.values()) for b in finals_before),
         "refused_during_failover": sum(c.ledger.errors["internal"] for c in clients),
         "failover_s": round(failover_s, 1),
+        "reconnects": sum(c.hellos - 1 for c in clients),
     }
     print("failover:", summary)  # shown with -s
     assert summary["acknowledged"] == summary["answered"] == CLIENTS * TURNS
