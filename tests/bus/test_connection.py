@@ -77,3 +77,15 @@ async def test_a_sentinel_client_follows_the_primary_with_the_usual_timeouts() -
 def test_a_bad_single_server_url_names_both_forms() -> None:
     with pytest.raises(UserError, match="redis\\+sentinel://"):
         connect("redis://h:notaport/0")
+
+
+async def test_a_single_server_client_keeps_its_timeouts_and_retries() -> None:
+    client = connect("redis://127.0.0.1:1/4", socket_timeout_s=6)
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["db"], kwargs["socket_timeout"]) == (4, 6)
+        assert kwargs["socket_connect_timeout"] == 5
+        assert kwargs["retry"].get_retries() == 10
+        assert bounded_block_ms(client, 10_000) == 3000
+    finally:
+        await client.aclose()
