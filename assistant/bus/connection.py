@@ -143,8 +143,9 @@ class PrimaryConnection(SentinelManagedConnection):
     redis-py's ``SentinelManagedConnection`` asks only when the pool hands out a connection:
     a connection that drops and reconnects inside a command's retries, or the one connection
     of a ``Redis.client()`` (the gateways' event reader), dials the dead primary's address
-    again and again, and the reader never finds the promoted replica (redis-py 8.2). Looked
-    up here, in the socket connect itself, every path reaches the current primary.
+    again and again, and the reader never finds the promoted replica (redis-py 8.2; redis/redis-py
+    issue 3874, open). Looked up here, in the socket connect itself, every path reaches the
+    current primary.
     """
 
     async def _connect(self) -> None:
