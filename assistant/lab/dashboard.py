@@ -17,14 +17,19 @@ apart (resets handled), without Prometheus's extrapolation to the window's edges
     python -m assistant.lab.dashboard scrape --url http://127.0.0.1:8765/metrics \\
         --every 2 --seconds 60 --out scrapes.jsonl
     python -m assistant.lab.dashboard render scrapes.jsonl --out docs/img/dashboard.png
+
+docs/loadtest/dashboard-run.sh is the run behind docs/img/dashboard.png, and
+docs/loadtest/dashboard-scrapes.jsonl.gz its scrapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import re
+import textwrap
 import time
 import urllib.request
 from collections import defaultdict
@@ -367,7 +372,9 @@ def scrape(urls: Sequence[str], every_s: float, seconds: float, out: Path) -> in
 
 
 def load_scrapes(path: Path) -> list[Scrape]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The scrapes of a file ``scrape`` wrote (gzipped too, when it ends in .gz)."""
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return [read_scrape(float(row["at"]), row["pages"]) for row in rows]
 
 
@@ -386,8 +393,13 @@ def render(
 
     panels = [p for p in dashboard["panels"] if p.get("type") != "row"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    figure = plt.figure(figsize=(16, rows * 0.62 + 1.2), facecolor="#111217")
-    grid = figure.add_gridspec(rows, 24, hspace=3.2, wspace=1.2)
+    note_lines = textwrap.wrap(note, 130)
+    header = 0.5 + 0.3 * (1 + len(note_lines))  # inches above the panels for the title
+    height = rows * 0.62 + header + 0.4
+    figure = plt.figure(figsize=(16, height), facecolor="#111217")
+    grid = figure.add_gridspec(
+        rows, 24, hspace=3.2, wspace=1.2, top=1 - header / height, bottom=0.4 / height
+    )
     start = scrapes[0].at
     times = [s.at - start for s in scrapes]
     for panel in panels:
@@ -421,13 +433,15 @@ def render(
             axes.legend(fontsize=7, facecolor="#181b1f", labelcolor="#ccccdc", edgecolor="#2c3235")
         else:
             axes.text(0.5, 0.5, "no data", color="#9fa7b3", ha="center", transform=axes.transAxes)
+        axes.set_xlim(times[0], times[-1])
         axes.set_xlabel("seconds into the scrape", color="#9fa7b3", fontsize=8)
     title = dashboard.get("title", "dashboard")
     figure.suptitle(
         f"{title} — rendered by assistant.lab.dashboard from /metrics scrapes, not Grafana"
-        + (f"\n{note}" if note else ""),
+        + "".join(f"\n{line}" for line in note_lines),
         color="#ccccdc",
         fontsize=12,
+        y=1 - 0.15 / height,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90, facecolor=figure.get_facecolor(), bbox_inches="tight")
