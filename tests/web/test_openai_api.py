@@ -191,6 +191,7 @@ async def test_rate_limit_is_429_with_retry_after(
         await client.models.list()
     assert limited.value.status_code == 429
     assert float(limited.value.response.headers["retry-after"]) >= 1
+    assert gateway.metrics.rate_limited == {"key": 1}  # in /metrics, by the limit's scope
 
 
 async def test_a_kept_alive_api_connection_still_reaches_the_other_routes(
