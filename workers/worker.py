@@ -90,6 +90,19 @@ class WorkerOptions:
     entity_slots: bool = True
 
 
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation of this task that a Redis call swallowed.
+
+    A cancel that lands in redis-py while it reconnects (after a Redis restart) can be
+    lost: turned into a ``TimeoutError`` (an ``OSError`` on Python 3.11, which the loops
+    log and retry) or absorbed outright. The task's pending cancel count still says so; a
+    background loop that ran on would keep ``run`` waiting for it forever on a stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -354,6 +367,7 @@ class Worker:
 
     async def _keep_alive_loop(self) -> None:
         while True:
+            _raise_if_cancelled()
             await asyncio.sleep(self.options.keep_alive_every_s)
             states = list(self.turns.values())
             if not states:
@@ -361,6 +375,7 @@ class Worker:
             try:
                 lost = await self.consumer.keep_alive([s.delivery for s in states])
             except (RedisError, OSError) as exc:
+                _raise_if_cancelled()
                 log.warning("keep-alive failed", error=str(exc))
                 continue
             for delivery in lost:  # another worker has it now: stop, never ack it here
@@ -379,7 +394,9 @@ class Worker:
                     self.redis, self.keys, self.name, self.metrics.render(), ttl_s=3 * every
                 )
             except (RedisError, OSError) as exc:
+                _raise_if_cancelled()
                 log.warning("metrics publish failed", error=str(exc))
+            _raise_if_cancelled()
             await asyncio.sleep(every)
 
     async def _heartbeat_loop(self) -> None:
@@ -389,7 +406,9 @@ class Worker:
             try:
                 await heartbeat.announce(self.redis, self.keys, self.name, ttl_s=3 * every)
             except (RedisError, OSError) as exc:
+                _raise_if_cancelled()
                 log.warning("heartbeat failed", error=str(exc))
+            _raise_if_cancelled()
             await asyncio.sleep(every)
 
     async def _stop_heartbeat(self, beat: asyncio.Task[None]) -> None:
@@ -417,6 +436,7 @@ class Worker:
     async def _cancel_loop(self) -> None:
         failing = False  # an outage is logged when it starts and ends, not every poll
         while True:
+            _raise_if_cancelled()
             await asyncio.sleep(self.options.cancel_poll_s)
             states = [s for s in self.turns.values() if not s.cancel_requested]
             if not states:
@@ -426,6 +446,7 @@ class Worker:
                     (s.turn.conversation_id, s.turn.turn_id) for s in states
                 )
             except (RedisError, OSError) as exc:
+                _raise_if_cancelled()
                 if not failing:
                     log.warning("cancellation poll failed; retrying quietly", error=str(exc))
                 failing = True
