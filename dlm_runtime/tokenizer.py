@@ -224,13 +224,26 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | os.PathLike[st
 
 
 def load_tokenizer(directory: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
-    """Load a tokenizer saved by :func:`save_tokenizer` from a local directory (offline)."""
+    """Load a checkpoint's tokenizer from a local directory (offline).
+
+    A native tokenizer (saved by :func:`save_tokenizer`) must hold every special token at its
+    fixed id. A foreign one (no ``<|pad|>`` token: LLaDA's, for example) is loaded as it is,
+    with its own chat template (``chat_template.jinja`` or ``chat_template`` in
+    ``tokenizer_config.json``), which it must have; see :mod:`dlm_runtime.chat_format`.
+    """
     path = Path(directory)
     if not (path / "tokenizer.json").is_file():
         raise FileNotFoundError(f"no tokenizer.json in {path}")
     tok: PreTrainedTokenizerFast = PreTrainedTokenizerFast.from_pretrained(
         str(path), local_files_only=True
     )
+    if PAD_TOKEN not in tok.get_vocab():
+        if not tok.chat_template:
+            raise ValueError(
+                f"{path}: the tokenizer has no chat template (add chat_template.jinja, or "
+                "chat_template in tokenizer_config.json)"
+            )
+        return tok
     if not tok.chat_template:
         tok.chat_template = CHAT_TEMPLATE
     tok.clean_up_tokenization_spaces = False

@@ -11,6 +11,7 @@ import torch
 from assistant.checkpoints import model_dir
 from assistant.core.config import Settings
 from assistant.core.errors import UserError
+from dlm_runtime.chat_format import chat_format
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
 from dlm_runtime.loading import CheckpointError, load_model
 from dlm_runtime.tokenizer import load_tokenizer
@@ -72,17 +73,35 @@ def load_generator(
     settings: Settings, max_batch: int = DEFAULT_MAX_BATCH
 ) -> tuple[EngineGenerator, Any]:
     """Load the model and tokenizer once and start one engine; return it and the tokenizer."""
-    path = model_dir(settings.model_path)
     device = pick_device(settings.device)
     # bfloat16 halves memory and time on accelerators; CPUs are faster and exact in float32.
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    path = settings.model_path or "the bundled checkpoint"
     try:
+        path = model_dir(settings.model_path)  # a hub model id is downloaded here
         tokenizer = load_tokenizer(path)
         model = load_model(path, device=device, dtype=dtype)
+        # A foreign checkpoint's chat template and end tokens, checked now, not at a turn.
+        chat = chat_format(tokenizer, _config_end_ids(model.config))
     except (CheckpointError, OSError, ValueError) as exc:
         raise UserError(
             f"cannot load the model from {path}: {exc} (point ASSISTANT_MODEL_PATH or "
-            "--model-path at a checkpoint directory)"
+            "--model-path at a checkpoint directory or a Hugging Face Hub model id)"
         ) from None
-    log.info("model loaded", path=str(path), device=str(device), dtype=str(dtype))
+    log.info(
+        "model loaded",
+        path=str(path),
+        device=str(device),
+        dtype=str(dtype),
+        chat_format="native" if chat.native else "checkpoint template",
+        tool_format=chat.tool_format,
+    )
     return EngineGenerator(Engine(model, tokenizer, max_batch=max_batch)), tokenizer
+
+
+def _config_end_ids(config: Any) -> list[int]:
+    """The model config's ``eos_token_id`` (an int or a list), as end ids of a reply."""
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(i) for i in eos] if isinstance(eos, list | tuple) else [int(eos)]

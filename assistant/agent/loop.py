@@ -23,21 +23,35 @@ from assistant.agent.claims import (
 )
 from assistant.agent.decoding import reply_room
 from assistant.agent.errors import GenerationFailed, PromptTooLong
-from assistant.agent.prompting import HistoryItem, model_messages
-from assistant.agent.toolcall import ParseError, Reply, ToolRequest, parse_output
+from assistant.agent.prompting import (
+    HistoryItem,
+    model_messages,
+    tool_specs,
+    with_tool_instructions,
+)
+from assistant.agent.toolcall import (
+    ParseError,
+    Reply,
+    ToolRequest,
+    parse_foreign_output,
+    parse_output,
+)
 from assistant.agent.trimming import fit_history
 from assistant.entities.slots import SlotTable, UnresolvedSlot
 from assistant.tools.base import ToolContext
 from assistant.tools.registry import tools_for
 from assistant.tools.runner import ToolOutcome, ToolRunner
+from dlm_runtime.chat_format import chat_format
 from dlm_runtime.decoding import DecodingMode
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
-from dlm_runtime.tokenizer import encode_chat, special_token_ids
+from dlm_runtime.tokenizer import encode_chat
 
 log = structlog.get_logger(__name__)
 
 FALLBACK_REPLY = "Sorry, something went wrong on my side. Could you say that again?"
 PROMPT_TOO_LONG = "prompt_too_long"
+# How a foreign model's tool call starts (toolcall.parse_foreign_output): no draft shown.
+FOREIGN_CALL_STARTS = ("{", "[{", "<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "```json")
 
 Submit = Callable[[GenerationRequest], AsyncIterator[Draft | Final]]
 
@@ -140,7 +154,9 @@ class AgentLoop:
         self.context = context
         # Whether the model reads entities as placeholders (see assistant.entities.slots).
         self.entity_slots = entity_slots
-        self.tool_call_open = special_token_ids(tokenizer).tool_call_open
+        # The native chat format, or a foreign checkpoint's own template and end tokens.
+        self.chat = chat_format(tokenizer)
+        self.tool_call_open = self.chat.tool_call_open
 
     async def run(
         self,
@@ -175,11 +191,11 @@ class AgentLoop:
             async for event in self.submit(request):
                 if isinstance(event, Final):
                     final = event
-                elif not self._is_tool_call(event.token_ids):
+                elif not self._is_tool_call(event):
                     if first_draft is None:
                         first_draft = (time.perf_counter() - started) * 1000
                     yield DraftUpdate(
-                        text=table.resolve_draft(event.text),
+                        text=table.resolve_draft(self._draft_text(event)),
                         step=event.step,
                         round=round_,
                         revised=len(event.revised),
@@ -192,8 +208,14 @@ class AgentLoop:
             if final.finish_reason == "cancelled":
                 yield TurnFinished("", "cancelled", usage, None, first_draft)
                 return
-            output = self.tokenizer.decode(final.token_ids, skip_special_tokens=False)
-            parsed = parse_output(output, {tool.name for tool in tools_for(channel)} or None)
+            known = {tool.name for tool in tools_for(channel)} or None
+            parsed: Reply | ToolRequest | ParseError
+            if self.chat.native:
+                output = self.tokenizer.decode(final.token_ids, skip_special_tokens=False)
+                parsed = parse_output(output, known)
+            else:
+                # Cut at the checkpoint's end token; no usable call is a reply, never an error.
+                parsed = parse_foreign_output(self.chat.reply_text(final.token_ids), known)
             if isinstance(parsed, ParseError):
                 log.warning("unusable model output", code=parsed.code, detail=parsed.message)
                 yield TurnFinished(FALLBACK_REPLY, "failed", usage, parsed.code, first_draft)
@@ -265,7 +287,13 @@ class AgentLoop:
             # A fresh table each time: placeholders are numbered by first appearance.
             table = SlotTable(enabled=self.entity_slots)
             messages = model_messages(channel, items, table)
-            return encode_chat(self.tokenizer, messages, add_generation_prompt=True), table
+            if self.chat.native:
+                return encode_chat(self.tokenizer, messages, add_generation_prompt=True), table
+            # A foreign template: tools in its own format, or described in the system message.
+            tools = tool_specs(channel)
+            if not self.chat.tool_format:
+                messages, tools = with_tool_instructions(messages, tools), []
+            return self.chat.encode(messages, tools=tools or None), table
 
         prompt, table = encode(history)
         if self.context is None:
@@ -296,6 +324,17 @@ class AgentLoop:
         )
         return prompt, table
 
-    def _is_tool_call(self, token_ids: Sequence[int]) -> bool:
+    def _is_tool_call(self, draft: Draft) -> bool:
         """A reply that opens with a tool call is not shown as a draft."""
-        return bool(token_ids) and token_ids[0] == self.tool_call_open
+        if self.chat.native:
+            return bool(draft.token_ids) and draft.token_ids[0] == self.tool_call_open
+        return self._draft_text(draft).lstrip().startswith(FOREIGN_CALL_STARTS)
+
+    def _draft_text(self, draft: Draft) -> str:
+        """The draft's text; a foreign model's cut at its first end token."""
+        if self.chat.native:
+            return draft.text
+        for index, token in enumerate(draft.token_ids):
+            if token in self.chat.end_ids and index < len(draft.spans):
+                return draft.text[: draft.spans[index].start]
+        return draft.text

@@ -88,3 +88,54 @@ def model_messages(
         else:
             raise ValueError(f"unknown history role {item.role!r}")
     return messages
+
+
+# --- foreign instruct models (a checkpoint's own chat template) --------------------------------
+
+TOOL_INSTRUCTIONS = (
+    "To use a tool, reply with only a JSON object of the form "
+    '{"name": "<tool name>", "arguments": {...}} and nothing else. Tools:'
+)
+
+
+def tool_specs(channel: str) -> list[dict[str, Any]]:
+    """The channel's tools as OpenAI function specs (what ``apply_chat_template(tools=)`` reads)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters,
+            },
+        }
+        for tool in tools_for(channel)
+    ]
+
+
+def with_tool_instructions(
+    messages: list[dict[str, Any]], tools: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """For a template without a tool format: the tools described in the system message.
+
+    The model is asked to write a call as a bare JSON object, which
+    :func:`assistant.agent.toolcall.parse_foreign_output` reads.
+    """
+    if not tools:
+        return messages
+    lines = [
+        json.dumps(
+            {
+                "name": spec["function"]["name"],
+                "description": spec["function"]["description"],
+                "parameters": spec["function"]["parameters"],
+            },
+            ensure_ascii=False,
+        )
+        for spec in tools
+    ]
+    note = TOOL_INSTRUCTIONS + "\n" + "\n".join(lines)
+    first = messages[0] if messages else None
+    if first is not None and first["role"] == "system":
+        return [{**first, "content": first["content"] + "\n\n" + note}, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]

@@ -63,3 +63,74 @@ def parse_output(text: str, known_tools: Collection[str] | None = None) -> Parse
     if known_tools is not None and name not in known_tools:
         return ParseError("unknown_tool", f"no tool named {name!r}")
     return ToolRequest(name=name, arguments=arguments, preamble=preamble.strip())
+
+
+# --- foreign instruct models --------------------------------------------------------------------
+
+# Tool-call wrappers of the common chat templates (Hermes/Qwen/Dream, Mistral, Llama 3.1's
+# python tag); the JSON inside is read the same way.
+_FOREIGN_WRAPPERS = (
+    ("<tool_call>", "</tool_call>"),
+    ("[TOOL_CALLS]", None),
+    ("<|python_tag|>", None),
+)
+
+
+def parse_foreign_output(
+    text: str, known_tools: Collection[str] | None = None
+) -> Reply | ToolRequest:
+    """A foreign model's reply (cut at its end token already): a tool call, or else a reply.
+
+    A call is a JSON object ``{"name": ..., "arguments": {...}}`` (``"parameters"`` too, as
+    Llama 3.1 writes it), bare or inside one of the usual wrappers, optionally in a list or a
+    code fence. Anything else, a malformed call or one naming an unknown tool included, is
+    the reply: a foreign model that writes no usable call still answers, never fails the turn.
+    """
+    stripped = text.strip()
+    body = stripped
+    for opener, closer in _FOREIGN_WRAPPERS:
+        if opener in body:
+            preamble, body = body.split(opener, 1)
+            if closer is not None:
+                body = body.split(closer, 1)[0]
+            call = _json_call(body, known_tools)
+            if call is not None:
+                return ToolRequest(call[0], call[1], preamble.strip())
+            return Reply(stripped)
+    start = body.find("{")
+    before = body[:start].rstrip() if start >= 0 else ""
+    if before.endswith("["):  # a list of one call
+        start = len(before) - 1
+    if start >= 0:
+        call = _json_call(body[start:], known_tools)
+        if call is not None:
+            return ToolRequest(
+                call[0], call[1], body[:start].strip().removesuffix("```json").strip()
+            )
+    return Reply(stripped)
+
+
+def _json_call(body: str, known_tools: Collection[str] | None) -> tuple[str, dict[str, Any]] | None:
+    body = body.strip().removeprefix("```json").removeprefix("```").strip()
+    try:
+        value, _ = json.JSONDecoder().raw_decode(body)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, dict):
+        return None
+    fn = value.get("function", value)
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        return None
+    arguments = fn.get("arguments", fn.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(arguments, dict):
+        return None
+    if known_tools is not None and fn["name"] not in known_tools:
+        return None
+    return fn["name"], arguments

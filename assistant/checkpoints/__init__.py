@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dlm_runtime.hub import resolve_checkpoint
 from dlm_runtime.loading import CheckpointError, read_config
 from dlm_runtime.modeling import DLMConfig
 
@@ -11,8 +12,11 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 
 
 def model_dir(configured: str = "") -> Path:
-    """The configured checkpoint directory, or the bundled one."""
-    return Path(configured) if configured else BUNDLED_DIR
+    """The configured checkpoint directory (a hub model id is downloaded), or the bundled one.
+
+    Raises :class:`CheckpointError` when a hub id cannot be downloaded.
+    """
+    return resolve_checkpoint(configured) if configured else BUNDLED_DIR
 
 
 def uses_entity_slots(path: Path, setting: str = "auto") -> bool:
