@@ -7,7 +7,10 @@ unoptimised transcription (same arithmetic, same order of random draws). It call
 Deviations from the published file, none of which change results:
 * ``x`` is created on ``prompt.device`` (instead of ``model.device``) and sized from
   ``prompt.shape[0]``, so a batch of equal-length prompts works as in the current upstream version;
-* ``-inf`` comes from ``float`` instead of numpy.
+* ``-inf`` comes from ``float`` instead of numpy;
+* ``confidence_dtype="float64"`` brings back the float64 confidence softmax that upstream
+  dropped in mid-2025 (commit "Remove float64 in softmax, which is unnecessary"), for
+  reproducing results made before it; the default follows upstream today (the logits' dtype).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def generate(
     cfg_scale: float = 0.0,
     remasking: str = "low_confidence",
     mask_id: int = 126336,
+    confidence_dtype: str = "logits",
 ) -> torch.Tensor:
     """LLaDA's semi-autoregressive masked-diffusion sampling; returns ``[B, L + gen_length]``.
 
@@ -77,6 +81,8 @@ def generate(
         cfg_scale: unsupervised classifier-free guidance scale (prompt replaced by masks).
         remasking: ``"low_confidence"`` or ``"random"``.
         mask_id: the [MASK] token id (126336 for LLaDA-8B).
+        confidence_dtype: ``"logits"`` (upstream today) or ``"float64"`` (upstream before
+            mid-2025) for the ``low_confidence`` softmax.
     """
     x = torch.full(
         (prompt.shape[0], prompt.shape[1] + gen_length),
@@ -115,7 +121,10 @@ def generate(
             x0 = torch.argmax(logits_with_noise, dim=-1)  # b, l
 
             if remasking == "low_confidence":
-                p = F.softmax(logits.to(torch.float64), dim=-1)
+                if confidence_dtype == "float64":
+                    p = F.softmax(logits.to(torch.float64), dim=-1)
+                else:
+                    p = F.softmax(logits, dim=-1)
                 x0_p = torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(x0, -1)), -1)
             elif remasking == "random":
                 x0_p = torch.rand((x0.shape[0], x0.shape[1]), device=x0.device)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
@@ -74,27 +74,48 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of ``model.safetensors`` or of the shards in its index, on CPU."""
-    root = Path(path)
+def _weight_files(root: Path) -> list[Path]:
     single, index = root / WEIGHTS_FILE, root / INDEX_FILE
     if single.is_file():
-        files = [single]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index}: no readable weight_map ({exc})") from exc
-        files = [root / name for name in sorted(set(weight_map.values()))]
-        for f in files:
-            if not f.is_file():
-                raise CheckpointError(f"{path}: shard {f.name} listed in {INDEX_FILE} is missing")
-    else:
-        raise CheckpointError(f"{path}: missing {WEIGHTS_FILE} (and no {INDEX_FILE})")
-    weights: dict[str, torch.Tensor] = {}
+        return [single]
+    if not index.is_file():
+        raise CheckpointError(f"{root}: missing {WEIGHTS_FILE} (and no {INDEX_FILE})")
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index}: no readable weight_map ({exc})") from exc
+    files = [root / name for name in sorted(set(weight_map.values()))]
     for f in files:
+        if not f.is_file():
+            raise CheckpointError(f"{root}: shard {f.name} listed in {INDEX_FILE} is missing")
+    return files
+
+
+def read_weights(
+    path: str | Path,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """All tensors of ``model.safetensors`` or of the shards in its index.
+
+    Each tensor is read, then moved to ``device`` and its floating dtype cast to ``dtype``
+    (``None`` or ``"auto"``: the first floating tensor's dtype) before the next one is read, so
+    loading a bfloat16 checkpoint as float32 holds the float32 copy plus one tensor, never a
+    whole second copy.
+    """
+    target = None if dtype is None or dtype == "auto" else _resolve_dtype(dtype, {})
+    weights: dict[str, torch.Tensor] = {}
+    for f in _weight_files(Path(path)):
         try:
-            weights.update(load_file(str(f), device="cpu"))
+            with safe_open(str(f), framework="pt", device="cpu") as handle:
+                for name in handle.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                    t = handle.get_tensor(name)
+                    if t.is_floating_point():
+                        target = target or t.dtype
+                        t = t.to(device=device, dtype=target)
+                    else:
+                        t = t.to(device)
+                    weights[name] = t
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{f}: unreadable safetensors file ({exc})") from exc
     return weights
@@ -140,11 +161,10 @@ def _assign(
     device: str | torch.device,
     dtype: torch.dtype,
 ) -> None:
-    cast = {
-        k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-        for k, v in weights.items()
-    }
-    model.load_state_dict(cast, strict=True, assign=True)
+    # read_weights already cast each tensor; ``.to`` returns the same tensor then (no copy).
+    for k, v in weights.items():
+        weights[k] = v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)
+    model.load_state_dict(weights, strict=True, assign=True)
 
 
 def _build_dlm(raw: dict[str, Any], path: Path) -> DLMModel:
@@ -207,9 +227,9 @@ def load_model(
             f"{root / CONFIG_FILE}: {exc}; pass trust_remote_code=True to run the checkpoint's "
             "own modeling code instead"
         ) from exc
-    weights = read_weights(root)
+    weights = read_weights(root, dtype, device)
     _check_weights(model.state_dict(), weights, model.config.tie_word_embeddings, str(root))
-    _assign(model, weights, device, _resolve_dtype(dtype, weights))
+    _assign(model, weights, device, _resolve_dtype(None, weights))
     return model.eval()
 
 
@@ -274,14 +294,24 @@ class RemoteCodeModel(nn.Module):
 def _load_remote(
     root: Path, raw: dict[str, Any], device: str | torch.device, dtype: torch.dtype | str | None
 ) -> RemoteCodeModel:
+    import transformers
     from transformers import AutoModel
 
     try:
         inner = AutoModel.from_pretrained(
             str(root), trust_remote_code=True, dtype=dtype if dtype is not None else "auto"
         )
-    except (OSError, ValueError, ImportError) as exc:
-        raise CheckpointError(f"{root}: remote-code loading failed ({exc})") from exc
+    except Exception as exc:  # the checkpoint's own code can raise anything (AttributeError...)
+        hint = (
+            " (remote code written for an older transformers; use the native loader if the "
+            "config allows, or pin the transformers version the checkpoint was written for)"
+            if isinstance(exc, AttributeError | ImportError | NameError | TypeError)
+            else ""
+        )
+        raise CheckpointError(
+            f"{root}: the checkpoint's own modeling code (trust_remote_code=True) failed to load "
+            f"under transformers {transformers.__version__}: {type(exc).__name__}: {exc}{hint}"
+        ) from exc
     view = RemoteConfigView(
         vocab_size=int(raw.get("embedding_size") or raw.get("vocab_size") or 0),
         mask_token_id=raw.get("mask_token_id"),

@@ -251,6 +251,9 @@ class TopKTopP:
 # --------------------------------------------------------------------------------------------
 
 
+ConfidenceDtype = Literal["logits", "float64"]
+
+
 @runtime_checkable
 class ConfidenceScore(Protocol):
     """Scores each candidate; unmasking commits high scores first."""
@@ -272,17 +275,25 @@ def token_probability(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tenso
 class ChosenProbability:
     """Softmax probability of the candidate (LLaDA ``remasking="low_confidence"``).
 
-    ``exact=True`` computes it as the reference does (float64 softmax), which token-for-token
-    reproduction needs; ``exact=False`` uses :func:`token_probability`.
+    ``exact=True`` computes it as the reference does, which token-for-token reproduction
+    needs: with ``dtype="logits"`` the softmax runs in the logits' own dtype, as LLaDA's
+    ``generate()`` has since mid-2025 (commit "Remove float64 in softmax"); ``dtype="float64"``
+    is the earlier behaviour, for reproducing results made before it. In bfloat16 the two break
+    ties differently. ``exact=False`` uses :func:`token_probability`.
     """
 
     exact: bool = True
+    dtype: ConfidenceDtype = "logits"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("logits", "float64"):
+            raise ValueError(f"confidence dtype must be 'logits' or 'float64', got {self.dtype!r}")
 
     def score(self, logits: torch.Tensor, tokens: torch.Tensor, rng: RandomSource) -> torch.Tensor:
         """``softmax(logits)[tokens]``."""
         if not self.exact:
             return token_probability(logits, tokens)
-        p = F.softmax(logits.to(torch.float64), dim=-1)
+        p = F.softmax(logits.to(torch.float64) if self.dtype == "float64" else logits, dim=-1)
         return torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(tokens, -1)), -1)
 
 
@@ -524,9 +535,14 @@ def fixed_schedule(
     temperature: float = 0.0,
     remasking: str = "low_confidence",
     noise_at_zero_temperature: bool = False,
+    confidence_dtype: str = "logits",
 ) -> DecodingPolicy:
     """LLaDA's ``generate()`` (no CFG): ``steps // blocks`` tokens unmasked per step (the most
-    confident, or random ones), Gumbel sampling, no early stop."""
+    confident, or random ones), Gumbel sampling, no early stop.
+
+    ``confidence_dtype``: ``"logits"`` computes the confidence softmax in the logits' dtype as
+    upstream does today; ``"float64"`` as it did before mid-2025 (see :class:`ChosenProbability`).
+    """
     _int("gen_length", gen_length, 1, MAX_NEW_TOKENS)
     _int("block_length", block_length, 1, gen_length)
     _int("steps", steps, 1, gen_length)
@@ -539,7 +555,13 @@ def fixed_schedule(
         raise ValueError(f"steps {steps} is not a multiple of the number of blocks {num_blocks}")
     confidence: ConfidenceScore
     if remasking == "low_confidence":
-        confidence = ChosenProbability()
+        if confidence_dtype not in ("logits", "float64"):
+            raise ValueError(
+                f"confidence_dtype must be 'logits' or 'float64', got {confidence_dtype!r}"
+            )
+        confidence = ChosenProbability(
+            dtype="float64" if confidence_dtype == "float64" else "logits"
+        )
     elif remasking == "random":
         confidence = RandomConfidence()
     else:
@@ -564,6 +586,7 @@ def fixed_schedule(
             "temperature": temperature,
             "remasking": remasking,
             "noise_at_zero_temperature": noise_at_zero_temperature,
+            "confidence_dtype": confidence_dtype,
         },
     )
 

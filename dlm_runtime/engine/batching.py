@@ -301,6 +301,31 @@ def plan_forwards(lengths: Sequence[int]) -> list[tuple[int, int]]:
     return best[-1][1]
 
 
+def query_shape(query: Query) -> tuple[int, int, bool, int]:
+    """What decides a row's arithmetic in a forward besides its own values: its length, its
+    cache length, whether it is the plain call (no mask) and where its logits start."""
+    plain = query.ranks is None and query.start == 0 and query.cache_len == 0
+    return (int(query.tokens.shape[0]), query.cache_len, plain, query.logits_from)
+
+
+def plan_exact_forwards(queries: Sequence[Query]) -> list[tuple[int, int]]:
+    """Contiguous ``(start, end)`` row ranges of identical :func:`query_shape`, one forward each.
+
+    In bfloat16 a row's logits move by a unit in the last place when it shares a forward with
+    longer rows (its padding changes the kernels' blocking and the attention's reduction
+    length), so a batched request would decode differently from the same request alone.
+    Rows that share a forward here have the same length, cache length and mask kind as they
+    would alone: no padding, and the same kernels.
+    """
+    plan: list[tuple[int, int]] = []
+    for row, q in enumerate(queries):
+        if plan and query_shape(queries[plan[-1][0]]) == query_shape(q):
+            plan[-1] = (plan[-1][0], row + 1)
+        else:
+            plan.append((row, row + 1))
+    return plan
+
+
 def sort_rows(lengths: Sequence[int]) -> list[tuple[int, int]]:
     """Row swaps that sort rows by length, moving as few rows as possible.
 

@@ -23,6 +23,7 @@ from dlm_runtime.engine.batching import (
     CausalPrefixCache,
     KVPool,
     Query,
+    plan_exact_forwards,
     plan_forwards,
     sort_rows,
 )
@@ -71,7 +72,11 @@ class Engine:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         mask_placeholder: str = "░",
+        exact_batches: bool | None = None,
     ) -> None:
+        """``exact_batches``: run only rows of identical shape together (no padding), so that
+        a request decodes the same batched as alone in every dtype; ``None`` (default) turns
+        it on for models below float32 (bfloat16, float16), where padding changes logits."""
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if device is not None or dtype is not None:
@@ -98,6 +103,10 @@ class Engine:
             else Pattern.BIDIRECTIONAL,
         )
         self.mask_placeholder = mask_placeholder
+        if exact_batches is None:
+            param = next(iter(model.parameters()), None)
+            exact_batches = param is not None and param.dtype in (torch.bfloat16, torch.float16)
+        self.exact_batches = bool(exact_batches)
         pad = self.info.fill_id if self.info.fill_id is not None else self.info.mask_id
         self._builder = BatchBuilder(self.device, pad)
         self._pool = KVPool(self.max_batch, self.info.context)
@@ -384,7 +393,8 @@ class Engine:
         lengths.sort()
         out_events: list[tuple[Handle, Update]] = []
         leaving: list[int] = []
-        for first, end in plan_forwards(lengths):
+        plan = plan_exact_forwards(queries) if self.exact_batches else plan_forwards(lengths)
+        for first, end in plan:
             self._forward_rows(first, queries[first:end], out_events, leaving)
         delivering = time.perf_counter()
         self._deliver(out_events)

@@ -94,7 +94,8 @@ def lit_generate(
             logits_with_noise = lit_add_gumbel_noise(logits, temperature=temperature)
             x0 = torch.argmax(logits_with_noise, dim=-1)
             if remasking == "low_confidence":
-                p = F.softmax(logits.to(torch.float64), dim=-1)
+                # Upstream today (since "Remove float64 in softmax", mid-2025): logits' dtype.
+                p = F.softmax(logits, dim=-1)
                 x0_p = torch.squeeze(torch.gather(p, dim=-1, index=torch.unsqueeze(x0, -1)), -1)
             else:
                 x0_p = torch.rand((x0.shape[0], x0.shape[1]), device=x0.device)
@@ -250,8 +251,13 @@ def test_confidence_scores() -> None:
     tokens = torch.tensor([0, 2])
     rng = TorchRandom(torch.Generator().manual_seed(0))
     prob = ChosenProbability().score(logits, tokens, rng)
-    assert prob.dtype == torch.float64
-    assert torch.allclose(prob, torch.tensor([0.7, 0.2], dtype=torch.float64))
+    assert prob.dtype == torch.float32  # the logits' dtype, as upstream generate() today
+    assert torch.allclose(prob, torch.tensor([0.7, 0.2]))
+    prob64 = ChosenProbability(dtype="float64").score(logits, tokens, rng)
+    assert prob64.dtype == torch.float64  # upstream before mid-2025
+    assert torch.allclose(prob64, torch.tensor([0.7, 0.2], dtype=torch.float64))
+    with pytest.raises(ValueError, match="confidence dtype"):
+        ChosenProbability(dtype="float16")  # type: ignore[arg-type]
     margin = MarginConfidence().score(logits, tokens, rng)
     assert torch.allclose(margin, torch.tensor([0.5, -0.2], dtype=torch.float64))
     rand = RandomConfidence().score(logits, tokens, TorchRandom(torch.Generator().manual_seed(4)))
