@@ -8,7 +8,7 @@ import signal
 
 import structlog
 
-from assistant.agent.decoding import DEFAULT_MODE, decoding_modes
+from assistant.agent.decoding import DEFAULT_MODE, decoding_modes, for_model
 from assistant.bus.connection import check_redis, connect
 from assistant.bus.keys import Keys
 from assistant.checkpoints import model_dir, uses_entity_slots
@@ -66,8 +66,12 @@ async def run_worker(settings: Settings, *, max_batch: int | None = None) -> Non
                 ),
             ),
             keys=Keys(settings.key_prefix),
-            # The name was checked when the command started (check_decoding_mode).
-            mode=decoding_modes()[settings.decoding_mode or DEFAULT_MODE],
+            # The name was checked when the command started (check_decoding_mode); a foreign
+            # checkpoint runs it in its own attention pattern (assistant.agent.decoding).
+            mode=for_model(
+                decoding_modes()[settings.decoding_mode or DEFAULT_MODE],
+                generator.engine.info.default_pattern,
+            ),
         )
         log.info("worker ready", consumer=worker.name, redis=settings.redis_url)
         task = asyncio.create_task(worker.run())

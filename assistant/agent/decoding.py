@@ -18,6 +18,7 @@ __all__ = [
     "DecodingMode",
     "check_decoding_mode",
     "decoding_modes",
+    "for_model",
     "reply_room",
 ]
 
@@ -102,3 +103,23 @@ def decoding_modes(
 
 
 DEFAULT_MODE = "fast-diffusion"
+
+
+def for_model(mode: DecodingMode, default_pattern: Pattern) -> DecodingMode:
+    """``mode`` as a model whose own diffusion pattern is ``default_pattern`` runs it.
+
+    The named modes are the bundled model's, which was trained prefix-causal; for it (and any
+    native checkpoint) they stay as they are. A model trained with bidirectional attention
+    (LLaDA) runs the diffusion modes in its own pattern (``Pattern.DEFAULT_DIFFUSION``, which
+    the engine resolves per model) with the same policy; the left-to-right modes would run it
+    causally, as it was never trained, so they are refused with a clear error at start-up.
+    """
+    if default_pattern is Pattern.PREFIX_CAUSAL:
+        return mode
+    if not mode.pattern.is_diffusion:
+        raise UserError(
+            f"decoding mode {mode.name!r} decodes left to right, which this checkpoint was not "
+            f"trained for (its own pattern is {default_pattern.value}): use "
+            f"{DEFAULT_MODE!r} or vanilla-diffusion (ASSISTANT_DECODING_MODE)"
+        )
+    return dataclasses.replace(mode, pattern=Pattern.DEFAULT_DIFFUSION)

@@ -14,7 +14,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub import constants
 
-from assistant.agent.decoding import DEFAULT_MODE, decoding_modes
+from assistant.agent.decoding import DEFAULT_MODE, decoding_modes, for_model
 from assistant.agent.loop import AgentLoop, DraftUpdate, TurnFinished
 from assistant.agent.prompting import HistoryItem
 from assistant.checkpoints import model_dir, uses_entity_slots
@@ -26,6 +26,7 @@ from assistant.tools.runner import ToolRunner
 from assistant.tools.shop import MemoryShop
 from dlm_runtime import CheckpointError
 from dlm_runtime.chat_format import chat_format
+from dlm_runtime.decoding import Pattern
 from dlm_runtime.hub import resolve_checkpoint
 from dlm_runtime.tokenizer import encode_chat, load_tokenizer, train_tokenizer
 from tests.tiny_llada import write_tiny_llada
@@ -109,11 +110,17 @@ def test_hub_id_without_network_is_a_clear_error(
         load_generator(Settings(model_path="someone/not-cached-model", device="cpu"))
 
 
-async def test_worker_engine_answers_with_the_foreign_checkpoint(checkpoint: Path) -> None:
+@pytest.mark.parametrize(
+    "mode_name", [DEFAULT_MODE, pytest.param("vanilla-diffusion", marks=pytest.mark.slow)]
+)
+async def test_worker_engine_answers_with_the_foreign_checkpoint(
+    checkpoint: Path, mode_name: str
+) -> None:
     """load_generator -> Engine -> agent loop: drafts stream and the turn completes."""
     generator, tokenizer = load_generator(Settings(model_path=str(checkpoint), device="cpu"))
     try:
-        mode = decoding_modes()[DEFAULT_MODE]
+        mode = for_model(decoding_modes()[mode_name], generator.engine.info.default_pattern)
+        assert mode.pattern is Pattern.DEFAULT_DIFFUSION  # LLaDA's own: bidirectional
         loop = AgentLoop(
             generator.submit,
             tokenizer,
@@ -130,3 +137,14 @@ async def test_worker_engine_answers_with_the_foreign_checkpoint(checkpoint: Pat
     assert isinstance(final, TurnFinished) and final.status == "complete", final
     assert any(isinstance(e, DraftUpdate) for e in events)
     assert final.text
+
+
+def test_left_to_right_modes_are_refused_for_a_bidirectional_model() -> None:
+    modes = decoding_modes()
+    assert for_model(modes["speculative"], Pattern.PREFIX_CAUSAL) is modes["speculative"]
+    assert for_model(modes[DEFAULT_MODE], Pattern.PREFIX_CAUSAL) is modes[DEFAULT_MODE]
+    for name in ("autoregressive", "speculative"):
+        with pytest.raises(UserError, match="ASSISTANT_DECODING_MODE"):
+            for_model(modes[name], Pattern.BIDIRECTIONAL)
+    vanilla = for_model(modes["vanilla-diffusion"], Pattern.BIDIRECTIONAL)
+    assert vanilla.policy == modes["vanilla-diffusion"].policy
