@@ -2,6 +2,7 @@
 
 * ``"dlm"``: the native :class:`~dlm_runtime.modeling.DLMModel`.
 * ``"llada"``: :class:`~dlm_runtime.llada.LLaDAModel` from LLaDA-layout weights.
+* ``"Dream"``: :class:`~dlm_runtime.dream.DreamModel` from Dream-layout weights (logits unshifted).
 
 Weights come from ``model.safetensors`` or from the shards listed in
 ``model.safetensors.index.json`` (how LLaDA-8B is published). The module is built on the meta
@@ -25,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
+from dlm_runtime.dream import DreamConfigView, DreamModel, UnsupportedDreamConfig
 from dlm_runtime.llada import LLaDAConfigView, LLaDAModel, UnsupportedLLaDAConfig
 from dlm_runtime.modeling import DLMConfig, DLMModel
 
@@ -51,7 +53,7 @@ DLM_REQUIRED_KEYS = (
     "mask_token_id",
 )
 
-LoadedModel = DLMModel | LLaDAModel
+LoadedModel = DLMModel | LLaDAModel | DreamModel
 
 
 class CheckpointError(ValueError):
@@ -190,6 +192,19 @@ def _build_llada(raw: dict[str, Any], path: Path) -> LLaDAModel:
         return LLaDAModel(view)
 
 
+def _build_dream(raw: dict[str, Any], path: Path) -> DreamModel:
+    try:
+        view = DreamConfigView.from_dict(raw)
+    except KeyError as exc:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: missing required key {exc.args[0]!r}"
+        ) from exc
+    except UnsupportedDreamConfig as exc:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
+    with torch.device("meta"):
+        return DreamModel(view)
+
+
 def load_model(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -213,12 +228,14 @@ def load_model(
             model = _build_dlm(raw, root)
         elif model_type == "llada":
             model = _build_llada(raw, root)
+        elif model_type == "Dream":
+            model = _build_dream(raw, root)
         elif trust_remote_code:
             return _load_remote(root, raw, device, dtype)
         else:
             raise CheckpointError(
                 f"{root / CONFIG_FILE}: unknown model_type {model_type!r} "
-                "(expected 'dlm' or 'llada')"
+                "(expected 'dlm', 'llada' or 'Dream')"
             )
     except UnsupportedLLaDAConfig as exc:
         if trust_remote_code:

@@ -1,0 +1,288 @@
+"""Native implementation of Dream (``model_type "Dream"``), reading Dream-layout checkpoints.
+
+Dream (Dream-org/Dream-v0-Instruct-7B) is a Qwen2 transformer trained as a masked diffusion LM
+with full bidirectional attention. The arithmetic follows its published ``modeling_dream.py``:
+RMS norms in float32 then cast back and scaled; biased q/k/v projections, unbiased output
+projection; "rotate_half" rotary whose cos/sin are computed in float32 and applied in the
+model's dtype; GQA by repeating kv heads; SwiGLU MLP; final norm and an untied ``lm_head``.
+
+**Shifted logits.** Dream keeps the autoregressive convention it was initialised from: the
+prediction for position ``i`` comes out at position ``i - 1`` (its sampler reads
+``cat([logits[:, :1], logits[:, :-1]])``, so position 0 reads its own output). This module
+applies that shift itself, so ``forward(...).logits[:, i]`` is the prediction *for* position
+``i``, as for every other model of the runtime. The shift needs the previous position's hidden
+state, so a cached forward (``past_key_values``) cannot return the logits of its first input
+position: Dream runs in the runtime's uncached patterns (``Pattern.BIDIRECTIONAL``, its own).
+
+Parameter names are the checkpoint's (``model.embed_tokens.weight``,
+``model.layers.N.self_attn.q_proj.weight``, ``lm_head.weight`` ...). ``.config`` is a
+:class:`DreamConfigView` with the attribute names the runtime reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlm_runtime.attention import KV, ForwardOutput
+from dlm_runtime.modeling import RMSNorm, attend, prepare_forward, rotary_cos_sin
+
+__all__ = ["DREAM_DEFAULTS", "DreamConfigView", "DreamModel", "UnsupportedDreamConfig"]
+
+# Defaults of the published ``DreamConfig`` (configuration_dream.py) for keys a config.json
+# leaves out. Token ids have no default here: the published ones are Qwen2's, and a missing id
+# in a foreign checkpoint is an error rather than a silent guess.
+DREAM_DEFAULTS: dict[str, Any] = {
+    "num_key_value_heads": None,
+    "hidden_act": "silu",
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "rope_theta": 10000.0,
+    "rope_scaling": None,
+    "use_sliding_window": False,
+    "attention_dropout": 0.0,
+    "pad_token_id": None,
+    "eos_token_id": None,
+}
+
+DREAM_REQUIRED = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "mask_token_id",
+)
+
+
+class UnsupportedDreamConfig(ValueError):
+    """The config asks for a Dream feature this native implementation does not provide."""
+
+
+@dataclass
+class DreamConfigView:
+    """Dream's config.json under the runtime's attribute names (plus the raw dict)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    rope_theta: float
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    mask_token_id: int
+    eos_token_id: int | None
+    pad_token_id: int | None
+    entity_slots: bool = False
+    model_type: str = "Dream"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> DreamConfigView:
+        """Validate a Dream config.json dict.
+
+        Raises ``KeyError`` naming a missing required key and :class:`UnsupportedDreamConfig`
+        for what the published model supports but this one does not (rope scaling, sliding
+        window, activations other than SiLU).
+        """
+        for key in DREAM_REQUIRED:
+            if raw.get(key) is None:
+                raise KeyError(key)
+        c = {**DREAM_DEFAULTS, **raw}
+        if c["rope_scaling"]:
+            raise UnsupportedDreamConfig(
+                f"unsupported Dream config: rope_scaling={c['rope_scaling']!r} (only none)"
+            )
+        if c["use_sliding_window"]:
+            raise UnsupportedDreamConfig("unsupported Dream config: use_sliding_window=true")
+        if c["hidden_act"] != "silu":
+            raise UnsupportedDreamConfig(
+                f"unsupported Dream config: hidden_act={c['hidden_act']!r} (only 'silu')"
+            )
+        d, n_heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+        n_kv = int(c["num_key_value_heads"] or n_heads)
+        if d % n_heads or n_heads % n_kv or (d // n_heads) % 2:
+            raise UnsupportedDreamConfig(
+                f"unsupported Dream config: hidden_size={d}, num_attention_heads={n_heads}, "
+                f"num_key_value_heads={n_kv}"
+            )
+        eos = c["eos_token_id"]
+        if isinstance(eos, list):  # a list of end ids: the runtime stops at the first
+            eos = eos[0] if eos else None
+        return cls(
+            vocab_size=int(c["vocab_size"]),
+            hidden_size=d,
+            intermediate_size=int(c["intermediate_size"]),
+            num_hidden_layers=int(c["num_hidden_layers"]),
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_kv,
+            max_position_embeddings=int(c["max_position_embeddings"]),
+            rope_theta=float(c["rope_theta"]),
+            rms_norm_eps=float(c["rms_norm_eps"]),
+            tie_word_embeddings=bool(c["tie_word_embeddings"]),
+            mask_token_id=int(c["mask_token_id"]),
+            eos_token_id=None if eos is None else int(eos),
+            pad_token_id=None if c["pad_token_id"] is None else int(c["pad_token_id"]),
+            entity_slots=bool(raw.get("entity_slots", False)),
+            model_type=str(raw.get("model_type", "Dream")),
+            raw=dict(raw),
+        )
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Qwen2's rotary: ``x * cos + rotate_half(x) * sin`` in ``x``'s dtype."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class DreamAttention(nn.Module):
+    def __init__(self, cfg: DreamConfigView) -> None:
+        super().__init__()
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            hd,
+        )
+        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=True)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
+        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
+
+
+class DreamMLP(nn.Module):
+    def __init__(self, cfg: DreamConfigView) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DreamLayer(nn.Module):
+    def __init__(self, cfg: DreamConfigView) -> None:
+        super().__init__()
+        self.self_attn = DreamAttention(cfg)
+        self.mlp = DreamMLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attn = self.self_attn
+        b, t, _ = x.shape
+        h = self.input_layernorm(x)
+        q = attn.q_proj(h).view(b, t, attn.n_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(b, t, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(b, t, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        k_all, v_all = k, v
+        if past is not None:
+            k_all = torch.cat([past[0].to(k.dtype), k], dim=2)
+            v_all = torch.cat([past[1].to(v.dtype), v], dim=2)
+        out = attend(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, -1)
+        x = x + attn.o_proj(out)
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, (k, v)
+
+
+class _Backbone(nn.Module):
+    """Only here so parameter names carry the checkpoint's ``model.`` prefix."""
+
+    def __init__(self, cfg: DreamConfigView) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DreamLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class DreamModel(nn.Module):
+    """Dream behind the runtime's forward API, its logits already unshifted."""
+
+    def __init__(self, config: DreamConfigView | Mapping[str, Any]) -> None:
+        super().__init__()
+        self.config = (
+            config if isinstance(config, DreamConfigView) else DreamConfigView.from_dict(config)
+        )
+        self.model = _Backbone(self.config)
+        self.lm_head: nn.Linear | None = (
+            None
+            if self.config.tie_word_embeddings
+            else nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: KV | None = None,
+        logits_index: torch.Tensor | None = None,
+    ) -> ForwardOutput:
+        """Same contract as :meth:`dlm_runtime.modeling.DLMModel.forward`.
+
+        ``logits[:, j]`` is the prediction for input position ``j`` (``logits_index[:, j]``
+        when given): Dream's output at the position before it, and at position 0 its own
+        output, as the published sampler reads them. With ``past_key_values`` the first input
+        position has no previous output here, and asking for its logits raises ``ValueError``.
+        """
+        cfg = self.config
+        position_ids, mask, past_len = prepare_forward(
+            input_ids, position_ids, attention_mask, past_key_values, cfg.num_hidden_layers
+        )
+        x = self.model.embed_tokens(input_ids)
+        cos, sin = rotary_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        new_kv: KV = []
+        for i, layer in enumerate(self.model.layers):
+            x, kv = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
+            new_kv.append(kv)
+        head = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        if logits_index is None and not past_len:
+            # The published sampler's order of operations, for bit-equal logits.
+            logits = F.linear(self.model.norm(x), head)
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            return ForwardOutput(logits=logits, new_key_values=new_kv)
+        if logits_index is None:
+            t_len = input_ids.shape[1]
+            logits_index = torch.arange(t_len, device=input_ids.device)[None]
+            logits_index = logits_index.expand(input_ids.shape[0], t_len)
+        source = logits_index - 1
+        if past_len and bool((source < 0).any()):
+            raise ValueError(
+                "Dream's logits for a position come from the position before it: a cached "
+                "forward cannot return the logits of its first input position"
+            )
+        source = source.clamp(min=0)
+        h = torch.gather(x, 1, source.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        logits = F.linear(self.model.norm(h), head)
+        return ForwardOutput(logits=logits, new_key_values=new_kv)
