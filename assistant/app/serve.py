@@ -37,11 +37,25 @@ RESTART_WINDOW_S = 60.0
 
 
 def check_model_path(settings: Settings) -> None:
-    if settings.model_path and not Path(settings.model_path).is_dir():
-        raise UserError(
-            f"model path {settings.model_path} is not a directory: point ASSISTANT_MODEL_PATH "
-            "or --model-path at a checkpoint directory, or leave it empty for the bundled model"
-        )
+    """A checkpoint directory, or a hub model id downloaded now (before any worker starts)."""
+    path = settings.model_path
+    if not path or Path(path).is_dir():
+        return
+    # Lazily: the runtime (torch) is the workers' business unless a download is due.
+    from dlm_runtime.hub import looks_like_hub_id, resolve_checkpoint
+    from dlm_runtime.loading import CheckpointError
+
+    if looks_like_hub_id(path):
+        try:
+            resolve_checkpoint(path)
+        except CheckpointError as exc:
+            raise UserError(f"model path {exc}") from None
+        return
+    raise UserError(
+        f"model path {path} is not a directory: point ASSISTANT_MODEL_PATH or --model-path at "
+        "a checkpoint directory or a Hugging Face Hub model id, or leave it empty for the "
+        "bundled model"
+    )
 
 
 class Supervisor:

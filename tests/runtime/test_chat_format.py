@@ -148,3 +148,16 @@ def test_left_to_right_modes_are_refused_for_a_bidirectional_model() -> None:
             for_model(modes[name], Pattern.BIDIRECTIONAL)
     vanilla = for_model(modes["vanilla-diffusion"], Pattern.BIDIRECTIONAL)
     assert vanilla.policy == modes["vanilla-diffusion"].policy
+
+
+def test_serve_checks_a_hub_id_before_starting_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from assistant.app.serve import check_model_path
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="someone/not-cached-model: not a local directory"):
+        check_model_path(Settings(model_path="someone/not-cached-model"))
+    with pytest.raises(UserError, match="is not a directory"):
+        check_model_path(Settings(model_path=str(tmp_path / "no" / "such" / "dir")))
