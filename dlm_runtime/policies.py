@@ -504,9 +504,14 @@ class DecodingPolicy:
     # The reference lets the model "choose" the mask token (the position then stays masked);
     # production forbids it so every commit makes progress.
     forbid_mask_token: bool = True
+    # LLaDA's unsupervised classifier-free guidance: each step also runs the sequence with the
+    # prompt masked and decodes from ``un + (cfg_scale + 1) * (cond - un)``; 0 = off. Only the
+    # engine's BIDIRECTIONAL pattern offers it (as LLaDA's generate() does).
+    cfg_scale: float = 0.0
     params: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        _float("cfg_scale", self.cfg_scale, 0.0, 100.0)
         _int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS)
         _int("block_size", self.block_size, 1, self.max_new_tokens)
         if self.rng_layout not in ("block", "reference"):
@@ -536,10 +541,12 @@ def fixed_schedule(
     remasking: str = "low_confidence",
     noise_at_zero_temperature: bool = False,
     confidence_dtype: str = "logits",
+    cfg_scale: float = 0.0,
 ) -> DecodingPolicy:
     """LLaDA's ``generate()`` (no CFG): ``steps // blocks`` tokens unmasked per step (the most
     confident, or random ones), Gumbel sampling, no early stop.
 
+    ``cfg_scale`` > 0: unsupervised classifier-free guidance (see :class:`DecodingPolicy`).
     ``confidence_dtype``: ``"logits"`` computes the confidence softmax in the logits' dtype as
     upstream does today; ``"float64"`` as it did before mid-2025 (see :class:`ChosenProbability`).
     """
@@ -579,6 +586,7 @@ def fixed_schedule(
         early_stop=False,
         rng_layout="reference",
         forbid_mask_token=False,
+        cfg_scale=cfg_scale,
         params={
             "steps": steps,
             "gen_length": gen_length,
@@ -587,6 +595,7 @@ def fixed_schedule(
             "remasking": remasking,
             "noise_at_zero_temperature": noise_at_zero_temperature,
             "confidence_dtype": confidence_dtype,
+            "cfg_scale": cfg_scale,
         },
     )
 

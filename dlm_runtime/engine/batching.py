@@ -189,6 +189,9 @@ class Query:
     # The first position whose logits ``consume`` reads; it gets the logits from there on
     # (a prompt's prefill needs only the last ones: the output projection is not free).
     logits_from: int = 0
+    # Classifier-free guidance: the unconditional tokens (prompt masked), run as an extra row
+    # of the same shape; its logits go to ``consume`` beside the row's own.
+    guidance: torch.Tensor | None = None
 
 
 @dataclass

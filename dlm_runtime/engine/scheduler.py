@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerFast
 from dlm_runtime.attention import ForwardOutput
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine.batching import (
+    Batch,
     BatchBuilder,
     CacheWrite,
     CausalPrefixCache,
@@ -219,6 +220,11 @@ class Engine:
             )
         if pattern is Pattern.DEFAULT_DIFFUSION:
             pattern = self.info.default_pattern
+        if policy.cfg_scale > 0 and pattern is not Pattern.BIDIRECTIONAL:
+            raise ValueError(
+                f"cfg_scale={policy.cfg_scale} (classifier-free guidance) needs the "
+                f"BIDIRECTIONAL pattern, got {pattern.name} (decoding mode {decoding.name!r})"
+            )
         if self.plain_only and pattern is not Pattern.BIDIRECTIONAL:
             raise ValueError(
                 "this remote-code model supports only the BIDIRECTIONAL diffusion pattern, "
@@ -419,16 +425,28 @@ class Engine:
         stats = self._stats
         started = time.perf_counter()
         states = self._active[first : first + len(queries)]
-        batch = self._builder.build(queries, self._pool, first)
+        # Guidance rows (cache_len 0, no cache writes) ride after the real rows, as LLaDA's
+        # generate() stacks [x, un_x]; beside cached rows they get a forward of their own,
+        # since the cache view has one row per request.
+        guided = [i for i, q in enumerate(queries) if q.guidance is not None]
+        extra = [
+            Query(q.guidance, 0, 0, None, q.logits_from) for q in queries if q.guidance is not None
+        ]
+        together = bool(extra) and all(q.cache_len == 0 for q in queries)
+        batch = self._builder.build([*queries, *extra] if together else queries, self._pool, first)
         built = time.perf_counter()
         try:
-            out: ForwardOutput = self.model(
-                input_ids=batch.input_ids,
-                position_ids=batch.position_ids,
-                attention_mask=batch.attention_mask,
-                past_key_values=batch.past,
-                logits_index=batch.logits_index,
-            )
+            out: ForwardOutput = self._call(batch)
+            un_logits: list[torch.Tensor] = []
+            if together:
+                un_logits = [
+                    out.logits[len(queries) + j, :n]
+                    for j, n in enumerate(batch.logit_rows[len(queries) :])
+                ]
+            elif extra:
+                un_batch = self._builder.build(extra, self._pool, first)
+                un_out = self._call(un_batch)
+                un_logits = [un_out.logits[j, :n] for j, n in enumerate(un_batch.logit_rows)]
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         except Exception as exc:  # e.g. out of memory: these rows fail, the engine goes on
@@ -437,10 +455,18 @@ class Engine:
             return
         forwarded = time.perf_counter()
         writes: list[CacheWrite] = []
-        for offset, (state, n) in enumerate(zip(states, batch.logit_rows, strict=True)):
+        for offset, (state, n) in enumerate(
+            zip(states, batch.logit_rows[: len(queries)], strict=True)
+        ):
             row = first + offset
             try:
-                produced = state.consume(out.logits[offset, :n], RowCache(row, writes))
+                if offset in guided:
+                    un = un_logits[guided.index(offset)]
+                    produced = state.consume_guided(
+                        out.logits[offset, :n], un, RowCache(row, writes)
+                    )
+                else:
+                    produced = state.consume(out.logits[offset, :n], RowCache(row, writes))
             except Exception as exc:
                 produced = [state.final("error", repr(exc))]
             out_events.extend((state.handle, event) for event in produced)
@@ -448,12 +474,22 @@ class Engine:
                 leaving.append(row)
         consumed = time.perf_counter()
         self._pool.write(out.new_key_values, writes, first)
-        stats.forward_passes += 1
-        stats.rows += len(queries)
+        stats.forward_passes += 1 + (bool(extra) and not together)
+        stats.rows += len(queries) + len(extra)
         stats.build_seconds += built - started
         stats.forward_seconds += forwarded - built
         stats.consume_seconds += consumed - forwarded
         stats.schedule_seconds += time.perf_counter() - consumed
+
+    def _call(self, batch: Batch) -> ForwardOutput:
+        out: ForwardOutput = self.model(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            attention_mask=batch.attention_mask,
+            past_key_values=batch.past,
+            logits_index=batch.logits_index,
+        )
+        return out
 
     def _shutdown(self, reason: FinishReason, error: str | None = None) -> None:
         out: list[tuple[Handle, Update]] = [

@@ -165,6 +165,12 @@ class RequestState(ABC):
         """Apply the forward's logits (``[T - logits_from, V]``: this request's rows from its
         query's ``logits_from`` on); return its events."""
 
+    def consume_guided(
+        self, logits: torch.Tensor, un_logits: torch.Tensor, cache: RowCache
+    ) -> list[Update]:
+        """:meth:`consume` with classifier-free guidance (``un_logits``: the guidance row's)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no classifier-free guidance")
+
     # --- shared helpers -----------------------------------------------------------------
 
     def _new_block(self, length: int) -> BlockState:
@@ -328,11 +334,23 @@ class BidirectionalState(_BlockDiffusion):
         return int(self.prompt.shape[0]) + len(self.reply)
 
     def query(self) -> Query:
-        return Query(self.canvas, 0, 0, None, logits_from=self._offset)
+        guidance = None
+        if self.policy.cfg_scale > 0:
+            # LLaDA's generate(): the prompt's (non-mask) positions become masks.
+            guidance = self.canvas.clone()
+            guidance[: int(self.prompt.shape[0])] = self.info.mask_id
+        return Query(self.canvas, 0, 0, None, logits_from=self._offset, guidance=guidance)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
         self.forward_passes += 1
         return self._advance(logits[: self.block.block_len])
+
+    def consume_guided(
+        self, logits: torch.Tensor, un_logits: torch.Tensor, cache: RowCache
+    ) -> list[Update]:
+        """:meth:`consume` with guidance, combined as LLaDA's generate() does (logits dtype)."""
+        scale = self.policy.cfg_scale
+        return self.consume(un_logits + (scale + 1) * (logits - un_logits), cache)
 
     def _stepped(self, block: BlockState) -> None:
         self.canvas[self._offset : self._offset + block.block_len] = block.x

@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerFast
 from dlm_runtime import llada_generate, load_model
 from dlm_runtime.decoding import Pattern
 from dlm_runtime.engine import Engine
-from dlm_runtime.policies import fixed_schedule
+from dlm_runtime.policies import fast, fixed_schedule
 from dlm_runtime.tokenizer import train_tokenizer
 from tests.runtime.test_engine import CORPUS, NoMask, collect, final, req, run_all
 from tests.runtime.test_llada import MASK, write_checkpoint
@@ -62,7 +62,7 @@ async def test_bf16_equals_upstream_alone_and_in_mixed_batch(
     requests of other prompt lengths."""
     model = bf16_llada(tmp_path)
     ps = prompts(5, 9, 3, 5)
-    kw = {"temperature": temperature, "remasking": remasking}
+    kw: dict[str, Any] = {"temperature": temperature, "remasking": remasking}
     want = [upstream(model, p, **kw) for p in ps]
     requests = [
         req(f"r{i}", p, policy(**kw), Pattern.BIDIRECTIONAL, seed=1234) for i, p in enumerate(ps)
@@ -80,7 +80,7 @@ async def test_float64_confidence_reproduces_older_upstream(
     """confidence_dtype="float64" equals upstream before mid-2025; in bf16 the two differ."""
     model = bf16_llada(tmp_path)
     ps = prompts(*range(3, 15))
-    kw = {"steps": 16, "gen_length": 32, "block_length": 16}
+    kw: dict[str, Any] = {"steps": 16, "gen_length": 32, "block_length": 16}
     new = [upstream(model, p, **kw) for p in ps]
     old = [upstream(model, p, **kw, confidence_dtype="float64") for p in ps]
     assert sum(a != b for a, b in zip(new, old, strict=True)) >= 2  # bf16 ties break apart
@@ -189,3 +189,53 @@ def test_remote_code_failure_is_a_checkpoint_error(
     assert f"transformers {transformers.__version__}" in message
     assert "AttributeError" in message and "rope_scaling" in message
     assert isinstance(info.value.__cause__, AttributeError)
+
+
+# --- classifier-free guidance ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("cfg_scale", "temperature", "remasking"),
+    [(1.5, 0.0, "low_confidence"), (1.0, 0.5, "random"), (0.5, 0.8, "low_confidence")],
+)
+async def test_cfg_scale_equals_upstream_guidance(
+    tmp_path: Path,
+    tok: PreTrainedTokenizerFast,
+    dtype: torch.dtype,
+    cfg_scale: float,
+    temperature: float,
+    remasking: str,
+) -> None:
+    """cfg_scale in fixed_schedule + the engine == upstream generate(cfg_scale=...), alone and
+    in a batch with unguided requests and other prompt lengths."""
+    write_checkpoint(tmp_path, "untied-gqa")
+    model = NoMask(load_model(tmp_path, dtype=dtype))
+    ps = prompts(5, 8, 3)
+    kw: dict[str, Any] = {"temperature": temperature, "remasking": remasking}
+    want = [upstream(model, p, cfg_scale=cfg_scale, **kw) for p in ps]
+    unguided = upstream(model, ps[0], **kw)
+    assert want[0] != unguided  # guidance changes the reply on these weights
+    guided = [
+        req(f"g{i}", p, policy(cfg_scale=cfg_scale, **kw), Pattern.BIDIRECTIONAL, seed=1234)
+        for i, p in enumerate(ps)
+    ]
+    plain = req("plain", ps[0], policy(**kw), Pattern.BIDIRECTIONAL, seed=1234)
+    # A cached row in the same step: guidance rows then take a forward of their own.
+    cached = req("cached", ps[1], fast(0.5, 4, 8), Pattern.PREFIX_CAUSAL)
+    async with Engine(model, tok) as engine:
+        alone = final(await collect(engine, guided[0])).token_ids
+        batched = await run_all(engine, [*guided, plain, cached])
+    assert alone == want[0]
+    assert [final(batched[f"g{i}"]).token_ids for i in range(len(ps))] == want
+    assert final(batched["plain"]).token_ids == unguided
+
+
+async def test_cfg_scale_needs_bidirectional(tok: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+    """Guidance in another pattern is refused at submit; a negative scale at policy build."""
+    write_checkpoint(tmp_path, "tied-gqa")
+    with pytest.raises(ValueError, match="cfg_scale"):
+        policy(cfg_scale=-1.0)
+    async with Engine(NoMask(load_model(tmp_path)), tok) as engine:
+        with pytest.raises(ValueError, match="BIDIRECTIONAL"):
+            await engine.submit(req("x", [3, 4], policy(cfg_scale=1.0), Pattern.PREFIX_CAUSAL))
