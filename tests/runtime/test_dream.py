@@ -1,0 +1,129 @@
+"""Dream, loaded through load_model, against its published code's outputs.
+
+``dream_data/checkpoint/`` is a tiny random checkpoint in Dream's own layout (config.json keys and
+weight names of Dream-org/Dream-v0-Instruct-7B, shrunk). ``dream_data/expected.json`` holds what
+Dream's published ``diffusion_generate`` returned on it (its "provenance" entry says how it was
+run); the upstream code itself is not in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dlm_runtime import CheckpointError, load_model
+from dlm_runtime.dream import DreamModel
+from dlm_runtime.dream_generate import diffusion_generate
+
+DATA = Path(__file__).parent / "dream_data"
+CHECKPOINT = DATA / "checkpoint"
+EXPECTED: dict[str, Any] = json.loads((DATA / "expected.json").read_text())
+MASK = 127
+
+
+def _case_id(case: dict[str, Any]) -> str:
+    extras = [f"{k}={case[k]}" for k in ("top_p", "top_k", "alg_temp") if k in case]
+    shape = "batch" if case["batch"] else "single"
+    head = [case["dtype"], case["alg"], shape, f"T={case['temperature']}", f"seed={case['seed']}"]
+    return "-".join([*head, *extras])
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, DreamModel]:
+    loaded = {d: load_model(CHECKPOINT, dtype=d) for d in ("float32", "bfloat16")}
+    assert all(isinstance(m, DreamModel) for m in loaded.values())
+    return loaded  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("case", EXPECTED["cases"], ids=_case_id)
+def test_token_exact_to_published_diffusion_generate(
+    models: dict[str, DreamModel], case: dict[str, Any]
+) -> None:
+    """Every alg, float32 and bfloat16, alone and as a left-padded mixed-length batch."""
+    kwargs = {k: case[k] for k in ("alg", "steps", "max_new_tokens", "temperature")}
+    kwargs |= {k: case[k] for k in ("top_p", "top_k", "alg_temp") if k in case}
+    generator = torch.Generator().manual_seed(case["seed"])
+    if case["batch"]:
+        ids = torch.tensor(EXPECTED["batch_input_ids"])
+        attention = torch.tensor(EXPECTED["batch_attention_mask"])
+    else:
+        ids, attention = torch.tensor(EXPECTED["prompt"]), None
+    out = diffusion_generate(
+        models[case["dtype"]],
+        ids,
+        attention,
+        mask_token_id=MASK,
+        generator=generator,
+        **kwargs,
+    )
+    assert out.tolist() == case["output"]
+
+
+def test_logits_are_unshifted(models: dict[str, DreamModel]) -> None:
+    """Position i reads Dream's output at i - 1 (position 0 its own), bit for bit."""
+    ids = torch.tensor(EXPECTED["forward_input"])
+    raw = torch.tensor(EXPECTED["forward_logits_first_rows"], dtype=torch.float32)  # [T, 8]
+    logits = models["float32"](ids).logits[0, :, :8]
+    assert torch.equal(logits[0], raw[0])
+    assert torch.equal(logits[1:], raw[:-1])
+
+
+def test_logits_index_and_cache(models: dict[str, DreamModel]) -> None:
+    """Selected positions give the same logits; a cached forward cannot give its first one."""
+    model = models["float32"]
+    ids = torch.tensor(EXPECTED["forward_input"])
+    full = model(ids).logits
+    index = torch.tensor([[0, 3, 7, 11]])
+    picked = model(ids, logits_index=index).logits
+    torch.testing.assert_close(picked, full[:, index[0]], rtol=1e-5, atol=1e-5)
+    prefix = model(ids[:, :5])
+    after = torch.tensor([[1, 3, 6]])
+    rest = model(ids[:, 5:], past_key_values=prefix.new_key_values, logits_index=after)
+    assert rest.logits.shape == (1, 3, full.shape[-1])
+    with pytest.raises(ValueError, match="position before it"):
+        model(ids[:, 5:], past_key_values=prefix.new_key_values)
+
+
+def _copy_checkpoint(tmp_path: Path, **changes: Any) -> Path:
+    root = tmp_path / "dream"
+    shutil.copytree(CHECKPOINT, root)
+    config = json.loads((root / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mask_token_id": None}, "missing required key 'mask_token_id'"),
+        ({"rope_scaling": {"type": "yarn", "factor": 4.0}}, "rope_scaling"),
+        ({"use_sliding_window": True}, "use_sliding_window"),
+        ({"hidden_size": 30}, "hidden_size=30"),
+    ],
+)
+def test_bad_config_is_a_checkpoint_error(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        load_model(_copy_checkpoint(tmp_path, **changes))
+
+
+def test_unknown_alg_is_refused(models: dict[str, DreamModel]) -> None:
+    with pytest.raises(ValueError, match="unknown alg 'greedy'"):
+        diffusion_generate(
+            models["float32"],
+            torch.tensor(EXPECTED["prompt"]),
+            max_new_tokens=4,
+            mask_token_id=MASK,
+            alg="greedy",
+        )
