@@ -44,6 +44,7 @@ from assistant.tools.runner import ToolOutcome, ToolRunner
 from dlm_runtime.chat_format import chat_format
 from dlm_runtime.decoding import DecodingMode
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
+from dlm_runtime.engine import Usage as EngineUsage
 from dlm_runtime.tokenizer import encode_chat
 
 log = structlog.get_logger(__name__)
@@ -188,18 +189,30 @@ class AgentLoop:
                 decoding=self.decoding,
                 seed=seed,
             )
-            async for event in self.submit(request):
-                if isinstance(event, Final):
-                    final = event
-                elif not self._is_tool_call(event):
-                    if first_draft is None:
-                        first_draft = (time.perf_counter() - started) * 1000
-                    yield DraftUpdate(
-                        text=table.resolve_draft(self._draft_text(event)),
-                        step=event.step,
-                        round=round_,
-                        revised=len(event.revised),
-                    )
+            stream = self.submit(request)
+            submitted = time.perf_counter()
+            try:
+                async for event in stream:
+                    if isinstance(event, Final):
+                        final = event
+                        break
+                    if not self._is_tool_call(event):
+                        if first_draft is None:
+                            first_draft = (time.perf_counter() - started) * 1000
+                        yield DraftUpdate(
+                            text=table.resolve_draft(self._draft_text(event)),
+                            step=event.step,
+                            round=round_,
+                            revised=len(event.revised),
+                        )
+                    final = self._ended(event, submitted)
+                    if final is not None:
+                        break
+            finally:
+                # Closed now: a reply that ended at its end token frees its engine row at once.
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
             assert final is not None, "the engine ended a request without a Final event"
             if final.finish_reason == "error":
                 # Not a reply: the worker decides whether another delivery could do better.
@@ -329,6 +342,28 @@ class AgentLoop:
         if self.chat.native:
             return bool(draft.token_ids) and draft.token_ids[0] == self.tool_call_open
         return self._draft_text(draft).lstrip().startswith(FOREIGN_CALL_STARTS)
+
+    def _ended(self, draft: Draft, started: float) -> Final | None:
+        """A foreign reply settled up to one of its end tokens, as the request's Final.
+
+        The engine stops only at the config's ``eos_token_id``; an instruct model ends its
+        turn with its own end token (LLaDA's ``<|eot_id|>``), after which nothing is shown
+        or stored. Once every position before such a token is committed, and the policy
+        cannot re-mask it, the reply is done and the request is closed. Usage counts the
+        steps so far (one forward each).
+        """
+        if self.chat.native or self.decoding.policy.revision is not None:
+            return None
+        for index, token in enumerate(draft.token_ids):
+            if index >= len(draft.spans) or draft.spans[index].masked:
+                return None
+            if token in self.chat.end_ids:
+                ids = draft.token_ids[:index]
+                text = draft.text[: draft.spans[index].start]
+                elapsed = (time.perf_counter() - started) * 1000
+                usage = EngineUsage(draft.step, draft.step, len(ids), elapsed)
+                return Final(draft.request_id, ids, text, "end", usage)
+        return None
 
     def _draft_text(self, draft: Draft) -> str:
         """The draft's text; a foreign model's cut at its first end token."""

@@ -218,3 +218,50 @@ def test_parse_foreign_output_shapes() -> None:
 def test_llada_template_is_loaded_from_chat_template_jinja(tmp_path: Path) -> None:
     tok = load_tokenizer(write_tiny_llada(tmp_path / "c"))
     assert tok.chat_template == LLADA_CHAT_TEMPLATE
+
+
+class Unmasking:
+    """An engine stand-in that unmasks a scripted reply left to right, one token per step."""
+
+    def __init__(self, tokenizer: Any, output: str, mask: str = "<|mdm_mask|>") -> None:
+        self.tokenizer = tokenizer
+        self.ids = tokenizer.encode(output, add_special_tokens=False)
+        self.mask = tokenizer.convert_tokens_to_ids(mask)
+        self.steps = 0
+        self.closed = False
+
+    async def __call__(self, request: GenerationRequest) -> AsyncIterator[Draft | Final]:
+        from dlm_runtime.tokenizer import decode_draft
+
+        try:
+            for step in range(1, len(self.ids) + 1):
+                self.steps = step
+                ids = self.ids[:step] + [self.mask] * (len(self.ids) - step)
+                draft = decode_draft(self.tokenizer, ids, mask_id=self.mask)
+                yield Draft(request.request_id, step, ids, draft.text, draft.spans, [], [], 0)
+            text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+            yield Final(request.request_id, self.ids, text, "length", Usage(9, 9, 9, 1.0))
+        finally:
+            self.closed = True
+
+
+async def test_request_ends_once_the_reply_is_settled_up_to_its_end_token(
+    llada_tokenizer: Any,
+) -> None:
+    """The engine stops at the config's eos only; the loop closes the request at <|eot_id|>."""
+    engine = Unmasking(llada_tokenizer, "Hi there!<|eot_id|>more words that never show")
+    loop = AgentLoop(
+        engine,
+        llada_tokenizer,
+        ToolRunner(MemoryShop(build_shop())),
+        DecodingMode.diffusion(fast()),
+        entity_slots=False,
+    )
+    history = [HistoryItem("user", "hello")]
+    events = [e async for e in loop.run("widget", history, ToolContext(tenant_id="t"))]
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.text == "Hi there!"
+    reply_len = len(llada_tokenizer.encode("Hi there!", add_special_tokens=False))
+    assert engine.closed and engine.steps == reply_len + 1  # no step after the end token
+    assert final.usage.steps == reply_len + 1 and final.usage.tokens == reply_len
+    assert all("more" not in e.text for e in events if isinstance(e, DraftUpdate))
