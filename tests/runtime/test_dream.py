@@ -8,6 +8,7 @@ run); the upstream code itself is not in the repository.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -17,8 +18,12 @@ import pytest
 import torch
 
 from dlm_runtime import CheckpointError, load_model
+from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.dream import DreamModel
 from dlm_runtime.dream_generate import diffusion_generate
+from dlm_runtime.dream_policy import dream_policy
+from dlm_runtime.engine import Engine, Final, GenerationRequest
+from dlm_runtime.tokenizer import train_tokenizer
 
 DATA = Path(__file__).parent / "dream_data"
 CHECKPOINT = DATA / "checkpoint"
@@ -127,3 +132,64 @@ def test_unknown_alg_is_refused(models: dict[str, DreamModel]) -> None:
             mask_token_id=MASK,
             alg="greedy",
         )
+
+
+def _rows(case: dict[str, Any]) -> list[tuple[list[int], list[int]]]:
+    """Each request of ``case`` unpadded, with upstream's reply for it."""
+    n = case["max_new_tokens"]
+    if not case["batch"]:
+        return [(EXPECTED["prompt"][0], case["output"][0][-n:])]
+    ids, attention = EXPECTED["batch_input_ids"], EXPECTED["batch_attention_mask"]
+    return [
+        ([t for t, keep in zip(row, am, strict=True) if keep], out[-n:])
+        for row, am, out in zip(ids, attention, case["output"], strict=True)
+    ]
+
+
+ENGINE_CASES = [
+    c
+    for c in EXPECTED["cases"]
+    if c["temperature"] == 0 and c["alg"] != "origin" and "alg_temp" not in c
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+async def test_engine_decodes_dream_as_diffusion_generate(
+    models: dict[str, DreamModel], dtype: str
+) -> None:
+    """The engine's BIDIRECTIONAL state with dream_policy, all requests at once (mixed
+    lengths, three algs): each equals diffusion_generate on that prompt alone, and upstream's
+    recorded output wherever upstream's own run was unpadded or float32. (A bf16 left-padded
+    batch is not always equal to its rows alone in upstream itself: padding changes the
+    masked attention kernel's rounding.)"""
+    model = models[dtype]
+    tok = train_tokenizer(["Hello world! How are you today?"] * 20, vocab_size=300)
+    requests, wants = [], []
+    for i, case in enumerate(c for c in ENGINE_CASES if c["dtype"] == dtype):
+        policy = dream_policy(case["steps"], case["max_new_tokens"], case["alg"])
+        for j, (prompt, upstream) in enumerate(_rows(case)):
+            alone = diffusion_generate(
+                model,
+                torch.tensor([prompt]),
+                mask_token_id=MASK,
+                max_new_tokens=case["max_new_tokens"],
+                steps=case["steps"],
+                alg=case["alg"],
+                temperature=0.0,
+            )[0, len(prompt) :].tolist()
+            if dtype == "float32" or not case["batch"]:
+                assert alone == upstream
+            mode = DecodingMode("dream", Pattern.BIDIRECTIONAL, policy)
+            requests.append(GenerationRequest(f"{i}-{j}", prompt, mode, 0))
+            wants.append(alone)
+    assert len(requests) == 12
+
+    async def run(request: GenerationRequest) -> list[int]:
+        events = [event async for event in await engine.submit(request)]
+        last = events[-1]
+        assert isinstance(last, Final)
+        return last.token_ids
+
+    async with Engine(model, tok) as engine:
+        got = await asyncio.gather(*(run(r) for r in requests))
+    assert got == wants
