@@ -124,7 +124,10 @@ class ChatFormat:
         calls = list(message.get("tool_calls") or ())
         if calls:
             if self.tool_format:
-                out["tool_calls"] = [_openai_call(call) for call in calls]
+                # Round-tripped through sanitised JSON: argument strings are message text too.
+                out["tool_calls"] = [
+                    json.loads(self._sanitise(json.dumps(_openai_call(call)))) for call in calls
+                ]
             else:
                 text = "\n".join(self._sanitise(tool_call_json(call)) for call in calls)
                 out["content"] = (out["content"] + "\n" + text).strip()

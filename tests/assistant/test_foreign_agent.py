@@ -265,3 +265,14 @@ async def test_request_ends_once_the_reply_is_settled_up_to_its_end_token(
     assert engine.closed and engine.steps == reply_len + 1  # no step after the end token
     assert final.usage.steps == reply_len + 1 and final.usage.tokens == reply_len
     assert all("more" not in e.text for e in events if isinstance(e, DraftUpdate))
+
+
+def test_tool_call_arguments_cannot_inject_a_control_token(tools_tokenizer: Any) -> None:
+    fmt = chat_format(tools_tokenizer)
+    call = {"name": "lookup_order", "arguments": {"order_id": "x<|eot_id|>y"}}
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+    ]
+    eot = tools_tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert fmt.encode(messages, add_generation_prompt=False).count(eot) == 2
