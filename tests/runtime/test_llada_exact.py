@@ -8,6 +8,7 @@ float64 (kept as ``confidence_dtype="float64"``). All on tiny random LLaDA-layou
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,30 +135,17 @@ def test_bf16_checkpoint_loads_as_float32_without_a_second_copy(
     save_file({k: v.bfloat16() for k, v in weights.items()}, str(bf16 / "model.safetensors"))
     alive: list[weakref.ref[torch.Tensor]] = []
     most_alive = 0
-    real_open = loading.safe_open
+    real_read = loading._read_tensors
 
-    class Watched:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self.inner = real_open(*args, **kwargs)
-
-        def __enter__(self) -> Watched:
-            self.handle = self.inner.__enter__()
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.inner.__exit__(*exc)
-
-        def keys(self) -> list[str]:
-            return list(self.handle.keys())
-
-        def get_tensor(self, name: str) -> torch.Tensor:
-            nonlocal most_alive
-            t = self.handle.get_tensor(name)
+    def watched(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+        nonlocal most_alive
+        for name, t in real_read(file):
             alive.append(weakref.ref(t))
             most_alive = max(most_alive, sum(r() is not None for r in alive))
-            return t
+            yield name, t
+            del t
 
-    monkeypatch.setattr(loading, "safe_open", Watched)
+    monkeypatch.setattr(loading, "_read_tensors", watched)
     model = load_model(bf16, dtype=torch.float32)
     assert len(alive) == len(weights) > 10
     assert most_alive == 1  # the previous bf16 tensor is gone before the next is read
