@@ -1,4 +1,4 @@
-"""A foreign checkpoint's tokenizer and chat template, its hub id, and serving it in a worker.
+"""A foreign checkpoint's tokenizer and chat template (dlm_runtime.chat_format), and hub ids.
 
 The checkpoint is a tiny random one in LLaDA-8B-Instruct's own layout (tests/tiny_llada.py),
 loaded through the same public path a user takes. Nothing here touches a network.
@@ -14,23 +14,11 @@ import huggingface_hub
 import pytest
 from huggingface_hub import constants
 
-from assistant.agent.decoding import DEFAULT_MODE, decoding_modes, for_model
-from assistant.agent.loop import AgentLoop, DraftUpdate, TurnFinished
-from assistant.agent.prompting import HistoryItem
-from assistant.checkpoints import model_dir, uses_entity_slots
-from assistant.core.config import Settings
-from assistant.core.errors import UserError
-from assistant.demo.shop import build_shop
-from assistant.tools.base import ToolContext
-from assistant.tools.runner import ToolRunner
-from assistant.tools.shop import MemoryShop
 from dlm_runtime import CheckpointError
 from dlm_runtime.chat_format import chat_format
-from dlm_runtime.decoding import Pattern
 from dlm_runtime.hub import resolve_checkpoint
 from dlm_runtime.tokenizer import encode_chat, load_tokenizer, train_tokenizer
 from tests.tiny_llada import write_tiny_llada
-from workers.generator import load_generator
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +58,10 @@ def test_tokenizer_without_a_chat_template_is_refused_at_load(tmp_path: Path) ->
     path = write_tiny_llada(tmp_path / "c", template=None)
     with pytest.raises(ValueError, match=r"no chat template.*chat_template\.jinja"):
         load_tokenizer(path)
-    with pytest.raises(UserError, match="chat template"):
-        load_generator(Settings(model_path=str(path), device="cpu"))
 
 
 def test_local_directory_is_used_as_it_is(checkpoint: Path) -> None:
     assert resolve_checkpoint(checkpoint) == checkpoint
-    assert model_dir(str(checkpoint)) == checkpoint
-    assert not uses_entity_slots(checkpoint)  # a foreign model gets real values
 
 
 def test_hub_id_downloads_only_the_checkpoint_files(
@@ -106,58 +90,3 @@ def test_hub_id_without_network_is_a_clear_error(
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(CheckpointError, match="downloading it from the Hugging Face Hub failed"):
         resolve_checkpoint("someone/not-cached-model")
-    with pytest.raises(UserError, match="someone/not-cached-model"):
-        load_generator(Settings(model_path="someone/not-cached-model", device="cpu"))
-
-
-@pytest.mark.parametrize(
-    "mode_name", [DEFAULT_MODE, pytest.param("vanilla-diffusion", marks=pytest.mark.slow)]
-)
-async def test_worker_engine_answers_with_the_foreign_checkpoint(
-    checkpoint: Path, mode_name: str
-) -> None:
-    """load_generator -> Engine -> agent loop: drafts stream and the turn completes."""
-    generator, tokenizer = load_generator(Settings(model_path=str(checkpoint), device="cpu"))
-    try:
-        mode = for_model(decoding_modes()[mode_name], generator.engine.info.default_pattern)
-        assert mode.pattern is Pattern.DEFAULT_DIFFUSION  # LLaDA's own: bidirectional
-        loop = AgentLoop(
-            generator.submit,
-            tokenizer,
-            ToolRunner(MemoryShop(build_shop())),
-            mode,
-            context=generator.context,
-            entity_slots=False,
-        )
-        history = [HistoryItem("user", "where is my order?")]
-        events = [e async for e in loop.run("widget", history, ToolContext(tenant_id="t"), seed=0)]
-    finally:
-        await generator.close()
-    final = events[-1]
-    assert isinstance(final, TurnFinished) and final.status == "complete", final
-    assert any(isinstance(e, DraftUpdate) for e in events)
-    assert final.text
-
-
-def test_left_to_right_modes_are_refused_for_a_bidirectional_model() -> None:
-    modes = decoding_modes()
-    assert for_model(modes["speculative"], Pattern.PREFIX_CAUSAL) is modes["speculative"]
-    assert for_model(modes[DEFAULT_MODE], Pattern.PREFIX_CAUSAL) is modes[DEFAULT_MODE]
-    for name in ("autoregressive", "speculative"):
-        with pytest.raises(UserError, match="ASSISTANT_DECODING_MODE"):
-            for_model(modes[name], Pattern.BIDIRECTIONAL)
-    vanilla = for_model(modes["vanilla-diffusion"], Pattern.BIDIRECTIONAL)
-    assert vanilla.policy == modes["vanilla-diffusion"].policy
-
-
-def test_serve_checks_a_hub_id_before_starting_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from assistant.app.serve import check_model_path
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(UserError, match="someone/not-cached-model: not a local directory"):
-        check_model_path(Settings(model_path="someone/not-cached-model"))
-    with pytest.raises(UserError, match="is not a directory"):
-        check_model_path(Settings(model_path=str(tmp_path / "no" / "such" / "dir")))
