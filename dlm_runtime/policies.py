@@ -21,7 +21,8 @@ reference draws its random numbers over the full ``[1, seq_len, V]`` logits (and
 ``[1, seq_len]`` for ``remasking="random"``) each step; :class:`ReferenceRandom` draws the same
 shapes in the same order and slices out the block, so a ``torch.Generator`` seeded like the
 reference's ``torch.manual_seed`` (or ``generator=None``, the global generator itself) gives
-identical tokens. Only batch size 1 is reproduced.
+identical tokens. Only batch size 1 is reproduced (the engine runs each request as its own
+batch of one, and ``cfg_scale`` adds the guidance row as upstream does).
 """
 
 from __future__ import annotations
@@ -543,7 +544,7 @@ def fixed_schedule(
     confidence_dtype: str = "logits",
     cfg_scale: float = 0.0,
 ) -> DecodingPolicy:
-    """LLaDA's ``generate()`` (no CFG): ``steps // blocks`` tokens unmasked per step (the most
+    """LLaDA's ``generate()``: ``steps // blocks`` tokens unmasked per step (the most
     confident, or random ones), Gumbel sampling, no early stop.
 
     ``cfg_scale`` > 0: unsupervised classifier-free guidance (see :class:`DecodingPolicy`).
