@@ -276,3 +276,18 @@ def test_tool_call_arguments_cannot_inject_a_control_token(tools_tokenizer: Any)
     ]
     eot = tools_tokenizer.convert_tokens_to_ids("<|eot_id|>")
     assert fmt.encode(messages, add_generation_prompt=False).count(eot) == 2
+
+
+async def test_long_history_is_trimmed_to_the_context_in_the_templates_tokens(
+    llada_tokenizer: Any,
+) -> None:
+    """Trimming measures the checkpoint's own prompt, so a long message still fits."""
+    script = Script(llada_tokenizer, ["Fine.<|eot_id|>"])
+    mode = DecodingMode.diffusion(fast(block_size=8, max_new_tokens=16))
+    runner = ToolRunner(MemoryShop(build_shop()))
+    loop = AgentLoop(script, llada_tokenizer, runner, mode, context=2500, entity_slots=False)
+    history = [HistoryItem("user", "word " * 2000)]
+    events = [e async for e in loop.run("widget", history, ToolContext(tenant_id="t"))]
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.text == "Fine."
+    assert len(script.prompts[0]) <= 2500 - 16
