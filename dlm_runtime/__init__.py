@@ -54,6 +54,12 @@ __all__ += [
     "train_tokenizer",
 ]
 
+# --- a checkpoint's chat format (native, or its own template) and hub model ids ---
+from dlm_runtime.chat_format import ChatFormat, chat_format  # noqa: E402 (one block with its exports)
+from dlm_runtime.hub import resolve_checkpoint  # noqa: E402 (one block with its exports)
+
+__all__ += ["ChatFormat", "chat_format", "resolve_checkpoint"]
+
 # --- decoding modes and the continuous-batching inference engine ---
 from dlm_runtime.decoding import DecodingMode, Pattern  # noqa: E402 (one block with its exports)
 from dlm_runtime.engine import (  # noqa: E402 (kept in one block with its exports)
