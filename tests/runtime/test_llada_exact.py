@@ -3,6 +3,13 @@
 Upstream is :mod:`dlm_runtime.llada_generate`, the transcription of ML-GSAI/LLaDA generate.py:
 since mid-2025 it computes the ``low_confidence`` softmax in the logits' dtype, before that in
 float64 (kept as ``confidence_dtype="float64"``). All on tiny random LLaDA-layout checkpoints.
+
+Checked once outside the repository against upstream itself (modeling_llada.py and today's
+generate.py from scratch copies, CPU): the native model's bf16 logits equal upstream's bit for
+bit, and the engine matched upstream's generate() on 240 of 240 batched requests (float32 and
+bf16, two layouts, greedy, Gumbel, random remasking, cfg_scale 1.0 and 1.5). Upstream's
+generate() needs an ``attention_mask`` with ``cfg_scale`` > 0 (without one it fails on an
+unbound local), so guidance was compared with an all-ones mask.
 """
 
 from __future__ import annotations
