@@ -389,4 +389,17 @@ def _load_remote(
         entity_slots=bool(raw.get("entity_slots", False)),
         raw=raw,
     )
-    return RemoteCodeModel(inner.to(device).eval(), view)
+    model = RemoteCodeModel(inner.to(device).eval(), view)
+    # A forward of one token now, so code that loads but cannot run (LLaDA's reads
+    # config.use_cache, gone from transformers 5's config) fails at start-up, not at a turn.
+    probe = torch.tensor([[view.mask_token_id or 0]], device=device)
+    try:
+        with torch.no_grad():
+            model(probe)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{root}: the checkpoint's own modeling code (trust_remote_code=True) loaded but its "
+            f"forward fails under transformers {transformers.__version__}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return model

@@ -234,3 +234,22 @@ async def test_cfg_scale_needs_bidirectional(tok: PreTrainedTokenizerFast, tmp_p
     async with Engine(NoMask(load_model(tmp_path)), tok) as engine:
         with pytest.raises(ValueError, match="BIDIRECTIONAL"):
             await engine.submit(req("x", [3, 4], policy(cfg_scale=1.0), Pattern.PREFIX_CAUSAL))
+
+
+def test_remote_code_that_cannot_run_fails_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remote code that loads but whose forward raises is refused at load, not at a turn."""
+    import transformers
+
+    from dlm_runtime import CheckpointError
+
+    write_checkpoint(tmp_path, block_type="sequential")
+
+    class Broken(nn.Module):
+        def forward(self, input_ids: torch.Tensor) -> Any:
+            raise AttributeError("'LLaDAConfig' object has no attribute 'use_cache'")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda path, **kwargs: Broken())
+    with pytest.raises(CheckpointError, match=r"forward fails under transformers .*use_cache"):
+        load_model(tmp_path, trust_remote_code=True)
