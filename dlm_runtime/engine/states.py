@@ -416,84 +416,105 @@ class AutoregressiveState(CausalRow, RequestState):
 
 
 class SpeculativeState(RequestState):
-    """Self-speculation: prefix-causal diffusion drafts a block, one causal pass verifies it.
+    """Self-speculation: each forward verifies the last draft causally and drafts the next.
 
-    The verifier's target for the block's first position comes from the last pending row of
-    the first draft step (those rows attend causally, so it is the autoregressive prediction);
-    the verify pass over the drafted block gives the targets for the rest. Every emitted token
-    is a target drawn by the policy's chooser given the emitted prefix, so the output follows
-    the autoregressive sampler exactly (token for token at temperature 0).
+    A forward's rows are the pending tokens (the prompt at first, then the last emitted
+    token), the drafted tokens after them with causal ranks, and a block of masks ranked after
+    all of those (the prefix-causal diffusion pattern). Row ``i``'s logits before the masks are
+    the autoregressive prediction after pending + drafted tokens ``< i``: the targets. The
+    drafted tokens are kept while they equal their targets, and the target after the last
+    kept one follows, so every forward emits at least one token and every emitted token is a
+    target drawn by the policy's chooser given the emitted prefix: the output follows the
+    autoregressive sampler exactly (token for token at temperature 0). When the whole draft
+    was kept, the masks stand right after it, so one diffusion step on them (argmax, kept up
+    to the first guess below the policy's threshold) is the next draft; the first mask sits
+    where the bonus target goes, so the draft is its followers. Otherwise the next forward
+    drafts afresh (and still emits its first target).
     """
 
     def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
         super().__init__(handle, info, stats)
         self.pending = self.prompt
         self.cached = 0
-        self.round = 0
-        self.verifying = False
-        self.first_target = -1
-        self.block = self._new_block(self._draft_len())
+        self.draft: list[int] = []
+        self.masks = 0  # masks in the query being consumed
+        self.threshold = float(self.policy.params.get("threshold", 0.0) or 0.0)
+        self.rounds = 0
         self.accepted = 0  # drafted tokens accepted, over all rounds
 
     def _draft_len(self) -> int:
-        return min(self.policy.block_size, self.policy.max_new_tokens - len(self.reply))
+        """Masks after the draft: the policy's block, never past what is left of the reply
+        (the last pending token's position plus drafted tokens plus masks stays below the
+        prompt + ``max_new_tokens``)."""
+        left = self.policy.max_new_tokens - len(self.reply) - len(self.draft)
+        return max(0, min(self.policy.block_size, left))
 
     def query(self) -> Query:
-        device, block = self.info.device, self.block
-        if self.verifying:
-            return Query(block.x, self.cached, self.cached, causal_ranks(block.block_len, device))
-        n = int(self.pending.shape[0])
-        tokens = torch.cat([self.pending, block.x]) if n else block.x
-        ranks = prefix_ranks(n, block.block_len, device)
-        # The last pending position's logits (the verifier's first target), then the block's.
-        return Query(tokens, self.cached, self.cached, ranks, logits_from=max(0, n - 1))
+        device, n = self.info.device, int(self.pending.shape[0])
+        self.masks = self._draft_len()
+        parts = [self.pending]
+        if self.draft:
+            parts.append(torch.tensor(self.draft, dtype=torch.long, device=device))
+        if self.masks:
+            parts.append(
+                torch.full((self.masks,), self.info.mask_id, dtype=torch.long, device=device)
+            )
+        tokens = torch.cat(parts) if len(parts) > 1 else self.pending
+        ranks = prefix_ranks(n + len(self.draft), self.masks, device)
+        # Logits from the last pending row: the targets, then the masks' guesses.
+        return Query(tokens, self.cached, self.cached, ranks, logits_from=n - 1)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
         self.forward_passes += 1
-        if self.verifying:
-            return self._verify(logits, cache)
-        n = int(self.pending.shape[0])
-        if n:
-            cache.keep(0, n)
-            self.cached += n
-            self.first_target = self._choose(logits[:1])[0]
-            self.pending = self.prompt[:0]
-            logits = logits[1:]
-        _, draft = self._step_block(self.block, logits[: self.block.block_len], self.round)
-        self.verifying = self.block.done
-        return [draft]
-
-    def _verify(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
-        drafted = self.block.x.tolist()
-        length = len(drafted)
-        targets = [self.first_target, *self._choose(logits[:length])]
-        k = 0
-        while k < length and drafted[k] == targets[k]:
-            k += 1
-        self.accepted += k
-        cache.keep(0, k)  # causal K/V of the accepted drafted tokens
-        self.cached += k
+        self.steps += 1
+        n, drafted = int(self.pending.shape[0]), self.draft
+        k = len(drafted)
+        targets = self._choose(logits[: k + 1])
+        j = 0
+        while j < k and drafted[j] == targets[j]:
+            j += 1
+        self.rounds += 1
+        self.accepted += j
+        cache.keep(0, n + j)  # causal K/V of the pending and the accepted drafted tokens
+        self.cached += n + j
+        new = targets[: j + 1]
         start = len(self.reply)
-        self.reply.extend(targets[: k + 1])
+        self.reply.extend(new)
         events: list[Update] = [
             self._draft(
-                list(self.reply), len(self.reply), list(range(start, start + k + 1)), [], self.round
+                list(self.reply), len(self.reply), list(range(start, len(self.reply))), [], start
             )
         ]
         end_id = self.info.end_id
-        new = targets[: k + 1]
         if self.policy.early_stop and end_id in new:
             del self.reply[start + new.index(end_id) :]
             events.append(self.final("end"))
-        elif len(self.reply) >= self.policy.max_new_tokens:
+            return events
+        if len(self.reply) >= self.policy.max_new_tokens:
             del self.reply[self.policy.max_new_tokens :]
             events.append(self.final("length"))
-        else:
-            self.pending = torch.tensor([targets[k]], dtype=torch.long, device=self.info.device)
-            self.round += 1
-            self.verifying = False
-            self.block = self._new_block(self._draft_len())
+            return events
+        self.pending = torch.tensor([new[-1]], dtype=torch.long, device=self.info.device)
+        self.draft = []
+        if j == k and self.masks > 1:
+            self.draft = self._next_draft(logits[k + 2 : k + 1 + self.masks])
         return events
+
+    def _next_draft(self, guesses: torch.Tensor) -> list[int]:
+        """The masks' argmax tokens up to the first one below the threshold (or the mask id),
+        at most what is left of the reply after the bonus token."""
+        started = time.perf_counter()
+        left = self.policy.max_new_tokens - len(self.reply) - 1
+        guesses = guesses[: max(0, left)]
+        if guesses.shape[0] == 0:
+            return []
+        probs = torch.softmax(guesses.float(), dim=-1)
+        best, tokens = probs.max(dim=-1)
+        keep = (best >= self.threshold) & (tokens != self.info.mask_id)
+        count = int(keep.long().cumprod(0).sum())
+        self.stats.policy_seconds += time.perf_counter() - started
+        draft: list[int] = tokens[:count].tolist()
+        return draft
 
 
 STATES: dict[Pattern, type[RequestState]] = {
