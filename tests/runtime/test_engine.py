@@ -515,6 +515,93 @@ async def test_speculative_accepts_drafts_and_fixes_wrong_ones(
         assert sp.usage.forward_passes < ar.usage.forward_passes
 
 
+def unsure_drafts(mask_id: int) -> Rule:
+    """Like agreeing(), but diffusion has no idea (uniform logits) at every fifth position."""
+
+    def rule(ids: torch.Tensor, pos: torch.Tensor, call: int) -> torch.Tensor:
+        right = agreeing(mask_id)(ids, pos, call)
+        return torch.where((ids == mask_id) & (pos % 5 == 0), torch.full_like(right, -1), right)
+
+    return rule
+
+
+def spec_rule(name: str, mask_id: int, end_at: int | None, end_id: int) -> Rule:
+    base = agreeing(mask_id, end_at, end_id)
+    if name == "agreeing":
+        return base
+    wrong = sloppy_drafts(mask_id) if name == "sloppy" else unsure_drafts(mask_id)
+
+    def rule(ids: torch.Tensor, pos: torch.Tensor, call: int) -> torch.Tensor:
+        return torch.where(ids == mask_id, wrong(ids, pos, call), base(ids, pos, call))
+
+    return rule
+
+
+@pytest.mark.parametrize("rule_name", ["agreeing", "sloppy", "unsure"])
+@pytest.mark.parametrize("masks", [1, 2, 3, 8])
+@pytest.mark.parametrize("max_new", [1, 2, 9, 17])
+@pytest.mark.parametrize("end_offset", [None, 0, 4, 11])
+async def test_speculative_rounds_match_autoregressive(
+    tok: PreTrainedTokenizerFast,
+    rule_name: str,
+    masks: int,
+    max_new: int,
+    end_offset: int | None,
+) -> None:
+    """Whole drafts kept (the masks draft the next), drafts cut (the next forward drafts
+    afresh), drafts stopped at an unsure guess, the end token or the last allowed token inside
+    a draft: always the autoregressive reply, and never more forwards than it."""
+    sp = special_token_ids(tok)
+    p = prompt(6, seed=masks)
+    end_at = None if end_offset is None else len(p) + 1 + end_offset
+    model = ScriptedModel(tok, spec_rule(rule_name, sp.mask, end_at, sp.end))
+    policy = fast(threshold=0.5, block_size=min(masks, max_new), max_new_tokens=max_new)
+    async with Engine(model, tok) as engine:
+        ar = final(await collect(engine, req("ar", p, policy, Pattern.AUTOREGRESSIVE)))
+        spec = final(await collect(engine, req("sp", p, policy, Pattern.SPECULATIVE)))
+    assert spec.token_ids == ar.token_ids
+    assert spec.finish_reason == ar.finish_reason
+    assert spec.usage.tokens == ar.usage.tokens
+    assert spec.usage.forward_passes <= ar.usage.forward_passes
+    if rule_name == "agreeing" and masks > 1:
+        # The first forward emits one token and drafts masks - 1; each later one emits all of
+        # its draft plus the bonus token.
+        emitted = len(ar.token_ids) + (ar.finish_reason == "end")
+        assert spec.usage.forward_passes <= 1 + -(-(emitted - 1) // (masks - 1))
+
+
+async def test_speculative_batched_with_other_rows_equals_autoregressive_alone(
+    tok: PreTrainedTokenizerFast, dlm: DLMModel
+) -> None:
+    """Speculative rows of several draft lengths (so several query lengths) in one batch with
+    diffusion and autoregressive rows reply as autoregressive mode does alone."""
+    prompts = [prompt(4 + 3 * i, seed=40 + i) for i in range(4)]
+    want = {}
+    async with Engine(dlm, tok) as engine:
+        for i, p in enumerate(prompts):
+            policy = fast(block_size=4, max_new_tokens=20)
+            got = final(await collect(engine, req(f"ar{i}", p, policy, Pattern.AUTOREGRESSIVE)))
+            want[i] = got.token_ids
+    requests = [
+        req(
+            f"sp{i}",
+            p,
+            fast(threshold=0.3, block_size=2 + 3 * i, max_new_tokens=20),
+            Pattern.SPECULATIVE,
+        )
+        for i, p in enumerate(prompts)
+    ]
+    others = [
+        req("pc", prompt(7, seed=1), fast(threshold=0.6, block_size=8, max_new_tokens=24)),
+        req("ar", prompt(5, seed=2), fast(block_size=4, max_new_tokens=30), Pattern.AUTOREGRESSIVE),
+    ]
+    for max_batch in (16, 3):
+        async with Engine(dlm, tok, max_batch=max_batch) as engine:
+            results = await run_all(engine, [*others, *requests])
+        for i in range(len(prompts)):
+            assert final(results[f"sp{i}"]).token_ids == want[i]
+
+
 async def test_long_replies_grow_the_cache_pool(tok: PreTrainedTokenizerFast) -> None:
     """Cache rows grow past their first capacity (and move on leave) without losing order."""
     mask = special_token_ids(tok).mask
