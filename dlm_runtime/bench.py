@@ -6,6 +6,10 @@ context 512); the tokenizer is trained on this package's own source text. Random
 confidence meaningless, so every diffusion figure uses a fixed schedule: greedy tokens, the
 ``FixedCount`` unmasking of the ``fixed_schedule`` preset, 32-token blocks, no early stop, so
 the work per request does not depend on the weights. Prints one plain-text report.
+
+``--speculative`` runs only the self-speculation section instead: autoregressive against
+speculative mode on the real checkpoint (``--checkpoint``) and real prompts (``--prompts``, a
+corpus .jsonl), at each load in ``--loads`` (docs/benchmarks.md, "Self-speculation").
 """
 
 from __future__ import annotations
