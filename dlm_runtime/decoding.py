@@ -27,11 +27,14 @@ class Pattern(Enum):
     PREFIX_CACHE = "prefix-cache"
     AUTOREGRESSIVE = "autoregressive"
     SPECULATIVE = "speculative"
+    # PREFIX_CAUSAL with each block's length chosen from the engine's load, down to causal
+    # one-token steps (dlm_runtime.parallelism): needs a model trained both ways.
+    ADAPTIVE = "adaptive"
 
     @property
     def is_diffusion(self) -> bool:
         """Whether the pattern decodes whole blocks by iterative unmasking."""
-        return self not in (Pattern.AUTOREGRESSIVE, Pattern.SPECULATIVE)
+        return self not in (Pattern.AUTOREGRESSIVE, Pattern.SPECULATIVE, Pattern.ADAPTIVE)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,12 @@ class DecodingMode:
     def autoregressive(cls, policy: DecodingPolicy, name: str = "autoregressive") -> DecodingMode:
         """Causal decoding, one token per forward."""
         return cls(name, Pattern.AUTOREGRESSIVE, policy)
+
+    @classmethod
+    def adaptive(cls, policy: DecodingPolicy, name: str = "adaptive") -> DecodingMode:
+        """Prefix-causal blocks of at most ``policy.block_size``, each as long as the load
+        calls for (a causal one-token step at saturation)."""
+        return cls(name, Pattern.ADAPTIVE, policy)
 
     @classmethod
     def speculative(cls, policy: DecodingPolicy, name: str = "speculative") -> DecodingMode:

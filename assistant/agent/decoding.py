@@ -103,6 +103,13 @@ def decoding_modes(
         # fastest at 8 concurrent requests (1.2x autoregressive; 16 masks 1.0x) and about 2x
         # alone. The threshold barely moves acceptance (3.51 / 3.56 / 3.49 tokens per forward
         # at 0.3 / 0.5 / 0.7) but shortens the drafts that fail, so the verify is cheaper.
+        # Fast diffusion whose block shrinks as the batch grows, down to causal steps: the
+        # engine picks each block's length from this device's measured forward costs.
+        DecodingMode(
+            "adaptive-diffusion",
+            Pattern.ADAPTIVE,
+            fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
+        ),
         DecodingMode(
             "speculative",
             Pattern.SPECULATIVE,

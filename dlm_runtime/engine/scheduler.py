@@ -28,6 +28,7 @@ from dlm_runtime.engine.batching import (
     plan_forwards,
     sort_rows,
 )
+from dlm_runtime.engine.calibrate import measure_forward_cost
 from dlm_runtime.engine.draft_text import DraftDecoder
 from dlm_runtime.engine.requests import (
     EngineStats,
@@ -48,6 +49,7 @@ from dlm_runtime.engine.states import (
     Update,
 )
 from dlm_runtime.loading import RemoteCodeModel
+from dlm_runtime.parallelism import Parallelism
 from dlm_runtime.policies import DecodingPolicy
 
 
@@ -74,10 +76,13 @@ class Engine:
         dtype: torch.dtype | None = None,
         mask_placeholder: str = "░",
         exact_batches: bool | None = None,
+        parallelism: Parallelism | None = None,
     ) -> None:
         """``exact_batches``: run only rows of identical shape together (no padding), so that
         a request decodes the same batched as alone in every dtype; ``None`` (default) turns
-        it on for models below float32 (bfloat16, float16), where padding changes logits."""
+        it on for models below float32 (bfloat16, float16), where padding changes logits.
+        ``parallelism``: how ADAPTIVE requests choose block lengths; ``None`` measures this
+        device's forward costs when the first such request arrives (a few seconds at most)."""
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if device is not None or dtype is not None:
@@ -102,6 +107,7 @@ class Engine:
             default_pattern=Pattern.PREFIX_CAUSAL
             if getattr(cfg, "model_type", "") == "dlm"
             else Pattern.BIDIRECTIONAL,
+            parallelism=parallelism,
         )
         self.mask_placeholder = mask_placeholder
         if exact_batches is None:
@@ -224,6 +230,12 @@ class Engine:
             raise ValueError(
                 f"cfg_scale={policy.cfg_scale} (classifier-free guidance) needs the "
                 f"BIDIRECTIONAL pattern, got {pattern.name} (decoding mode {decoding.name!r})"
+            )
+        if pattern is Pattern.ADAPTIVE and self.info.default_pattern is not Pattern.PREFIX_CAUSAL:
+            raise ValueError(
+                "the ADAPTIVE pattern mixes prefix-causal blocks with causal steps, which only "
+                f"a model trained both ways (model_type 'dlm') can run (decoding mode "
+                f"{decoding.name!r})"
             )
         if self.plain_only and pattern is not Pattern.BIDIRECTIONAL:
             raise ValueError(
@@ -354,6 +366,8 @@ class Engine:
         while self._waiting and len(self._active) < self.max_batch:
             handle = self._waiting.popleft()
             try:
+                if handle.pattern is Pattern.ADAPTIVE and self.info.parallelism is None:
+                    self._calibrate()
                 state = STATES[handle.pattern](handle, self.info, self._stats)
             except Exception as exc:  # e.g. a policy BlockState rejects
                 failed.append((handle, self._idle_final(handle, "error", repr(exc))))
@@ -362,6 +376,12 @@ class Engine:
             if isinstance(state, CausalRow):
                 self._reuse_prefix(len(self._active) - 1, state)
         self._deliver(failed)
+
+    def _calibrate(self) -> None:
+        started = time.perf_counter()
+        cost = measure_forward_cost(self.model, self.device, self.max_batch)
+        self.info = replace(self.info, parallelism=Parallelism(cost))
+        self._stats.schedule_seconds += time.perf_counter() - started
 
     def _reuse_prefix(self, row: int, state: CausalRow) -> None:
         reused, kv = self._prefixes.match(state.prompt)
@@ -390,6 +410,8 @@ class Engine:
         stats = self._stats
         started = time.perf_counter()
         active = self._active
+        if self.info.parallelism is not None:
+            self.info.parallelism.rows = len(active)
         queries = [state.query() for state in active]
         lengths = [int(q.tokens.shape[0]) for q in queries]
         for a, b in sort_rows(lengths):

@@ -22,6 +22,7 @@ from dlm_runtime.engine.requests import (
     GenerationRequest,
     Usage,
 )
+from dlm_runtime.parallelism import Parallelism
 from dlm_runtime.policies import BlockState, StepResult, TorchRandom
 
 
@@ -36,6 +37,8 @@ class ModelInfo:
     context: int | None
     device: torch.device
     default_pattern: Pattern  # what Pattern.DEFAULT_DIFFUSION means for this model
+    # Chooses ADAPTIVE requests' block lengths from the load (None until calibrated).
+    parallelism: Parallelism | None = None
 
 
 class RowCache:
@@ -415,6 +418,95 @@ class AutoregressiveState(CausalRow, RequestState):
         return events
 
 
+class AdaptiveState(CausalRow, RequestState):
+    """Prefix-causal diffusion whose every new block has the length the load calls for.
+
+    :class:`~dlm_runtime.parallelism.Parallelism` picks it from the rows the engine runs:
+    the policy's whole block while rows are few, shorter blocks as forwards grow costly,
+    and at saturation a causal step (length 1): one token from the autoregressive logits of
+    the last fed position, the AUTOREGRESSIVE pattern on the same weights. At temperature 0
+    the reply depends on the block lengths chosen, so on the load, as fast diffusion's
+    depends on its block size; a causal step is the autoregressive choice.
+    """
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        if info.parallelism is None:
+            raise ValueError("the engine has no parallelism model for the ADAPTIVE pattern")
+        self.parallelism = info.parallelism
+        self.pending = self.prompt
+        self.cached = 0
+        self.block_index = 0
+        # Chosen at the query that starts it, when the scheduler has counted this step's rows.
+        self.block: BlockState | None = None
+        self.block_chosen = False
+
+    def _choose_block(self) -> None:
+        room = self.policy.max_new_tokens - len(self.reply)
+        length = self.parallelism.block_length(min(self.policy.block_size, room))
+        self.block = None if length == 1 else self._new_block(length)
+        self.block_chosen = True
+
+    def query(self) -> Query:
+        if not self.block_chosen:
+            self._choose_block()
+        n, device = int(self.pending.shape[0]), self.info.device
+        if self.block is None:
+            return Query(self.pending, self.cached, self.cached, causal_ranks(n, device), n - 1)
+        tokens = torch.cat([self.pending, self.block.x]) if n else self.block.x
+        ranks = prefix_ranks(n, self.block.block_len, device)
+        return Query(tokens, self.cached, self.cached, ranks, logits_from=n)
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        n = int(self.pending.shape[0])
+        cache.keep(0, n)
+        self.cached += n
+        self.pending = self.prompt[:0]
+        self.forward_passes += 1
+        if self.block is None:
+            return self._causal_step(logits[:1])
+        return self._block_step(self.block, logits[: self.block.block_len])
+
+    def _causal_step(self, logits: torch.Tensor) -> list[Update]:
+        token = self._choose(logits)[0]
+        self.steps += 1
+        self.reply.append(token)
+        position = len(self.reply) - 1
+        events: list[Update] = [
+            self._draft(list(self.reply), len(self.reply), [position], [], self.block_index)
+        ]
+        self.block_index += 1
+        if self.policy.early_stop and token == self.info.end_id:
+            self.reply.pop()
+            events.append(self.final("end"))
+        elif len(self.reply) >= self.policy.max_new_tokens:
+            events.append(self.final("length"))
+        else:
+            self.pending = torch.tensor([token], dtype=torch.long, device=self.info.device)
+            self.block_chosen = False
+        return events
+
+    def _block_step(self, block: BlockState, logits: torch.Tensor) -> list[Update]:
+        result, draft = self._step_block(block, logits, self.block_index)
+        events: list[Update] = [draft]
+        if not block.done:
+            return events
+        tokens = block.x.tolist()
+        self.block_index += 1
+        if result.reply_done and block.end_index is not None:
+            self.reply.extend(tokens[: block.end_index])
+            events.append(self.final("end"))
+            return events
+        self.parallelism.rates.observe(block.block_len, block.block_len, block.step_index)
+        self.reply.extend(tokens)
+        if len(self.reply) >= self.policy.max_new_tokens:
+            events.append(self.final("length"))
+            return events
+        self.pending = block.x.clone()
+        self.block_chosen = False
+        return events
+
+
 class SpeculativeState(RequestState):
     """Self-speculation: each forward verifies the last draft causally and drafts the next.
 
@@ -524,4 +616,5 @@ STATES: dict[Pattern, type[RequestState]] = {
     Pattern.PREFIX_CACHE: PrefixCacheState,
     Pattern.AUTOREGRESSIVE: AutoregressiveState,
     Pattern.SPECULATIVE: SpeculativeState,
+    Pattern.ADAPTIVE: AdaptiveState,
 }
