@@ -7,9 +7,7 @@ confidence meaningless, so every diffusion figure uses a fixed schedule: greedy 
 ``FixedCount`` unmasking of the ``fixed_schedule`` preset, 32-token blocks, no early stop, so
 the work per request does not depend on the weights. Prints one plain-text report.
 
-``--speculative`` runs only the self-speculation section instead: autoregressive against
-speculative mode on the real checkpoint (``--checkpoint``) and real prompts (``--prompts``, a
-corpus .jsonl), at each load in ``--loads`` (docs/benchmarks.md, "Self-speculation").
+The served modes on the real checkpoint and real prompts are compared by ``assistant speed``.
 """
 
 from __future__ import annotations
@@ -271,142 +269,13 @@ def prefill_cost(model: DLMModel, prompt_lengths: Sequence[int], reps: int) -> l
     return rows
 
 
-# --- self-speculation on the real checkpoint (issue 17, item 4) ---------------------------------
-
-SPEC_CHECKPOINT = "assistant/checkpoints/bundled"
-SPEC_PROMPTS = "/tmp/corpus-h/heldout.jsonl"
-
-
-def chat_prompts(tok: PreTrainedTokenizerFast, path: str, count: int, room: int) -> list[list[int]]:
-    """The first ``count`` prompts of a corpus file (lines with "messages" ending in an
-    assistant turn: the prompt is the turns before it) that leave ``room`` reply positions."""
-    import json
-
-    from dlm_runtime.tokenizer import encode_chat
-
-    context = int(getattr(tok, "model_max_length", 0) or 0)
-    prompts: list[list[int]] = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            messages = json.loads(line)["messages"]
-            if messages[-1]["role"] != "assistant":
-                continue
-            ids = encode_chat(tok, messages[:-1])
-            if 0 < context < 100_000 and len(ids) + room > context:
-                continue
-            prompts.append(ids)
-            if len(prompts) >= count:
-                break
-    return prompts
-
-
-async def served(
-    model: torch.nn.Module,
-    tok: PreTrainedTokenizerFast,
-    decoding: DecodingMode,
-    prompts: Sequence[list[int]],
-    load: int,
-) -> tuple[float, list[Final]]:
-    """Every prompt through one engine, at most ``load`` requests at a time (a new one starts
-    as one ends); returns (seconds, finals in prompt order)."""
-    engine = Engine(model, tok, max_batch=16)
-    gate = asyncio.Semaphore(load)
-
-    async def one(i: int, ids: list[int]) -> Final:
-        async with gate:
-            request = GenerationRequest(f"{decoding.name}-{i}", ids, decoding, seed=0)
-            async for event in await engine.submit(request):
-                if isinstance(event, Final):
-                    return event
-        raise RuntimeError("no Final")
-
-    started = time.perf_counter()
-    finals = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
-    elapsed = time.perf_counter() - started
-    await engine.close()
-    return elapsed, list(finals)
-
-
-def speculative_report(
-    checkpoint: str, prompts_path: str, count: int, loads: Sequence[int], repeats: int
-) -> list[str]:
-    """Autoregressive against speculative mode (the served ones) on real prompts, side by side
-    in one run, alternating, best of ``repeats``; checks the replies are identical."""
-    from assistant.agent.decoding import decoding_modes  # the served modes (lazy: app layer)
-    from dlm_runtime.loading import load_model
-    from dlm_runtime.tokenizer import load_tokenizer
-
-    model = load_model(checkpoint, dtype=torch.float32)
-    tok = load_tokenizer(checkpoint)
-    modes = decoding_modes()
-    ar, spec = modes["autoregressive"], modes["speculative"]
-    prompts = chat_prompts(tok, prompts_path, count, spec.policy.max_new_tokens)
-    policy = spec.policy
-    rows = [
-        f"checkpoint {checkpoint} (float32), {len(prompts)} prompts from {prompts_path}, "
-        f"replies up to {policy.max_new_tokens} tokens, temperature 0; speculative = "
-        f"{policy.block_size} masks drafted per forward, threshold {policy.params['threshold']}",
-        f"   {'load':>4} {'AR tok/s':>9} {'spec tok/s':>11} {'ratio':>6} {'AR fwd/tok':>11} "
-        f"{'spec fwd/tok':>13} {'accepted/round':>15} {'identical':>10}",
-    ]
-    asyncio.run(served(model, tok, spec, prompts[:4], 2))  # warm up
-    for load in loads:
-        best: dict[str, tuple[float, list[Final]]] = {}
-        for _ in range(repeats):
-            for mode in (ar, spec):
-                elapsed, finals = asyncio.run(served(model, tok, mode, prompts, load))
-                if mode.name not in best or elapsed < best[mode.name][0]:
-                    best[mode.name] = (elapsed, finals)
-        (ar_s, ar_f), (sp_s, sp_f) = best[ar.name], best[spec.name]
-        tokens = sum(f.usage.tokens for f in ar_f)
-        sp_tokens = sum(f.usage.tokens for f in sp_f)
-        ar_fwd = sum(f.usage.forward_passes for f in ar_f) / max(tokens, 1)
-        sp_rounds = sum(f.usage.forward_passes for f in sp_f)
-        same = sum(a.token_ids == s.token_ids for a, s in zip(ar_f, sp_f, strict=True))
-        rows.append(
-            f"   {load:>4} {tokens / ar_s:>9.1f} {sp_tokens / sp_s:>11.1f} "
-            f"{(sp_tokens / sp_s) / (tokens / ar_s):>5.2f}x {ar_fwd:>11.3f} "
-            f"{sp_rounds / max(sp_tokens, 1):>13.3f} {sp_tokens / max(sp_rounds, 1) - 1:>15.2f} "
-            f"{same:>5}/{len(prompts)}"
-        )
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter replies, fewer repetitions")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument(
-        "--speculative",
-        action="store_true",
-        help="only the self-speculation section: autoregressive against speculative mode on "
-        "the real checkpoint and real prompts",
-    )
-    parser.add_argument("--checkpoint", default=SPEC_CHECKPOINT, help="for --speculative")
-    parser.add_argument(
-        "--prompts", default=SPEC_PROMPTS, help="for --speculative: a corpus .jsonl"
-    )
-    parser.add_argument("--count", type=int, default=32, help="for --speculative: prompts")
-    parser.add_argument(
-        "--loads", default="1,8", help="for --speculative: concurrent requests, comma-separated"
-    )
-    parser.add_argument("--repeats", type=int, default=2, help="for --speculative: best of")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.speculative:
-        command = "python -m dlm_runtime.bench" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
-        print(f"command:  {command}")
-        print(
-            f"hardware: {cpu_name()}, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, load average {load_average()}"
-        )
-        loads = [int(x) for x in args.loads.split(",")]
-        for line in speculative_report(
-            args.checkpoint, args.prompts, args.count, loads, args.repeats
-        ):
-            print(line)
-        return 0
     started = time.perf_counter()
     model, tok = build_model()
     # As a server should after loading: a full GC pass over what torch and transformers leave

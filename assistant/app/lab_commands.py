@@ -1,4 +1,5 @@
-"""Commands of offline work: the training corpus, the evaluation and the load test."""
+"""Commands of offline work: the training corpus, the evaluation, the load test and the
+speed comparison of decoding modes."""
 
 from __future__ import annotations
 
@@ -200,6 +201,57 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         first = [r for r in reports if r.concurrency == levels[0]]
         count = write_failures(first, Path(args.dump))
         print(f"{count} failed turns written to {args.dump}")
+    return 0
+
+
+def cmd_speed(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+
+    from assistant.agent.decoding import decoding_modes
+    from assistant.checkpoints import model_dir
+    from assistant.lab.speed import chat_prompts, speed_report
+    from dlm_runtime.bench import cpu_name, load_average
+    from dlm_runtime.loading import load_model
+    from dlm_runtime.tokenizer import load_tokenizer
+
+    prompts_path = Path(args.prompts)
+    if not prompts_path.is_file():
+        raise UserError(
+            f"no prompts at {prompts_path}: run 'assistant corpus build' first (or pass --prompts)"
+        )
+    path = model_dir(settings.model_path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"no model checkpoint in {path} (set --model-path)")
+    served = decoding_modes()
+    names = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in names if m not in served]
+    if unknown or not names:
+        raise UserError(f"unknown decoding modes {unknown}: choose from {', '.join(served)}")
+    try:
+        loads = [int(x) for x in args.loads.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--loads must be comma-separated integers, got {args.loads!r}") from None
+    if not loads or min(loads) < 1:
+        raise UserError("--loads needs at least one load of 1 or more")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(path, dtype="float32")
+    tok = load_tokenizer(path)
+    modes = [served[name] for name in names]
+    room = max(mode.policy.max_new_tokens for mode in modes)
+    context = getattr(model.config, "max_position_embeddings", None)
+    prompts = chat_prompts(tok, prompts_path, args.count, room, context)
+    print("command:  assistant speed " + " ".join(sys.argv[2:]))
+    print(
+        f"hardware: {cpu_name()}, {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}, load average {load_average()}"
+    )
+    print(
+        f"model:    {path} (float32), {len(prompts)} prompts from {prompts_path}, replies up "
+        f"to {room} tokens, temperature 0, best of {args.repeats}"
+    )
+    for line in speed_report(model, tok, modes, prompts, loads, args.repeats):
+        print(line)
     return 0
 
 
@@ -422,3 +474,32 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     loadtest.add_argument("--label", default="", help="a name for this run in the report")
     loadtest.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     loadtest.set_defaults(handler=cmd_loadtest)
+
+    speed = commands.add_parser(
+        "speed",
+        parents=[logging_options()],
+        help="tokens/s of the decoding modes side by side at several loads",
+        description="Run the same held-out prompts through the engine in each decoding mode "
+        "at each load (that many requests in flight), modes taking turns, best of "
+        "--repeats; print tokens/s, forward passes per token, the ratio to the first mode "
+        "and how many replies equal its replies. Only ratios from one run compare.",
+    )
+    speed.add_argument("--model-path", metavar="DIR", help="checkpoint (default: bundled)")
+    speed.add_argument(
+        "--prompts",
+        default="data/corpus/heldout.jsonl",
+        help="a corpus file whose lines hold 'messages' (default data/corpus/heldout.jsonl)",
+    )
+    speed.add_argument(
+        "--modes",
+        default="autoregressive,fast-diffusion,adaptive-diffusion,speculative",
+        help="comma-separated decoding modes, the first is the reference "
+        "(default autoregressive,fast-diffusion,adaptive-diffusion,speculative)",
+    )
+    speed.add_argument(
+        "--loads", default="1,4,8,16,32", help="requests in flight (default 1,4,8,16,32)"
+    )
+    speed.add_argument("--count", type=int, default=32, help="prompts (default 32)")
+    speed.add_argument("--repeats", type=int, default=2, help="best of N runs (default 2)")
+    speed.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    speed.set_defaults(handler=cmd_speed)
