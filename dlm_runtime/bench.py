@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Engine, EngineStats, Final, GenerationRequest
+from dlm_runtime.engine.calibrate import CALIBRATION_PREFIX, measure_forward_cost, row_counts
 from dlm_runtime.modeling import DLMConfig, DLMModel
 from dlm_runtime.policies import ChosenProbability, DecodingPolicy, FixedCount, Greedy
 from dlm_runtime.tokenizer import special_token_ids, train_tokenizer
@@ -269,6 +270,25 @@ def prefill_cost(model: DLMModel, prompt_lengths: Sequence[int], reps: int) -> l
     return rows
 
 
+def forward_cost(model: DLMModel, max_rows: int) -> list[str]:
+    """The table the load-adaptive pattern chooses block lengths from (``calibrate``)."""
+    cost = measure_forward_cost(model, torch.device("cpu"), max_rows, reps=5)
+    lengths = cost.positions
+    rows = [
+        f"6. One cached forward (prefix {CALIBRATION_PREFIX}) by rows and positions per row, "
+        "median of 5 (ms); last column: an 8-position block against a 1-position forward",
+        "   " + f"{'rows':>5}" + "".join(f"{f'{q} pos':>9}" for q in lengths) + f"{'8 / 1':>8}",
+    ]
+    for n in row_counts(max_rows):
+        times = [cost.seconds(n, q) * 1e3 for q in lengths]
+        rows.append(
+            f"   {n:>5}"
+            + "".join(f"{t:>9.2f}" for t in times)
+            + f"{cost.seconds(n, 8) / cost.seconds(n, 1):>7.2f}x"
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter replies, fewer repetitions")
@@ -307,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in asyncio.run(modes(model, tok, max_new)):
         print(line)
     for line in prefill_cost(model, (64, 256) if args.quick else (64, 128, 256), reps=7):
+        print(line)
+    for line in forward_cost(model, 8 if args.quick else 32):
         print(line)
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0

@@ -8,12 +8,16 @@ from typing import Any, Protocol
 import structlog
 import torch
 
+from assistant.agent.decoding import DEFAULT_MODE, decoding_modes
 from assistant.checkpoints import model_dir
 from assistant.core.config import Settings
 from assistant.core.errors import UserError
 from dlm_runtime.chat_format import chat_format
+from dlm_runtime.decoding import Pattern
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
+from dlm_runtime.engine.calibrate import measure_forward_cost, row_counts
 from dlm_runtime.loading import CheckpointError, load_model
+from dlm_runtime.parallelism import Parallelism
 from dlm_runtime.tokenizer import load_tokenizer
 
 log = structlog.get_logger(__name__)
@@ -96,7 +100,17 @@ def load_generator(
         chat_format="native" if chat.native else "checkpoint template",
         tool_format=chat.tool_format,
     )
-    return EngineGenerator(Engine(model, tokenizer, max_batch=max_batch)), tokenizer
+    parallelism = None
+    mode = decoding_modes().get(settings.decoding_mode or DEFAULT_MODE)
+    if mode is not None and mode.pattern is Pattern.ADAPTIVE and model.config.model_type == "dlm":
+        # Measured now rather than at the first turn, which would wait for it.
+        parallelism = Parallelism(measure_forward_cost(model, device, max_batch))
+        log.info(
+            "forward costs measured",
+            block_length_by_rows=parallelism.plan(row_counts(max_batch), mode.policy.block_size),
+        )
+    engine = Engine(model, tokenizer, max_batch=max_batch, parallelism=parallelism)
+    return EngineGenerator(engine), tokenizer
 
 
 def _config_end_ids(config: Any) -> list[int]:
