@@ -721,6 +721,30 @@ class StepResult:
     forced: bool  # the step hit the hard step bound and committed everything left
 
 
+def masked_rows_suffice(policy: DecodingPolicy) -> bool:
+    """Whether a step needs candidates and confidences only at masked positions: greedy
+    choice, a confidence that draws no random numbers, and no revision (which rescores the
+    committed ones). Then the step reduces over the vocabulary for those rows only."""
+    chooser = policy.chooser
+    greedy = isinstance(chooser, Greedy) or (
+        isinstance(chooser, GumbelSampler)
+        and chooser.temperature == 0
+        and not chooser.noise_at_zero_temperature
+    )
+    return (
+        greedy
+        and isinstance(policy.confidence, ChosenProbability | MarginConfidence)
+        and policy.revision is None
+    )
+
+
+def _spread(values: torch.Tensor, rows: torch.Tensor, length: int, fill: float) -> torch.Tensor:
+    """``values`` of ``rows`` laid out over ``length`` positions, ``fill`` elsewhere."""
+    out = torch.full((length,), fill, dtype=values.dtype, device=values.device)
+    out[rows] = values
+    return out
+
+
 class BlockState:
     """Mutable decoding state of one block of one request; :meth:`step` applies one step."""
 
@@ -842,13 +866,22 @@ class BlockState:
         self._to(logits.device)
         source = rng if rng is not None else self.random_source(generator)
         masked = self.masked
-        scores = logits
+        # Committed positions' candidates and confidences are never read unless the policy
+        # revises (or draws random numbers per position): skip their vocabulary reductions.
+        rows = torch.nonzero(masked).flatten() if masked_rows_suffice(self.policy) else None
+        scores = logits if rows is None else logits.index_select(0, rows)
         if self.policy.forbid_mask_token and 0 <= self.mask_id < logits.shape[-1]:
-            scores = logits.clone()
+            if rows is None:  # index_select made a copy already
+                scores = scores.clone()
             scores[:, self.mask_id] = _NEG_INF
 
         tokens = self.policy.chooser.choose(scores, source)
         confidence = self.policy.confidence.score(scores, tokens, source)
+        if rows is not None:
+            tokens, confidence = (
+                _spread(tokens, rows, self.block_len, 0),
+                _spread(confidence, rows, self.block_len, _NEG_INF),
+            )
         commit = self._select(confidence, masked) & masked
         # Safety net for the step bound: the last allowed step commits whatever is left and
         # does not revise. The bound is chosen so that correct policies never need it.

@@ -103,7 +103,11 @@ async def test_float64_confidence_reproduces_older_upstream(
 
 
 async def test_exact_batches_default_and_cost(tmp_path: Path, tok: PreTrainedTokenizerFast) -> None:
-    """exact_batches is on by default only below float32; without it bf16 batching drifts."""
+    """exact_batches is on by default only below float32, and makes bf16 batches exact.
+
+    (Without it bf16 rows drift from their solo output on most runs, but not on all: the
+    kernels' rounding depends on how many threads OpenMP grants under load, so that is not
+    asserted.)"""
     model = bf16_llada(tmp_path)
     ps = prompts(5, 9, 3, 5)
     want = [upstream(model, p) for p in ps]
@@ -113,9 +117,7 @@ async def test_exact_batches_default_and_cost(tmp_path: Path, tok: PreTrainedTok
     async with Engine(model, tok) as exact, Engine(model, tok, exact_batches=False) as padded:
         assert exact.exact_batches and not padded.exact_batches
         got_exact = await run_all(exact, requests)
-        got_padded = await run_all(padded, requests)
     assert [final(got_exact[f"r{i}"]).token_ids for i in range(4)] == want
-    assert [final(got_padded[f"r{i}"]).token_ids for i in range(4)] != want
     write_checkpoint(tmp_path / "f32", "tied-gqa")
     async with Engine(NoMask(load_model(tmp_path / "f32")), tok) as f32:
         assert not f32.exact_batches

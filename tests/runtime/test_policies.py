@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -519,3 +520,40 @@ def test_bad_config_raises_clear_value_error(config: dict[str, Any], message: st
     """Unknown names/params and out-of-range values raise ValueError naming the problem."""
     with pytest.raises(ValueError, match=message):
         policy_from_dict(config)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        fast(threshold=0.5, block_size=8, max_new_tokens=8),
+        fixed_schedule(steps=4, gen_length=8, block_length=8),
+        dataclasses.replace(fast(0.5, 8, 8), confidence=MarginConfidence()),
+    ],
+    ids=["threshold", "fixed-count", "margin"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_reducing_only_masked_rows_changes_nothing(
+    policy: DecodingPolicy, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A greedy step without revision reads the vocabulary only at masked positions; the
+    block it decodes is the one the full computation decodes, step for step."""
+    import dlm_runtime.policies as policies
+
+    assert policies.masked_rows_suffice(policy)
+    generator = torch.Generator().manual_seed(3)
+    steps = [torch.randn(8, 50, generator=generator).to(dtype) * 2 for _ in range(8)]
+
+    def decode() -> list[list[int]]:
+        block = BlockState(policy, 8, mask_id=1, end_id=2)
+        states = []
+        for logits in steps:
+            if block.done:
+                break
+            block.step(logits)
+            states.append(block.x.tolist())
+        return states
+
+    reduced = decode()
+    monkeypatch.setattr(policies, "masked_rows_suffice", lambda _policy: False)
+    assert decode() == reduced
+    assert len(reduced) > 1
