@@ -109,7 +109,12 @@ def load_generator(
             "forward costs measured",
             block_length_by_rows=parallelism.plan(row_counts(max_batch), mode.policy.block_size),
         )
-    engine = Engine(model, tokenizer, max_batch=max_batch, parallelism=parallelism)
+    # Rows of different lengths share a forward even in bfloat16 (the engine's default there
+    # runs only identically shaped rows together, which on a GPU leaves one row per forward):
+    # a served reply may then differ from the same request alone by a rounding, not in kind.
+    engine = Engine(
+        model, tokenizer, max_batch=max_batch, parallelism=parallelism, exact_batches=False
+    )
     return EngineGenerator(engine), tokenizer
 
 
