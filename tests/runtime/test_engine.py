@@ -6,7 +6,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,38 +42,12 @@ from dlm_runtime.engine.batching import CacheWrite, plan_forwards, sort_rows
 from dlm_runtime.loading import RemoteCodeModel, RemoteConfigView
 from dlm_runtime.modeling import DLMConfig, DLMModel, prepare_forward
 from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise, fixed_schedule
-from dlm_runtime.tokenizer import decode_draft, special_token_ids, train_tokenizer
+from dlm_runtime.tokenizer import decode_draft, special_token_ids
+from tests.runtime.conftest import CORPUS
 from tests.runtime.test_llada import write_checkpoint
-from tests.tiny_models import tiny_config
 
-CORPUS = [
-    "Hello world! How are you today?",
-    "The quick brown fox jumps over the lazy dog.",
-    "Ünïcödé: café, naïve, 東京, Привет, 😀🎉",
-    "def add(a, b):\n    return a + b\n",
-] * 20
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models gain nothing from two threads, and OpenMP stalls when a core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tok() -> PreTrainedTokenizerFast:
-    return train_tokenizer(CORPUS, vocab_size=400)
-
-
-@pytest.fixture(scope="module")
-def dlm(tok: PreTrainedTokenizerFast) -> DLMModel:
-    """A tiny random native model with peaked logits (so argmax is far from ties)."""
-    torch.manual_seed(0)
-    cfg = tiny_config(tok, max_position_embeddings=96, initializer_range=0.3)
-    return DLMModel(cfg).eval()
+# Every test here on one torch thread (tok, dlm and the fixture: tests/runtime/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class NoMask(nn.Module):
