@@ -41,6 +41,7 @@ END_OF_TURN_TOKENS = (
     "<|endoftext|>",  # LLaDA's end of text, Qwen/Dream
     "<|im_end|>",  # ChatML (Qwen, Dream)
     "<end_of_turn>",  # Gemma
+    "<turn|>",  # Gemma 4, DiffusionGemma
     "</s>",
     "<|end|>",
 )

@@ -3,6 +3,9 @@
 * ``"dlm"``: the native :class:`~dlm_runtime.modeling.DLMModel`.
 * ``"llada"``: :class:`~dlm_runtime.llada.LLaDAModel` from LLaDA-layout weights.
 * ``"Dream"``: :class:`~dlm_runtime.dream.DreamModel` from Dream-layout weights (logits unshifted).
+* ``"diffusion_gemma"``: :class:`~dlm_runtime.diffusion_gemma.DiffusionGemmaModel`, transformers'
+  own ``DiffusionGemmaForBlockDiffusion`` (native there, no remote code); it generates through
+  :func:`dlm_runtime.diffusion_gemma.generate`, not through the engine.
 
 Weights come from ``model.safetensors`` or from the shards listed in
 ``model.safetensors.index.json`` (how LLaDA-8B is published). The module is built on the meta
@@ -27,6 +30,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
+from dlm_runtime.diffusion_gemma import MODEL_TYPE as MODEL_TYPE_DIFFUSION_GEMMA
+from dlm_runtime.diffusion_gemma import (
+    DiffusionGemmaModel,
+    UnsupportedDiffusionGemmaConfig,
+    check_config,
+    load_diffusion_gemma,
+)
 from dlm_runtime.dream import DreamConfigView, DreamModel, UnsupportedDreamConfig
 from dlm_runtime.llada import LLaDAConfigView, LLaDAModel, UnsupportedLLaDAConfig
 from dlm_runtime.modeling import DLMConfig, DLMModel
@@ -255,13 +265,35 @@ def _build_dream(raw: dict[str, Any], path: Path) -> DreamModel:
         return DreamModel(view)
 
 
+def _load_diffusion_gemma(
+    root: Path, raw: dict[str, Any], device: str | torch.device, dtype: torch.dtype | str | None
+) -> DiffusionGemmaModel:
+    where = root / CONFIG_FILE
+    try:
+        view = check_config(raw)
+    except KeyError as exc:
+        raise CheckpointError(f"{where}: missing required key {exc.args[0]!r}") from exc
+    except UnsupportedDiffusionGemmaConfig as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    _weight_files(root)  # a clear error for absent weights before transformers runs
+    if dtype is not None and dtype != "auto":
+        dtype = _resolve_dtype(dtype, {})
+    try:
+        return load_diffusion_gemma(root, view, device, dtype)
+    except Exception as exc:  # transformers' strict config and loader raise many types
+        raise CheckpointError(
+            f"{root}: transformers cannot load this DiffusionGemma checkpoint: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def load_model(
     path: str | Path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     *,
     trust_remote_code: bool = False,
-) -> LoadedModel | RemoteCodeModel:
+) -> LoadedModel | RemoteCodeModel | DiffusionGemmaModel:
     """Load the checkpoint directory ``path`` in eval mode.
 
     ``dtype=None`` keeps the checkpoint's floating dtype. A LLaDA config using a feature the
@@ -280,12 +312,14 @@ def load_model(
             model = _build_llada(raw, root)
         elif model_type == "Dream":
             model = _build_dream(raw, root)
+        elif model_type == MODEL_TYPE_DIFFUSION_GEMMA:
+            return _load_diffusion_gemma(root, raw, device, dtype)
         elif trust_remote_code:
             return _load_remote(root, raw, device, dtype)
         else:
             raise CheckpointError(
                 f"{root / CONFIG_FILE}: unknown model_type {model_type!r} "
-                "(expected 'dlm', 'llada' or 'Dream')"
+                "(expected 'dlm', 'llada', 'Dream' or 'diffusion_gemma')"
             )
     except UnsupportedLLaDAConfig as exc:
         if trust_remote_code:
