@@ -213,3 +213,17 @@ def test_end_token_pads_and_stops_as_upstream(model: DiffusionGemmaModel, upstre
     assert got[0, 7 : 7 + first_end + 1].tolist() == free[0, 7 : 7 + first_end + 1].tolist()
     assert set(got[0, 7 + first_end + 1 :].tolist()) <= {0}
     assert new_tokens(model, got, 7, end) == [free[0, 7 : 7 + first_end + 1].tolist()]
+
+
+def test_adaptive_stopping_is_token_exact(model: DiffusionGemmaModel, upstream: Any) -> None:
+    """Loose thresholds end each canvas at its first step, as upstream's do. (The random
+    model's argmax canvas never holds still for a step, so the stability check is off.)"""
+    ids = torch.tensor([[2, 3, 40, 41, 42, 4, 3], [2, 9, 50, 51, 52, 53, 4]])
+    loose = SETTINGS | {"confidence_threshold": 50.0, "stability_threshold": 0}
+    torch.manual_seed(7)
+    want = upstream.generate(ids, **loose).sequences
+    drafts: list[int] = []
+    torch.manual_seed(7)
+    got = generate(model, ids, on_draft=lambda t: drafts.append(1), **loose)
+    assert got.tolist() == want.tolist()
+    assert len(drafts) == 2  # one step per canvas
