@@ -44,7 +44,8 @@ class DecodingMode:
     ``GenerationRequest`` carries it whole; the engine picks the request's state class by
     ``pattern``. Block size, unmasking, revision and the reply budget come from ``policy``
     (autoregressive decoding reads only its token chooser, ``max_new_tokens`` and
-    ``early_stop``; speculative decoding drafts ``block_size`` tokens per round).
+    ``early_stop``; speculative decoding drafts with ``block_size`` masks per forward; the
+    adaptive pattern's blocks are at most ``block_size`` long).
     """
 
     name: str
@@ -79,5 +80,6 @@ class DecodingMode:
 
     @classmethod
     def speculative(cls, policy: DecodingPolicy, name: str = "speculative") -> DecodingMode:
-        """Blocks drafted by prefix-causal diffusion, each verified by one causal forward."""
+        """Self-speculation, lossless: each forward verifies the last draft causally and
+        drafts the next (``policy.block_size`` masks after it, one unmasking step)."""
         return cls(name, Pattern.SPECULATIVE, policy)
