@@ -124,6 +124,27 @@ class CausalRow:
     reply: list[int]
     pending: torch.Tensor  # tokens not in the cache yet (prefilled with the next step)
     cached: int
+    info: ModelInfo
+
+    def _feed_pending(self, cache: RowCache) -> None:
+        """The pending tokens (this step's first query rows) join the cache row."""
+        n = int(self.pending.shape[0])
+        cache.keep(0, n)
+        self.cached += n
+        self.pending = self.prompt[:0]
+
+    def _causal_query(self) -> Query:
+        """The pending tokens with causal ranks; logits of the last one (the next token's)."""
+        n = int(self.pending.shape[0])
+        ranks = causal_ranks(n, self.info.device)
+        return Query(self.pending, self.cached, self.cached, ranks, logits_from=n - 1)
+
+    def _block_query(self, block: BlockState) -> Query:
+        """The pending tokens (causal) followed by ``block``, which attends to all of them."""
+        n, device = int(self.pending.shape[0]), self.info.device
+        tokens = torch.cat([self.pending, block.x]) if n else block.x
+        ranks = prefix_ranks(n, block.block_len, device)
+        return Query(tokens, self.cached, self.cached, ranks, logits_from=n)
 
     def start_after(self, reused: int) -> None:
         """The first ``reused`` prompt tokens are in the cache row already (a prefix hit)."""
@@ -242,15 +263,29 @@ class RequestState(ABC):
         )
         return result, draft
 
+    def _append_token(self, token: int, block: int) -> list[Update]:
+        """One causally chosen token onto the reply: its Draft, and the Final if it ends it."""
+        self.steps += 1
+        self.reply.append(token)
+        position = len(self.reply) - 1
+        events: list[Update] = [
+            self._draft(list(self.reply), len(self.reply), [position], [], block)
+        ]
+        if self.policy.early_stop and token == self.info.end_id:
+            self.reply.pop()
+            events.append(self.final("end"))
+        elif len(self.reply) >= self.policy.max_new_tokens:
+            events.append(self.final("length"))
+        return events
+
 
 class _BlockDiffusion(RequestState):
     """Diffusion over the policy's blocks; subclasses say how a step's rows are built."""
 
     def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
         super().__init__(handle, info, stats)
-        self.block_lengths = self.policy.block_lengths()
         self.block_index = 0
-        self.block = self._new_block(self.block_lengths[0])
+        self.block = self._new_block(self.policy.block_lengths()[0])
 
     def _advance(self, block_logits: torch.Tensor) -> list[Update]:
         block = self.block
@@ -266,12 +301,18 @@ class _BlockDiffusion(RequestState):
             return events
         self.reply.extend(tokens)
         self.block_index += 1
-        if self.block_index >= len(self.block_lengths):
+        room = self.policy.max_new_tokens - len(self.reply)
+        if room <= 0:
             events.append(self.final("length"))
             return events
         self._block_finished(block)
-        self.block = self._new_block(self.block_lengths[self.block_index])
+        self._next_block(room)
         return events
+
+    def _next_block(self, room: int) -> None:
+        """Start the next block (``room`` reply positions are left): the policy's blocks,
+        the last one shorter (``DecodingPolicy.block_lengths``)."""
+        self.block = self._new_block(min(self.policy.block_size, room))
 
     def _stepped(self, block: BlockState) -> None:
         """Hook: ``block`` just took a step."""
@@ -289,16 +330,10 @@ class PrefixCausalState(CausalRow, _BlockDiffusion):
         self.cached = 0
 
     def query(self) -> Query:
-        n, device = int(self.pending.shape[0]), self.info.device
-        tokens = torch.cat([self.pending, self.block.x]) if n else self.block.x
-        ranks = prefix_ranks(n, self.block.block_len, device)
-        return Query(tokens, self.cached, self.cached, ranks, logits_from=n)
+        return self._block_query(self.block)
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
-        n = int(self.pending.shape[0])
-        cache.keep(0, n)
-        self.cached += n
-        self.pending = self.prompt[:0]
+        self._feed_pending(cache)
         self.forward_passes += 1
         return self._advance(logits[: self.block.block_len])
 
@@ -392,33 +427,19 @@ class AutoregressiveState(CausalRow, RequestState):
         self.cached = 0
 
     def query(self) -> Query:
-        n = int(self.pending.shape[0])
-        ranks = causal_ranks(n, self.info.device)
-        return Query(self.pending, self.cached, self.cached, ranks, logits_from=n - 1)
+        return self._causal_query()
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
-        n = int(self.pending.shape[0])
-        cache.keep(0, n)
-        self.cached += n
-        token = self._choose(logits[:1])[0]
-        self.steps += 1
+        self._feed_pending(cache)
         self.forward_passes += 1
-        self.reply.append(token)
-        position = len(self.reply) - 1
-        events: list[Update] = [
-            self._draft(list(self.reply), len(self.reply), [position], [], position)
-        ]
-        if self.policy.early_stop and token == self.info.end_id:
-            self.reply.pop()
-            events.append(self.final("end"))
-        elif len(self.reply) >= self.policy.max_new_tokens:
-            events.append(self.final("length"))
-        else:
+        token = self._choose(logits[:1])[0]
+        events = self._append_token(token, block=len(self.reply))
+        if not self.done:
             self.pending = torch.tensor([token], dtype=torch.long, device=self.info.device)
         return events
 
 
-class AdaptiveState(CausalRow, RequestState):
+class AdaptiveState(PrefixCausalState):
     """Prefix-causal diffusion whose every new block has the length the load calls for.
 
     :class:`~dlm_runtime.parallelism.Parallelism` picks it from the rows the engine runs:
@@ -434,77 +455,41 @@ class AdaptiveState(CausalRow, RequestState):
         if info.parallelism is None:
             raise ValueError("the engine has no parallelism model for the ADAPTIVE pattern")
         self.parallelism = info.parallelism
-        self.pending = self.prompt
-        self.cached = 0
-        self.block_index = 0
         # Chosen at the query that starts it, when the scheduler has counted this step's rows.
-        self.block: BlockState | None = None
-        self.block_chosen = False
+        self.causal = False
+        self.room: int | None = self.policy.max_new_tokens
 
-    def _choose_block(self) -> None:
-        room = self.policy.max_new_tokens - len(self.reply)
+    def _next_block(self, room: int) -> None:
+        self.room = room
+
+    def _choose_block(self, room: int) -> None:
         length = self.parallelism.block_length(min(self.policy.block_size, room))
-        self.block = None if length == 1 else self._new_block(length)
-        self.block_chosen = True
+        self.causal = length == 1
+        if not self.causal:
+            self.block = self._new_block(length)
+        self.room = None
 
     def query(self) -> Query:
-        if not self.block_chosen:
-            self._choose_block()
-        n, device = int(self.pending.shape[0]), self.info.device
-        if self.block is None:
-            return Query(self.pending, self.cached, self.cached, causal_ranks(n, device), n - 1)
-        tokens = torch.cat([self.pending, self.block.x]) if n else self.block.x
-        ranks = prefix_ranks(n, self.block.block_len, device)
-        return Query(tokens, self.cached, self.cached, ranks, logits_from=n)
+        if self.room is not None:
+            self._choose_block(self.room)
+        return self._causal_query() if self.causal else super().query()
 
     def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
-        n = int(self.pending.shape[0])
-        cache.keep(0, n)
-        self.cached += n
-        self.pending = self.prompt[:0]
+        if not self.causal:
+            return super().consume(logits, cache)
+        self._feed_pending(cache)
         self.forward_passes += 1
-        if self.block is None:
-            return self._causal_step(logits[:1])
-        return self._block_step(self.block, logits[: self.block.block_len])
-
-    def _causal_step(self, logits: torch.Tensor) -> list[Update]:
-        token = self._choose(logits)[0]
-        self.steps += 1
-        self.reply.append(token)
-        position = len(self.reply) - 1
-        events: list[Update] = [
-            self._draft(list(self.reply), len(self.reply), [position], [], self.block_index)
-        ]
+        token = self._choose(logits[:1])[0]
+        events = self._append_token(token, block=self.block_index)
         self.block_index += 1
-        if self.policy.early_stop and token == self.info.end_id:
-            self.reply.pop()
-            events.append(self.final("end"))
-        elif len(self.reply) >= self.policy.max_new_tokens:
-            events.append(self.final("length"))
-        else:
+        if not self.done:
             self.pending = torch.tensor([token], dtype=torch.long, device=self.info.device)
-            self.block_chosen = False
+            self.room = self.policy.max_new_tokens - len(self.reply)
         return events
 
-    def _block_step(self, block: BlockState, logits: torch.Tensor) -> list[Update]:
-        result, draft = self._step_block(block, logits, self.block_index)
-        events: list[Update] = [draft]
-        if not block.done:
-            return events
-        tokens = block.x.tolist()
-        self.block_index += 1
-        if result.reply_done and block.end_index is not None:
-            self.reply.extend(tokens[: block.end_index])
-            events.append(self.final("end"))
-            return events
+    def _block_finished(self, block: BlockState) -> None:
+        super()._block_finished(block)
         self.parallelism.rates.observe(block.block_len, block.block_len, block.step_index)
-        self.reply.extend(tokens)
-        if len(self.reply) >= self.policy.max_new_tokens:
-            events.append(self.final("length"))
-            return events
-        self.pending = block.x.clone()
-        self.block_chosen = False
-        return events
 
 
 class SpeculativeState(RequestState):
