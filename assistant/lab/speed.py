@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,11 @@ class Run:
         return self.tokens / self.seconds
 
     @property
+    def p50_ms(self) -> float:
+        """Median time from submitting a request to its last token."""
+        return statistics.median(f.usage.milliseconds for f in self.finals)
+
+    @property
     def forwards_per_token(self) -> float:
         return sum(f.usage.forward_passes for f in self.finals) / max(self.tokens, 1)
 
@@ -109,8 +115,9 @@ def speed_report(
     loads: Sequence[int],
     repeats: int,
 ) -> list[str]:
-    """One table row per load: each mode's tokens/s and its ratio to the first mode, forward
-    passes per token, and replies identical to the first mode's."""
+    """One table row per load: each mode's tokens/s, forward passes per token, median reply
+    latency (ms), and for the others their tokens/s ratio to the first mode and the replies
+    identical to its replies."""
     base = modes[0]
     max_batch = max(16, max(loads))
     asyncio.run(serve_all(model, tok, base, prompts[:4], 2, max_batch))  # warm-up
@@ -120,7 +127,7 @@ def speed_report(
     parallelism = Parallelism(measure_forward_cost(model, device, max_batch))
     head = f"   {'load':>4}"
     for mode in modes:
-        head += f" | {mode.name[:22]:>22} tok/s  fwd/tok"
+        head += f" | {mode.name[:22]:>22} tok/s  fwd/tok  p50 ms"
         if mode is not base:
             head += f"  {'vs ' + base.name[:4]:>8}  same"
     rows = [head]
@@ -138,7 +145,10 @@ def speed_report(
         reference = best[base.name]
         for mode in modes:
             run = best[mode.name]
-            line += f" | {run.tokens_per_second:>28.1f}  {run.forwards_per_token:>7.3f}"
+            line += (
+                f" | {run.tokens_per_second:>28.1f}  {run.forwards_per_token:>7.3f}"
+                f"  {run.p50_ms:>6.0f}"
+            )
             if mode is not base:
                 ratio = run.tokens_per_second / reference.tokens_per_second
                 same = sum(
