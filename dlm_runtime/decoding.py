@@ -30,11 +30,19 @@ class Pattern(Enum):
     # PREFIX_CAUSAL with each block's length chosen from the engine's load, down to causal
     # one-token steps (dlm_runtime.parallelism): needs a model trained both ways.
     ADAPTIVE = "adaptive"
+    # PREFIX_CAUSAL whose finished blocks the causal mode verifies and corrects (policy
+    # parameter ``verify_floor``): needs a model trained both ways.
+    VERIFIED = "verified"
 
     @property
     def is_diffusion(self) -> bool:
         """Whether the pattern decodes whole blocks by iterative unmasking."""
-        return self not in (Pattern.AUTOREGRESSIVE, Pattern.SPECULATIVE, Pattern.ADAPTIVE)
+        return self not in (
+            Pattern.AUTOREGRESSIVE,
+            Pattern.SPECULATIVE,
+            Pattern.ADAPTIVE,
+            Pattern.VERIFIED,
+        )
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
@@ -60,6 +60,7 @@ __all__ = [
     "UnmaskPolicy",
     "fast",
     "fast_revise",
+    "fast_verify",
     "fixed_schedule",
     "num_transfer_tokens",
     "policy_from_dict",
@@ -676,10 +677,28 @@ def fast_revise(
     )
 
 
+def fast_verify(
+    threshold: float = 0.9,
+    verify_floor: float = 1.0,
+    block_size: int = 32,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> DecodingPolicy:
+    """:func:`fast` whose finished blocks the causal mode verifies (the VERIFIED pattern of
+    ``dlm_runtime.engine``): a block token is kept while it is the causal argmax or its causal
+    probability is at least ``verify_floor`` (1: argmax only, 0: keep everything)."""
+    floor = _float("verify_floor", verify_floor, 0.0, 1.0)
+    policy = fast(threshold, block_size, max_new_tokens, temperature, top_k, top_p)
+    return replace(policy, name="fast_verify", params={**policy.params, "verify_floor": floor})
+
+
 PRESETS: dict[str, Callable[..., DecodingPolicy]] = {
     "fixed_schedule": fixed_schedule,
     "fast": fast,
     "fast_revise": fast_revise,
+    "fast_verify": fast_verify,
 }
 
 

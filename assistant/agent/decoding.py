@@ -6,7 +6,7 @@ import dataclasses
 
 from assistant.core.errors import UserError
 from dlm_runtime.decoding import DecodingMode, Pattern
-from dlm_runtime.policies import fast, fast_revise, fixed_schedule
+from dlm_runtime.policies import fast, fast_revise, fast_verify, fixed_schedule
 
 __all__ = [
     "BLOCK",
@@ -15,6 +15,7 @@ __all__ = [
     "FAST_THRESHOLD",
     "MAX_REPLY_TOKENS",
     "REVISE_BELOW",
+    "VERIFY_FLOOR",
     "DecodingMode",
     "check_decoding_mode",
     "decoding_modes",
@@ -57,16 +58,20 @@ def reply_room(mode: DecodingMode) -> int:
 
 # Self-revision re-masks a committed token whose probability fell below this.
 REVISE_BELOW = 0.1
+# Verified fast diffusion keeps a block token while the causal mode gives it at least this
+# probability (or ranks it first); docs/benchmarks.md ("Self-revision by the causal mode").
+VERIFY_FLOOR = 0.05
 
 
 def decoding_modes(
     threshold: float = FAST_THRESHOLD,
     revise_below: float = REVISE_BELOW,
     block_size: int = FAST_BLOCK,
+    verify_floor: float = VERIFY_FLOOR,
 ) -> dict[str, DecodingMode]:
-    """The named modes; ``threshold``, ``revise_below`` and ``block_size`` set the fast
-    diffusion modes' (for sweeps: ``assistant eval --fast-threshold --revise-below
-    --fast-block``)."""
+    """The named modes; ``threshold``, ``revise_below``, ``block_size`` and ``verify_floor``
+    set the fast diffusion modes' (for sweeps: ``assistant eval --fast-threshold
+    --revise-below --fast-block --verify-floor``)."""
     vanilla = dataclasses.replace(
         fixed_schedule(steps=MAX_REPLY_TOKENS, gen_length=MAX_REPLY_TOKENS, block_length=BLOCK),
         name="vanilla",
@@ -92,6 +97,19 @@ def decoding_modes(
             fast_revise(
                 threshold=threshold,
                 revise_below=revise_below,
+                block_size=block_size,
+                max_new_tokens=MAX_REPLY_TOKENS,
+            ),
+        ),
+        # Fast diffusion whose finished blocks the causal mode of the same weights checks: a
+        # token it finds unlikely (below verify_floor, and not its first choice) is replaced
+        # by the causal choice and the block redrafted after it (Pattern.VERIFIED).
+        DecodingMode(
+            "fast-diffusion+verify",
+            Pattern.VERIFIED,
+            fast_verify(
+                threshold=threshold,
+                verify_floor=verify_floor,
                 block_size=block_size,
                 max_new_tokens=MAX_REPLY_TOKENS,
             ),

@@ -173,6 +173,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             ("threshold", args.fast_threshold),
             ("revise_below", args.revise_below),
             ("block_size", args.fast_block),
+            ("verify_floor", args.verify_floor),
         )
         if value is not None
     }
@@ -398,6 +399,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="P",
         help="self-revision re-masks committed tokens whose probability fell below this "
         "(default: the served one)",
+    )
+    evaluate.add_argument(
+        "--verify-floor",
+        type=float,
+        metavar="P",
+        help="fast-diffusion+verify keeps a block token while the causal mode ranks it first "
+        "or gives it at least this probability (1: argmax only; default: the served one)",
     )
     evaluate.add_argument(
         "--bad-input",

@@ -231,10 +231,11 @@ class Engine:
                 f"cfg_scale={policy.cfg_scale} (classifier-free guidance) needs the "
                 f"BIDIRECTIONAL pattern, got {pattern.name} (decoding mode {decoding.name!r})"
             )
-        if pattern is Pattern.ADAPTIVE and self.info.default_pattern is not Pattern.PREFIX_CAUSAL:
+        needs_both = pattern in (Pattern.ADAPTIVE, Pattern.VERIFIED)
+        if needs_both and self.info.default_pattern is not Pattern.PREFIX_CAUSAL:
             raise ValueError(
-                "the ADAPTIVE pattern mixes prefix-causal blocks with causal steps, which only "
-                f"a model trained both ways (model_type 'dlm') can run (decoding mode "
+                f"the {pattern.name} pattern mixes prefix-causal blocks with causal steps, which "
+                f"only a model trained both ways (model_type 'dlm') can run (decoding mode "
                 f"{decoding.name!r})"
             )
         if self.plain_only and pattern is not Pattern.BIDIRECTIONAL:

@@ -4,6 +4,7 @@ what it makes of their logits."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -256,12 +257,16 @@ class RequestState(ABC):
         start = len(self.reply)
         draft = self._draft(
             self.reply + block.x.tolist(),
-            start,
+            self._settled(),
             [start + j for j in result.committed],
             [start + j for j in result.revised],
             index,
         )
         return result, draft
+
+    def _settled(self) -> int:
+        """Leading reply tokens that never change again (a Draft's ``stable``)."""
+        return len(self.reply)
 
     def _append_token(self, token: int, block: int) -> list[Update]:
         """One causally chosen token onto the reply: its Draft, and the Final if it ends it."""
@@ -297,13 +302,13 @@ class _BlockDiffusion(RequestState):
         tokens = block.x.tolist()
         if result.reply_done and block.end_index is not None:
             self.reply.extend(tokens[: block.end_index])
-            events.append(self.final("end"))
+            events.extend(self._finish("end", tokens[: block.end_index + 1]))
             return events
         self.reply.extend(tokens)
         self.block_index += 1
         room = self.policy.max_new_tokens - len(self.reply)
         if room <= 0:
-            events.append(self.final("length"))
+            events.extend(self._finish("length", tokens))
             return events
         self._block_finished(block)
         self._next_block(room)
@@ -313,6 +318,10 @@ class _BlockDiffusion(RequestState):
         """Start the next block (``room`` reply positions are left): the policy's blocks,
         the last one shorter (``DecodingPolicy.block_lengths``)."""
         self.block = self._new_block(min(self.policy.block_size, room))
+
+    def _finish(self, reason: FinishReason, tokens: list[int]) -> list[Update]:
+        """Hook: the last block is final, ``tokens`` its reply tokens (and the end token)."""
+        return [self.final(reason)]
 
     def _stepped(self, block: BlockState) -> None:
         """Hook: ``block`` just took a step."""
@@ -492,6 +501,126 @@ class AdaptiveState(PrefixCausalState):
         self.parallelism.rates.observe(block.block_len, block.block_len, block.step_index)
 
 
+class VerifiedState(PrefixCausalState):
+    """Prefix-causal diffusion whose finished blocks the causal mode of the same weights checks.
+
+    A finished block's tokens are fed with causal ranks in the next block's first forward (as
+    in PREFIX_CAUSAL), which also returns their logits: each one's is the autoregressive
+    prediction of the token after it, and the block's first token's is the last fed row of the
+    forward that started the block. The block's tokens are kept left to right while each is
+    the causal argmax or has causal probability at least the policy's ``verify_floor``. At the
+    first that fails, only the kept ones join the cache, the failing one becomes the causal
+    choice (the policy's chooser), and the rest are dropped with the new block's step (it saw
+    them): a fresh block starts after the corrected token. The last block gets one causal
+    forward of its own. At temperature 0, ``verify_floor`` 1 (argmax only) is the
+    autoregressive reply token for token, and 0 (everything kept) the PREFIX_CAUSAL reply
+    with its forwards.
+    """
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        self.floor = float(self.policy.params.get("verify_floor", 0.0) or 0.0)
+        self.first_target: torch.Tensor | None = None  # causal logits at the block's start
+        self.unverified: list[int] = []  # the finished block's tokens, from reply[checked]
+        self.checked = 0  # leading reply tokens verified
+        self.closing: FinishReason | None = None  # the last block awaits its verify forward
+        self.rejections = 0
+
+    def _settled(self) -> int:
+        return self.checked if self.floor > 0 else len(self.reply)
+
+    def query(self) -> Query:
+        if self.floor <= 0:
+            return super().query()
+        n = int(self.pending.shape[0])
+        if self.closing is not None:  # the last block's tokens but its last, causally
+            ranks = causal_ranks(n, self.info.device)
+            return Query(self.pending, self.cached, self.cached, ranks, logits_from=0)
+        query = self._block_query(self.block)
+        if n == 0:
+            return query
+        # The pending rows' logits too: all of a finished block's, else the last (the target
+        # of the new block's first token).
+        return dataclasses.replace(query, logits_from=0 if self.unverified else n - 1)
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        if self.floor <= 0:
+            return super().consume(logits, cache)
+        self.forward_passes += 1
+        n = int(self.pending.shape[0])
+        if self.closing is not None:
+            verdict = self._verify(logits[:n], cache)
+            return verdict if verdict is not None else [self.final(self.closing)]
+        if n:
+            length = self.block.block_len
+            head, logits = logits[:-length], logits[-length:]
+            if self.unverified:
+                verdict = self._verify(head[:-1], cache)
+                if verdict is not None:
+                    return verdict
+            self.first_target = head[-1].clone()
+        self._feed_pending(cache)
+        return self._advance(logits)
+
+    def _block_finished(self, block: BlockState) -> None:
+        super()._block_finished(block)
+        self.unverified = block.x.tolist()
+
+    def _finish(self, reason: FinishReason, tokens: list[int]) -> list[Update]:
+        if self.floor <= 0:
+            return super()._finish(reason, tokens)
+        self.unverified, self.closing = tokens, reason
+        self.pending = torch.tensor(tokens[:-1], dtype=torch.long, device=self.info.device)
+        if len(tokens) > 1:
+            return []  # the next forward feeds them and verifies
+        assert self.first_target is not None
+        verdict = self._verify(None, None)
+        return verdict if verdict is not None else [self.final(reason)]
+
+    def _verify(self, rows: torch.Tensor | None, cache: RowCache | None) -> list[Update] | None:
+        """Judge the unverified tokens by their causal logits (the block's first target, then
+        ``rows``, those of this forward's first query rows); None when all are kept, else the
+        events of correcting the first that fails."""
+        assert self.first_target is not None
+        started = time.perf_counter()
+        tokens, start = self.unverified, self.checked
+        targets = self.first_target[None]
+        if len(tokens) > 1:
+            assert rows is not None
+            targets = torch.cat([targets, rows[: len(tokens) - 1]])
+        judged = targets.float()
+        mask_id = self.info.mask_id
+        if self.policy.forbid_mask_token and 0 <= mask_id < judged.shape[-1]:
+            judged = judged.clone()
+            judged[:, mask_id] = float("-inf")
+        ids = torch.tensor(tokens, dtype=torch.long, device=judged.device)
+        probs = torch.softmax(judged, dim=-1).gather(1, ids[:, None])[:, 0]
+        kept = (judged.argmax(dim=-1) == ids) | (probs >= self.floor)
+        j = int(kept.long().cumprod(0).sum())
+        self.stats.policy_seconds += time.perf_counter() - started
+        self.unverified = []
+        if j == len(tokens):
+            self.checked = len(self.reply)
+            return None
+        self.rejections += 1
+        if j:
+            assert cache is not None
+            cache.keep(0, j)  # causal K/V of the kept tokens
+            self.cached += j
+        del self.reply[start + j :]
+        self.checked = start + j
+        self.closing = None
+        self.pending = self.prompt[:0]
+        token = self._choose(targets[j : j + 1])[0]
+        events = self._append_token(token, block=self.block_index)
+        self.checked = len(self.reply)
+        self.block_index += 1
+        if not self.done:
+            self.pending = torch.tensor([token], dtype=torch.long, device=self.info.device)
+            self._next_block(self.policy.max_new_tokens - len(self.reply))
+        return events
+
+
 class SpeculativeState(RequestState):
     """Self-speculation: each forward verifies the last draft causally and drafts the next.
 
@@ -602,4 +731,5 @@ STATES: dict[Pattern, type[RequestState]] = {
     Pattern.AUTOREGRESSIVE: AutoregressiveState,
     Pattern.SPECULATIVE: SpeculativeState,
     Pattern.ADAPTIVE: AdaptiveState,
+    Pattern.VERIFIED: VerifiedState,
 }
