@@ -1,0 +1,146 @@
+"""Self-revision by the causal mode (issue 17, item 5): accuracy against forwards per token.
+
+``python -m assistant.lab.revision sweep --heldout DEV.jsonl --limit 150 --out points.json``
+scores autoregressive mode and, at each ``--thresholds`` value, fast diffusion (floor 0: no
+verification) and ``fast-diffusion+verify`` at each ``--floors`` value, on one engine, one
+request at a time (as ``assistant eval --concurrency 1 --bad-input 0`` does per mode);
+``python -m assistant.lab.revision plot points.json --out docs/img/revision.png`` draws tool
+selection and facts against forward passes per token, one line per floor, with
+autoregressive mode as a reference line. Choose settings on dev dialogues only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from assistant.agent.decoding import decoding_modes
+from dlm_runtime.decoding import DecodingMode
+
+
+def sweep_modes(
+    thresholds: Sequence[float], floors: Sequence[float]
+) -> dict[str, tuple[DecodingMode, float | None, float | None]]:
+    """Mode name -> (mode, threshold, floor); floor 0 is plain fast diffusion."""
+    modes: dict[str, tuple[DecodingMode, float | None, float | None]] = {
+        "autoregressive": (decoding_modes()["autoregressive"], None, None)
+    }
+    for threshold in thresholds:
+        for floor in floors:
+            if floor <= 0:
+                mode = decoding_modes(threshold=threshold)["fast-diffusion"]
+            else:
+                mode = decoding_modes(threshold=threshold, verify_floor=floor)[
+                    "fast-diffusion+verify"
+                ]
+            name = f"{mode.name}@t{threshold:g}" + (f",f{floor:g}" if floor > 0 else "")
+            modes[name] = (dataclasses.replace(mode, name=name), threshold, floor)
+    return modes
+
+
+def sweep(
+    heldout: Path, limit: int, thresholds: Sequence[float], floors: Sequence[float]
+) -> list[dict[str, Any]]:
+    """One point per mode: its settings and ``ModeReport.summary()``."""
+    from assistant.checkpoints import model_dir, uses_entity_slots
+    from assistant.core.config import Settings
+    from assistant.lab.evaluation import format_table, run_evaluation
+
+    settings = Settings.load()
+    path = model_dir(settings.model_path)
+    modes = sweep_modes(thresholds, floors)
+    known = {name: mode for name, (mode, _, _) in modes.items()}
+    reports, _ = asyncio.run(
+        run_evaluation(
+            path,
+            heldout,
+            list(modes),
+            limit,
+            [1],
+            0,
+            entity_slots=uses_entity_slots(path, settings.entity_slots),
+            known=known,
+        )
+    )
+    print(format_table(reports), file=sys.stderr)
+    return [
+        {"mode": r.mode, "threshold": modes[r.mode][1], "floor": modes[r.mode][2], **r.summary()}
+        for r in reports
+    ]
+
+
+def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
+    """Tool selection and facts against forwards per token: a line per floor over the
+    thresholds, autoregressive mode dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
+
+    metrics = [("fact_accuracy", "facts %"), ("tool_selection", "tool selection %")]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(11, 4.2))
+    reference = [p for p in points if p["floor"] is None]
+    floors = sorted({p["floor"] for p in points if p["floor"] is not None})
+    for ax, (key, label) in zip(axes, metrics, strict=True):
+        for ref in reference:
+            ax.axhline(ref[key], color="black", linestyle="--", linewidth=1, label="autoregressive")
+            ax.axhline(ref[key] - 1, color="grey", linestyle=":", linewidth=1, label="AR - 1 point")
+        for floor in floors:
+            line = sorted(
+                (p for p in points if p["floor"] == floor),
+                key=lambda p: p["forward_passes_per_token"],
+            )
+            name = "fast diffusion (no verify)" if floor == 0 else f"verify, floor {floor:g}"
+            xs = [p["forward_passes_per_token"] for p in line]
+            ax.plot(xs, [p[key] for p in line], marker="o", label=name)
+            for p in line:
+                ax.annotate(
+                    f"t{p['threshold']:g}",
+                    (p["forward_passes_per_token"], p[key]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
+        ax.axvline(0.2, color="red", linewidth=0.8, alpha=0.5)
+        ax.set_xlabel("forward passes per token")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Self-revision by the causal mode: accuracy vs forwards per token (dev)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m assistant.lab.revision")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("sweep", help="score the modes; write the points as JSON")
+    run.add_argument("--heldout", required=True, type=Path, help="dev dialogues (JSON lines)")
+    run.add_argument("--limit", type=int, default=150)
+    run.add_argument("--thresholds", default="0.2,0.3,0.5,0.8")
+    run.add_argument("--floors", default="0,0.02,0.1,0.3,1")
+    run.add_argument("--out", required=True, type=Path)
+    draw = sub.add_parser("plot", help="draw the points of one or more sweeps")
+    draw.add_argument("points", nargs="+", type=Path)
+    draw.add_argument("--out", type=Path, default=Path("docs/img/revision.png"))
+    args = parser.parse_args(argv)
+    if args.command == "sweep":
+        thresholds = [float(x) for x in args.thresholds.split(",")]
+        floors = [float(x) for x in args.floors.split(",")]
+        points = sweep(args.heldout, args.limit, thresholds, floors)
+        args.out.write_text(json.dumps(points, indent=1) + "\n", encoding="utf-8")
+    else:
+        points = [p for f in args.points for p in json.loads(f.read_text(encoding="utf-8"))]
+        plot(points, args.out)
+
+
+if __name__ == "__main__":
+    main()
