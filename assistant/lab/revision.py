@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from assistant.agent.decoding import decoding_modes
+from assistant.agent.decoding import FAST_BLOCK, decoding_modes
 from dlm_runtime.decoding import DecodingMode
 
 
 def sweep_modes(
-    thresholds: Sequence[float], floors: Sequence[float]
+    thresholds: Sequence[float], floors: Sequence[float], block: int = FAST_BLOCK
 ) -> dict[str, tuple[DecodingMode, float | None, float | None]]:
     """Mode name -> (mode, threshold, floor); floor 0 is plain fast diffusion."""
     modes: dict[str, tuple[DecodingMode, float | None, float | None]] = {
@@ -34,18 +34,24 @@ def sweep_modes(
     for threshold in thresholds:
         for floor in floors:
             if floor <= 0:
-                mode = decoding_modes(threshold=threshold)["fast-diffusion"]
+                mode = decoding_modes(threshold=threshold, block_size=block)["fast-diffusion"]
             else:
-                mode = decoding_modes(threshold=threshold, verify_floor=floor)[
+                mode = decoding_modes(threshold=threshold, block_size=block, verify_floor=floor)[
                     "fast-diffusion+verify"
                 ]
             name = f"{mode.name}@t{threshold:g}" + (f",f{floor:g}" if floor > 0 else "")
+            if block != FAST_BLOCK:
+                name += f",b{block}"
             modes[name] = (dataclasses.replace(mode, name=name), threshold, floor)
     return modes
 
 
 def sweep(
-    heldout: Path, limit: int, thresholds: Sequence[float], floors: Sequence[float]
+    heldout: Path,
+    limit: int,
+    thresholds: Sequence[float],
+    floors: Sequence[float],
+    block: int = FAST_BLOCK,
 ) -> list[dict[str, Any]]:
     """One point per mode: its settings and ``ModeReport.summary()``."""
     from assistant.checkpoints import model_dir, uses_entity_slots
@@ -54,7 +60,7 @@ def sweep(
 
     settings = Settings.load()
     path = model_dir(settings.model_path)
-    modes = sweep_modes(thresholds, floors)
+    modes = sweep_modes(thresholds, floors, block)
     known = {name: mode for name, (mode, _, _) in modes.items()}
     reports, _ = asyncio.run(
         run_evaluation(
@@ -70,7 +76,13 @@ def sweep(
     )
     print(format_table(reports), file=sys.stderr)
     return [
-        {"mode": r.mode, "threshold": modes[r.mode][1], "floor": modes[r.mode][2], **r.summary()}
+        {
+            "mode": r.mode,
+            "threshold": modes[r.mode][1],
+            "floor": modes[r.mode][2],
+            "block": block,
+            **r.summary(),
+        }
         for r in reports
     ]
 
@@ -86,17 +98,22 @@ def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
     metrics = [("fact_accuracy", "facts %"), ("tool_selection", "tool selection %")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(11, 4.2))
     reference = [p for p in points if p["floor"] is None]
-    floors = sorted({p["floor"] for p in points if p["floor"] is not None})
+    lines = sorted(
+        {(p.get("block", FAST_BLOCK), p["floor"]) for p in points if p["floor"] is not None}
+    )
+    several_blocks = len({block for block, _ in lines}) > 1
     for ax, (key, label) in zip(axes, metrics, strict=True):
         for ref in reference:
             ax.axhline(ref[key], color="black", linestyle="--", linewidth=1, label="autoregressive")
             ax.axhline(ref[key] - 1, color="grey", linestyle=":", linewidth=1, label="AR - 1 point")
-        for floor in floors:
+        for block, floor in lines:
             line = sorted(
-                (p for p in points if p["floor"] == floor),
+                (p for p in points if p["floor"] == floor and p.get("block", FAST_BLOCK) == block),
                 key=lambda p: p["forward_passes_per_token"],
             )
             name = "fast diffusion (no verify)" if floor == 0 else f"verify, floor {floor:g}"
+            if several_blocks:
+                name += f", block {block}"
             xs = [p["forward_passes_per_token"] for p in line]
             ax.plot(xs, [p[key] for p in line], marker="o", label=name)
             for p in line:
@@ -126,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument("--heldout", required=True, type=Path, help="dev dialogues (JSON lines)")
     run.add_argument("--limit", type=int, default=150)
     run.add_argument("--thresholds", default="0.2,0.3,0.5,0.8")
-    run.add_argument("--floors", default="0,0.02,0.1,0.3,1")
+    run.add_argument("--floors", default="0,0.01,0.05,0.2,1")
+    run.add_argument("--block", type=int, default=FAST_BLOCK, help="fast diffusion's block")
     run.add_argument("--out", required=True, type=Path)
     draw = sub.add_parser("plot", help="draw the points of one or more sweeps")
     draw.add_argument("points", nargs="+", type=Path)
@@ -135,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "sweep":
         thresholds = [float(x) for x in args.thresholds.split(",")]
         floors = [float(x) for x in args.floors.split(",")]
-        points = sweep(args.heldout, args.limit, thresholds, floors)
+        points = sweep(args.heldout, args.limit, thresholds, floors, args.block)
         args.out.write_text(json.dumps(points, indent=1) + "\n", encoding="utf-8")
     else:
         points = [p for f in args.points for p in json.loads(f.read_text(encoding="utf-8"))]
