@@ -32,7 +32,11 @@ LLaDA):
 Left to right: AUTOREGRESSIVE (causal, one token per forward, prefill in the first) and
 SPECULATIVE (a block drafted by prefix-causal diffusion, then verified by one causal forward;
 the longest prefix the autoregressive sampler agrees with is kept plus the verifier's own next
-token, so at temperature 0 it equals autoregressive decoding).
+token, so at temperature 0 it equals autoregressive decoding). VERIFIED is PREFIX_CAUSAL whose
+finished blocks the causal mode checks: the pending rows' logits are the block's
+autoregressive predictions; the first token below the policy's ``verify_floor`` (and not the
+causal argmax) becomes the causal choice and the block is redrafted after it (floor 1 equals
+autoregressive decoding at temperature 0, floor 0 PREFIX_CAUSAL).
 
 Policies with ``early_stop`` end at the model's ``eos_token_id`` in every pattern (the end token
 is not part of :attr:`Final.token_ids`); the ``fixed_schedule`` preset never stops early.
