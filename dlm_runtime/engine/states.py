@@ -510,12 +510,11 @@ class VerifiedState(PrefixCausalState):
     forward that started the block. The block's tokens are kept left to right while each is
     the causal argmax or has causal probability at least the policy's ``verify_floor``. At the
     first that fails, only the kept ones join the cache, the failing one becomes the causal
-    choice (the policy's chooser) and the new block's step is dropped (it saw the failing
-    token). The block's later tokens stay, unverified: the next forward feeds them after the
-    corrected token, which verifies them, and drafts the new block afresh after them. The
-    last block gets causal forwards of its own. At temperature 0, ``verify_floor`` 1 (argmax
-    only) is the autoregressive reply token for token, and 0 (everything kept) the
-    PREFIX_CAUSAL reply with its forwards.
+    choice (the policy's chooser), and the rest are dropped with the new block's step (it saw
+    them): a fresh block starts after the corrected token. The last block gets one causal
+    forward of its own. At temperature 0, ``verify_floor`` 1 (argmax only) is the
+    autoregressive reply token for token, and 0 (everything kept) the PREFIX_CAUSAL reply
+    with its forwards.
     """
 
     def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
@@ -525,7 +524,6 @@ class VerifiedState(PrefixCausalState):
         self.unverified: list[int] = []  # the finished block's tokens, from reply[checked]
         self.checked = 0  # leading reply tokens verified
         self.closing: FinishReason | None = None  # the last block awaits its verify forward
-        self.lead = 0  # verified tokens fed before the unverified ones (a corrected token)
         self.rejections = 0
 
     def _settled(self) -> int:
@@ -557,7 +555,7 @@ class VerifiedState(PrefixCausalState):
             length = self.block.block_len
             head, logits = logits[:-length], logits[-length:]
             if self.unverified:
-                verdict = self._verify(head, cache)
+                verdict = self._verify(head[:-1], cache)
                 if verdict is not None:
                     return verdict
             self.first_target = head[-1].clone()
@@ -566,12 +564,12 @@ class VerifiedState(PrefixCausalState):
 
     def _block_finished(self, block: BlockState) -> None:
         super()._block_finished(block)
-        self.unverified, self.lead = block.x.tolist(), 0
+        self.unverified = block.x.tolist()
 
     def _finish(self, reason: FinishReason, tokens: list[int]) -> list[Update]:
         if self.floor <= 0:
             return super()._finish(reason, tokens)
-        self.unverified, self.closing, self.lead = tokens, reason, 0
+        self.unverified, self.closing = tokens, reason
         self.pending = torch.tensor(tokens[:-1], dtype=torch.long, device=self.info.device)
         if len(tokens) > 1:
             return []  # the next forward feeds them and verifies
@@ -580,21 +578,16 @@ class VerifiedState(PrefixCausalState):
         return verdict if verdict is not None else [self.final(reason)]
 
     def _verify(self, rows: torch.Tensor | None, cache: RowCache | None) -> list[Update] | None:
-        """Judge the unverified tokens by their causal logits: ``rows`` are this forward's
-        pending rows' (the ``lead`` verified tokens first), the first unverified token's is
-        the block's first target when no token leads. None when all are kept, else the events
-        of correcting the first that fails."""
+        """Judge the unverified tokens by their causal logits (the block's first target, then
+        ``rows``, those of this forward's first query rows); None when all are kept, else the
+        events of correcting the first that fails."""
+        assert self.first_target is not None
         started = time.perf_counter()
-        tokens, start, count = self.unverified, self.checked, len(self.unverified)
-        if self.lead:
+        tokens, start = self.unverified, self.checked
+        targets = self.first_target[None]
+        if len(tokens) > 1:
             assert rows is not None
-            targets = rows[self.lead - 1 : self.lead - 1 + count]
-        else:
-            assert self.first_target is not None
-            targets = self.first_target[None]
-            if count > 1:
-                assert rows is not None
-                targets = torch.cat([targets, rows[: count - 1]])
+            targets = torch.cat([targets, rows[: len(tokens) - 1]])
         judged = targets.float()
         mask_id = self.info.mask_id
         if self.policy.forbid_mask_token and 0 <= mask_id < judged.shape[-1]:
@@ -606,35 +599,25 @@ class VerifiedState(PrefixCausalState):
         j = int(kept.long().cumprod(0).sum())
         self.stats.policy_seconds += time.perf_counter() - started
         self.unverified = []
-        if j == count:
+        if j == len(tokens):
             self.checked = len(self.reply)
             return None
         self.rejections += 1
-        if self.lead + j:
+        if j:
             assert cache is not None
-            cache.keep(0, self.lead + j)  # causal K/V of the leading and the kept tokens
-            self.cached += self.lead + j
+            cache.keep(0, j)  # causal K/V of the kept tokens
+            self.cached += j
         del self.reply[start + j :]
-        closing, self.closing = self.closing, None
+        self.checked = start + j
+        self.closing = None
         self.pending = self.prompt[:0]
         token = self._choose(targets[j : j + 1])[0]
         events = self._append_token(token, block=self.block_index)
         self.checked = len(self.reply)
         self.block_index += 1
-        if self.done:
-            return events
-        # The tokens after the failing one stay where they were, unverified: the next forward
-        # feeds them after the corrected token (and verifies them), as a finished block.
-        rest = tokens[j + 1 :]
-        self.pending = torch.tensor([token, *rest], dtype=torch.long, device=self.info.device)
-        self.lead, self.unverified = 1, rest
-        if closing is not None and rest:
-            self.reply.extend(rest[:-1] if closing == "end" else rest)
-            self.closing = closing
-            self.pending = self.pending[:-1]
-            return events
-        self.reply.extend(rest)
-        self._next_block(self.policy.max_new_tokens - len(self.reply))
+        if not self.done:
+            self.pending = torch.tensor([token], dtype=torch.long, device=self.info.device)
+            self._next_block(self.policy.max_new_tokens - len(self.reply))
         return events
 
 
