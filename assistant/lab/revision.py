@@ -96,12 +96,15 @@ def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 
     metrics = [("fact_accuracy", "facts %"), ("tool_selection", "tool selection %")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(11, 4.2))
-    reference = [p for p in points if p["floor"] is None]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(12, 5.5))
+    reference = [p for p in points if p["floor"] is None][:1]  # one per sweep: the first
     lines = sorted(
         {(p.get("block", FAST_BLOCK), p["floor"]) for p in points if p["floor"] is not None}
     )
-    several_blocks = len({block for block, _ in lines}) > 1
+    blocks = sorted({block for block, _ in lines})
+    floors = sorted({floor for _, floor in lines})
+    several_blocks = len(blocks) > 1
+    markers, styles = "os^D", ["-", "-.", (0, (5, 1)), (0, (1, 1))]
     for ax, (key, label) in zip(axes, metrics, strict=True):
         for ref in reference:
             ax.axhline(ref[key], color="black", linestyle="--", linewidth=1, label="autoregressive")
@@ -115,8 +118,15 @@ def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
             if several_blocks:
                 name += f", block {block}"
             xs = [p["forward_passes_per_token"] for p in line]
-            ax.plot(xs, [p[key] for p in line], marker="o", label=name)
-            for p in line:
+            ax.plot(
+                xs,
+                [p[key] for p in line],
+                marker=markers[blocks.index(block) % len(markers)],
+                color=f"C{floors.index(floor)}",
+                linestyle=styles[blocks.index(block) % len(styles)],
+                label=name,
+            )
+            for p in line if floor in (0, max(f for _, f in lines)) else []:
                 ax.annotate(
                     f"t{p['threshold']:g}",
                     (p["forward_passes_per_token"], p[key]),
@@ -128,7 +138,7 @@ def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
         ax.set_xlabel("forward passes per token")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=7, loc="lower right", ncol=2)
     fig.suptitle("Self-revision by the causal mode: accuracy vs forwards per token (dev)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
