@@ -174,6 +174,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             ("revise_below", args.revise_below),
             ("block_size", args.fast_block),
             ("verify_floor", args.verify_floor),
+            ("verify_threshold", args.fast_threshold),
+            ("verify_block", args.fast_block),
         )
         if value is not None
     }
@@ -385,13 +387,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--fast-threshold",
         type=float,
         metavar="P",
-        help="fast diffusion commits positions at this probability (default: the served one)",
+        help="fast diffusion (and verified fast diffusion) commits positions at this "
+        "probability (default: the served ones)",
     )
     evaluate.add_argument(
         "--fast-block",
         type=int,
         metavar="N",
-        help="fast diffusion's block length in positions (default: the served one)",
+        help="fast diffusion's (and verified fast diffusion's) block length in positions "
+        "(default: the served ones)",
     )
     evaluate.add_argument(
         "--revise-below",

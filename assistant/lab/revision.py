@@ -36,9 +36,9 @@ def sweep_modes(
             if floor <= 0:
                 mode = decoding_modes(threshold=threshold, block_size=block)["fast-diffusion"]
             else:
-                mode = decoding_modes(threshold=threshold, block_size=block, verify_floor=floor)[
-                    "fast-diffusion+verify"
-                ]
+                mode = decoding_modes(
+                    verify_threshold=threshold, verify_block=block, verify_floor=floor
+                )["fast-diffusion+verify"]
             name = f"{mode.name}@t{threshold:g}" + (f",f{floor:g}" if floor > 0 else "")
             if block != FAST_BLOCK:
                 name += f",b{block}"
