@@ -29,6 +29,8 @@ __all__ = ["BLOCK_LENGTHS", "CommitRate", "ForwardCost", "Parallelism"]
 
 # Block lengths the engine chooses among (and calibrates): powers of two, as trained.
 BLOCK_LENGTHS = (1, 2, 4, 8, 16, 32)
+# A cached choice is remade after this many more finished blocks have taught the rates.
+RECHOOSE_EVERY = 32
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ForwardCost:
     """
 
     seconds_by_shape: Mapping[tuple[int, int], float]
+    _rows_by_positions: dict[int, list[int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.seconds_by_shape:
@@ -47,15 +50,20 @@ class ForwardCost:
         for (rows, positions), seconds in self.seconds_by_shape.items():
             if rows < 1 or positions < 1 or not seconds > 0 or math.isinf(seconds):
                 raise ValueError(f"bad forward cost entry ({rows}, {positions}): {seconds}")
+        # Row counts measured for each positions value, sorted: looked up at every block start.
+        by_positions: dict[int, list[int]] = {}
+        for rows, positions in sorted(self.seconds_by_shape):
+            by_positions.setdefault(positions, []).append(rows)
+        object.__setattr__(self, "_rows_by_positions", by_positions)
 
     @property
     def positions(self) -> tuple[int, ...]:
         """The positions-per-row values measured."""
-        return tuple(sorted({q for _, q in self.seconds_by_shape}))
+        return tuple(self._rows_by_positions)
 
     def seconds(self, rows: int, positions: int) -> float:
         """Estimated seconds of a forward of ``rows`` rows of ``positions`` positions."""
-        measured = sorted(r for r, q in self.seconds_by_shape if q == positions)
+        measured = self._rows_by_positions.get(positions)
         if not measured:
             raise KeyError(f"no forward cost measured for {positions} positions per row")
         table = {r: self.seconds_by_shape[(r, positions)] for r in measured}
@@ -82,6 +90,7 @@ class CommitRate:
 
     prior_share: float = 0.45
     prior_weight: float = 8.0
+    observations: int = 0
     _tokens: dict[int, float] = field(default_factory=dict)
     _forwards: dict[int, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -96,6 +105,7 @@ class CommitRate:
         with self._lock:
             self._tokens[length] = self._tokens.get(length, 0.0) + tokens
             self._forwards[length] = self._forwards.get(length, 0.0) + forwards
+            self.observations += 1
 
     def rate(self, length: int) -> float:
         """Expected tokens per forward for a block of ``length`` positions."""
@@ -119,6 +129,11 @@ class Parallelism:
     cost: ForwardCost
     rates: CommitRate = field(default_factory=CommitRate)
     rows: int = 1
+    # Choices by (rows, longest), with the observation count they were made at: a block
+    # starts at every few steps of every row, and the rates move slowly.
+    _chosen: dict[tuple[int, int], tuple[int, int]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def throughput(self, rows: int, length: int) -> float:
         """Estimated tokens per second with ``rows`` rows decoding blocks of ``length``."""
@@ -129,13 +144,22 @@ class Parallelism:
         rows (default: the rows now running); ties go to the longer block (lower latency)."""
         if longest < 1:
             raise ValueError(f"longest must be at least 1, got {longest}")
-        rows = self.rows if rows is None else rows
+        rows = max(1, self.rows if rows is None else rows)
+        seen = self.rates.observations
+        cached = self._chosen.get((rows, longest))
+        if cached is not None and seen - cached[1] < RECHOOSE_EVERY:
+            return cached[0]
+        best = self._best_length(rows, longest)
+        self._chosen[(rows, longest)] = (best, seen)
+        return best
+
+    def _best_length(self, rows: int, longest: int) -> int:
         choices = [q for q in self.cost.positions if q <= longest]
         if not choices:
             raise ValueError(f"no block length of at most {longest} has a measured cost")
         best, best_rate = choices[0], -1.0
         for q in choices:
-            rate = self.throughput(max(1, rows), q)
+            rate = self.throughput(rows, q)
             if rate >= best_rate:
                 best, best_rate = q, rate
         return best

@@ -204,3 +204,16 @@ async def test_a_bidirectional_model_refuses_the_adaptive_pattern(
         with pytest.raises(ValueError, match="ADAPTIVE"):
             await engine.submit(req("r", [1, 2, 3, 4], policy, Pattern.ADAPTIVE))
     await asyncio.sleep(0)
+
+
+def test_a_choice_is_remade_once_the_rates_have_moved() -> None:
+    """Choices are cached per row count and remade after RECHOOSE_EVERY finished blocks."""
+    from dlm_runtime.parallelism import RECHOOSE_EVERY
+
+    chooser = Parallelism(ForwardCost({(1, 1): 0.01, (1, 8): 0.02}))
+    assert chooser.block_length(8, rows=1) == 8  # prior: 3.6 tokens per 8-position forward
+    for _ in range(RECHOOSE_EVERY - 1):
+        chooser.rates.observe(8, tokens=8, forwards=8)  # really one token per forward
+    assert chooser.block_length(8, rows=1) == 8  # still the cached choice
+    chooser.rates.observe(8, tokens=8, forwards=8)
+    assert chooser.block_length(8, rows=1) == 1
