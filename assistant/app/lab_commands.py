@@ -127,11 +127,36 @@ def _eval_conversations(
     return 0
 
 
+def _checkpoint_dir(settings: Settings) -> Path:
+    """The checkpoint directory --model-path names (default: bundled), or a clear error."""
+    from assistant.checkpoints import model_dir
+
+    path = model_dir(settings.model_path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"no model checkpoint in {path} (set --model-path)")
+    return path
+
+
+def _mode_names(text: str) -> list[str]:
+    """Comma-separated decoding mode names, each one served, at least one."""
+    from assistant.agent.decoding import decoding_modes
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    served = decoding_modes()
+    unknown = [m for m in names if m not in served]
+    if unknown or not names:
+        raise UserError(
+            f"unknown decoding modes {', '.join(unknown) or '(none given)'}: choose from "
+            f"{', '.join(served)}"
+        )
+    return names
+
+
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from assistant.agent.decoding import decoding_modes
-    from assistant.checkpoints import model_dir, uses_entity_slots
+    from assistant.checkpoints import uses_entity_slots
     from assistant.lab.evaluation import (
         BAD_INPUT_CASES,
         NATURAL_BAD_INPUT_CASES,
@@ -152,16 +177,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             f"no held-out dialogues at {heldout}: run 'assistant corpus build' first "
             "(or pass --heldout)"
         )
-    path = model_dir(settings.model_path)
-    if not (path / "config.json").is_file():
-        raise UserError(f"no model checkpoint in {path} (set --model-path)")
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = set(modes) - set(decoding_modes())
-    if unknown:
-        raise UserError(
-            f"unknown decoding mode(s) {', '.join(sorted(unknown))}: choose from "
-            f"{', '.join(decoding_modes())}"
-        )
+    path = _checkpoint_dir(settings)
+    modes = _mode_names(args.modes)
     try:
         levels = [int(x) for x in args.concurrency.split(",")]
     except ValueError:
@@ -211,7 +228,6 @@ def cmd_speed(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
     from assistant.agent.decoding import decoding_modes
-    from assistant.checkpoints import model_dir
     from assistant.lab.speed import chat_prompts, speed_report
     from dlm_runtime.bench import cpu_name, load_average
     from dlm_runtime.loading import load_model
@@ -222,14 +238,9 @@ def cmd_speed(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(
             f"no prompts at {prompts_path}: run 'assistant corpus build' first (or pass --prompts)"
         )
-    path = model_dir(settings.model_path)
-    if not (path / "config.json").is_file():
-        raise UserError(f"no model checkpoint in {path} (set --model-path)")
+    path = _checkpoint_dir(settings)
+    names = _mode_names(args.modes)
     served = decoding_modes()
-    names = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in names if m not in served]
-    if unknown or not names:
-        raise UserError(f"unknown decoding modes {unknown}: choose from {', '.join(served)}")
     try:
         loads = [int(x) for x in args.loads.split(",") if x.strip()]
     except ValueError:
