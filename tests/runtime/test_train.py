@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from dlm_runtime.loading import load_model
 from dlm_runtime.tokenizer import load_tokenizer
-from dlm_runtime.train import Example, TrainConfig, Trainer, joint_batch
+from dlm_runtime.train import Example, TrainConfig, Trainer, certainty_loss, joint_batch
 
 MASK, END, PAD = 1, 7, 0
 
@@ -213,3 +214,39 @@ def test_fine_tuning_extends_the_vocabulary_and_keeps_the_weights(tmp_path: Path
     assert torch.allclose(embedding[len(old)], base_embedding.mean(dim=0))
     trainer.run()
     assert load_model(tmp_path / "run" / "model").config.vocab_size == len(old) + 1
+
+
+def test_masked_positions_are_marked_apart_from_corrupted_ones() -> None:
+    batch = _batch(corrupt=0.5)
+    clean_len = batch.ar_targets.shape[1]
+    noised = batch.input_ids[:, clean_len:]
+    assert torch.equal(batch.diffusion_masked, noised == MASK)
+
+
+def test_certainty_loss_is_the_entropy_of_right_guesses_at_masked_positions() -> None:
+    batch = _batch()
+    targets = batch.diffusion_targets
+    vocab = 40
+    # Logits that rank the target first at every masked position, flat elsewhere.
+    logits = torch.zeros((*targets.shape, vocab), requires_grad=True)
+    with torch.no_grad():
+        right = batch.diffusion_masked & (targets >= 0)
+        logits[right, targets[right]] = 2.0
+    loss = certainty_loss(logits, batch)
+    probs = torch.softmax(torch.tensor([2.0] + [0.0] * (vocab - 1)), dim=-1)
+    assert loss.item() == pytest.approx(float(-(probs * probs.log()).sum()), rel=1e-5)
+    loss.backward()
+    # Lowering the entropy of a right guess means raising its target logit.
+    assert logits.grad is not None and (logits.grad[right, targets[right]] < 0).all()
+    assert (logits.grad[~right] == 0).all()
+
+
+def test_certainty_loss_ignores_wrong_guesses() -> None:
+    batch = _batch()
+    logits = torch.zeros((*batch.diffusion_targets.shape, 40), requires_grad=True)
+    with torch.no_grad():
+        logits[..., 1] = 5.0  # token 1 is never a target here
+    loss = certainty_loss(logits, batch)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert logits.grad is not None and (logits.grad == 0).all()

@@ -30,6 +30,8 @@ from assistant.lab.corpus.refusals import (
     INJECTION_REPLY,
     OUT_OF_SCOPE,
     SCOPE_REPLY,
+    UNSAFE,
+    UNSAFE_REPLY,
 )
 from assistant.lab.corpus.support import (
     ASK_FOR_EMAIL,
@@ -1214,6 +1216,11 @@ def injection(sim: Simulation) -> None:
     sim.dialogue.say(INJECTION_REPLY.pick(sim.rng, sim.split))
 
 
+def unsafe(sim: Simulation) -> None:
+    sim.dialogue.user(UNSAFE.pick(sim.rng, sim.split))
+    sim.dialogue.say(UNSAFE_REPLY.pick(sim.rng, sim.split))
+
+
 def other_customer(sim: Simulation) -> None:
     """Another customer's order number with this customer's email: the lookup finds nothing."""
     if "other_customer" in sim.state.asked:
@@ -1242,14 +1249,22 @@ TASKS: dict[str, tuple[Task, int]] = {
     "other_customer": (other_customer, 4),
     "unclear": (unclear, 3),
 }
+# Tasks drawn for training conversations only: adding them to ``TASKS`` would change which
+# goals the held-out seed draws, and so the held-out conversations themselves.
+TRAINING_TASKS: dict[str, tuple[Task, int]] = {"unsafe": (unsafe, 4)}
 # Tasks that end the conversation: the person takes over after a hand-off.
 FINAL_TASKS = {"handoff"}
 
 
-def plan_goal(rng: random.Random) -> list[str]:
+def tasks_of(split: str) -> dict[str, tuple[Task, int]]:
+    return TASKS | TRAINING_TASKS if split == "train" else TASKS
+
+
+def plan_goal(rng: random.Random, split: str) -> list[str]:
     """One to four tasks; an order question may be followed up; a hand-off comes last."""
-    names = list(TASKS)
-    weights = [TASKS[n][1] for n in names]
+    tasks = tasks_of(split)
+    names = list(tasks)
+    weights = [tasks[n][1] for n in names]
     count = rng.choice((1, 2, 2, 3, 3, 4))
     goal: list[str] = []
     for _ in range(count):
@@ -1268,7 +1283,7 @@ def conversation(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     order, other = rng.sample(orders, 2)
     while other.email == order.email:
         other = rng.choice(orders)
-    customer = Customer(order=order, other=other, goal=plan_goal(rng))
+    customer = Customer(order=order, other=other, goal=plan_goal(rng, split))
     intent = "conversation_" + "+".join(customer.goal)
     sim = Simulation(rng, store, split, customer, Dialogue(split, "support", intent, "widget"))
     if rng.random() < 0.2:
@@ -1280,7 +1295,7 @@ def conversation(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     for name in customer.goal:
         if sim.user_turns >= MAX_USER_TURNS - 1:
             break
-        TASKS[name][0](sim)
+        tasks_of(split)[name][0](sim)
         if name == "handoff":
             return _trimmed(sim.dialogue)
         if rng.random() < 0.15 and sim.user_turns < MAX_USER_TURNS - 1:
