@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime.decoding import DecodingMode, Pattern
@@ -145,25 +146,33 @@ def step_cost(model: DLMModel, reply_lengths: Sequence[int], reps: int) -> list[
 
 
 async def run_engine(
-    model: DLMModel,
+    model: nn.Module,
     tok: PreTrainedTokenizerFast,
     requests: Sequence[GenerationRequest],
-) -> tuple[float, int, EngineStats]:
-    """Submit all ``requests`` at once; return (seconds, reply tokens, engine counters)."""
-    engine = Engine(model, tok, max_batch=max(16, len(requests)))
+    exact_batches: bool | None = None,
+) -> tuple[float, list[list[int]], EngineStats]:
+    """Submit all ``requests`` at once; return (seconds, each reply's ids, engine counters).
+
+    ``exact_batches`` goes to the :class:`Engine`. A request the engine ends with an error
+    raises ``RuntimeError`` (its figures would lie)."""
+    engine = Engine(model, tok, max_batch=max(16, len(requests)), exact_batches=exact_batches)
     started = time.perf_counter()
 
-    async def one(request: GenerationRequest) -> int:
-        tokens = 0
+    async def one(request: GenerationRequest) -> list[int]:
+        reply: list[int] = []
         async for event in await engine.submit(request):
             if isinstance(event, Final):
-                tokens = len(event.token_ids)
-        return tokens
+                if event.finish_reason == "error":
+                    raise RuntimeError(f"request {event.request_id}: {event.error}")
+                reply = event.token_ids
+        return reply
 
-    counts = await asyncio.gather(*(one(r) for r in requests))
-    elapsed = time.perf_counter() - started
-    await engine.close()  # the last step's counters are complete once the thread is done
-    return elapsed, sum(counts), engine.stats
+    try:
+        replies = await asyncio.gather(*(one(r) for r in requests))
+        elapsed = time.perf_counter() - started
+    finally:
+        await engine.close()  # the last step's counters are complete once the thread is done
+    return elapsed, replies, engine.stats
 
 
 def requests_for(
@@ -187,8 +196,8 @@ async def throughput(
     base = 0.0
     stats16 = EngineStats()
     for n in (1, 4, 16):
-        elapsed, tokens, stats = await run_engine(model, tok, requests_for(n, policy))
-        rate = tokens / elapsed
+        elapsed, replies, stats = await run_engine(model, tok, requests_for(n, policy))
+        rate = sum(map(len, replies)) / elapsed
         base = base or rate
         per = stats.forward_seconds / max(stats.forward_passes, 1) * 1e3
         rows.append(
@@ -245,8 +254,8 @@ async def modes(model: DLMModel, tok: PreTrainedTokenizerFast, max_new: int) -> 
         ),
     ]
     for label, policy, pattern in cases:
-        elapsed, tokens, stats = await run_engine(model, tok, requests_for(1, policy, pattern))
-        rows.append(f"   {label:<44} {tokens / elapsed:>9.1f} {stats.forward_passes:>9}")
+        elapsed, replies, stats = await run_engine(model, tok, requests_for(1, policy, pattern))
+        rows.append(f"   {label:<44} {len(replies[0]) / elapsed:>9.1f} {stats.forward_passes:>9}")
     return rows
 
 
