@@ -94,3 +94,13 @@ def test_corpus_without_slots_keeps_real_values() -> None:
     assert len(without) == len(with_slots)
     assert any(PLACEHOLDER.search(json.dumps(e)) for e in with_slots)
     assert not any(PLACEHOLDER.search(json.dumps(e)) for e in without)
+
+
+def test_dev_dialogues_come_with_training_examples_for_the_loss_report(tmp_path: Path) -> None:
+    """The trainer watches a dev loss (``dev.jsonl``), never a held-out one."""
+    stats = build_corpus(tmp_path, train_dialogues=5, heldout_dialogues=5, seed=3, dev_dialogues=6)
+    dev = list(read_dialogues(tmp_path / "dev_dialogues.jsonl"))
+    examples = [json.loads(line) for line in (tmp_path / "dev.jsonl").read_text().splitlines()]
+    assert len(dev) == 6 and {d.split for d in dev} == {"train"}
+    assert stats["dev"]["examples"] == len(examples) >= 6
+    assert examples == [e for d in dev for e in training_examples(d)]

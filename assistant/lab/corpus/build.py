@@ -175,14 +175,31 @@ def build_corpus(
         stats["dev conversations"] = {"dialogues": dev_count, "examples": 0, "domains": {}}
     (out_dir / "added_words.json").write_text(json.dumps(added_words() if entity_slots else []))
     if dev_dialogues:
-        write_dev_dialogues(out_dir / "dev_dialogues.jsonl", dev_dialogues, seed, store)
-        stats["dev"] = {"dialogues": dev_dialogues, "examples": 0, "domains": {}}
+        examples = write_dev_dialogues(out_dir, dev_dialogues, seed, store, entity_slots, fits)
+        stats["dev"] = {"dialogues": dev_dialogues, "examples": examples, "domains": {}}
     return stats
 
 
-def write_dev_dialogues(path: Path, count: int, seed: int, store: ShopData) -> None:
-    """Training-split dialogues from a seed the training files never use (not augmented)."""
-    _write_records(path, dialogues(count, "train", seed + 100_003, store))
+def write_dev_dialogues(
+    out_dir: Path,
+    count: int,
+    seed: int,
+    store: ShopData,
+    entity_slots: bool = True,
+    fits: Fits = None,
+) -> int:
+    """Training-split dialogues from a seed the training files never use (not augmented):
+    ``dev_dialogues.jsonl`` to score, ``dev.jsonl`` (training examples) for the trainer's
+    loss report, so that no run watches a held-out loss. Returns the examples written."""
+    chosen = list(dialogues(count, "train", seed + 100_003, store))
+    _write_records(out_dir / "dev_dialogues.jsonl", iter(chosen))
+    examples = 0
+    with (out_dir / "dev.jsonl").open("w", encoding="utf-8") as handle:
+        for dialogue in chosen:
+            for example in training_examples(dialogue, entity_slots, fits):
+                handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+                examples += 1
+    return examples
 
 
 def _write_records(path: Path, items: Iterator[Dialogue]) -> None:
