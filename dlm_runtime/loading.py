@@ -3,6 +3,8 @@
 * ``"dlm"``: the native :class:`~dlm_runtime.modeling.DLMModel`.
 * ``"llada"``: :class:`~dlm_runtime.llada.LLaDAModel` from LLaDA-layout weights.
 * ``"Dream"``: :class:`~dlm_runtime.dream.DreamModel` from Dream-layout weights (logits unshifted).
+* ``"nemotron_labs_diffusion"``: :class:`~dlm_runtime.nemotron.NemotronModel` from
+  Nemotron-Labs-Diffusion weights (its samplers: :mod:`dlm_runtime.nemotron_generate`).
 * ``"diffusion_gemma"``: :class:`~dlm_runtime.diffusion_gemma.DiffusionGemmaModel`, transformers'
   own ``DiffusionGemmaForBlockDiffusion`` (native there, no remote code); it generates through
   :func:`dlm_runtime.diffusion_gemma.generate`, not through the engine.
@@ -40,6 +42,8 @@ from dlm_runtime.diffusion_gemma import (
 from dlm_runtime.dream import DreamConfigView, DreamModel, UnsupportedDreamConfig
 from dlm_runtime.llada import LLaDAConfigView, LLaDAModel, UnsupportedLLaDAConfig
 from dlm_runtime.modeling import DLMConfig, DLMModel
+from dlm_runtime.nemotron import MODEL_TYPE as MODEL_TYPE_NEMOTRON
+from dlm_runtime.nemotron import NemotronConfigView, NemotronModel, UnsupportedNemotronConfig
 
 __all__ = [
     "DLM_REQUIRED_KEYS",
@@ -64,7 +68,7 @@ DLM_REQUIRED_KEYS = (
     "mask_token_id",
 )
 
-LoadedModel = DLMModel | LLaDAModel | DreamModel
+LoadedModel = DLMModel | LLaDAModel | DreamModel | NemotronModel
 
 
 class CheckpointError(ValueError):
@@ -265,6 +269,19 @@ def _build_dream(raw: dict[str, Any], path: Path) -> DreamModel:
         return DreamModel(view)
 
 
+def _build_nemotron(raw: dict[str, Any], path: Path) -> NemotronModel:
+    try:
+        view = NemotronConfigView.from_dict(raw)
+    except KeyError as exc:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE}: missing required key {exc.args[0]!r}"
+        ) from exc
+    except UnsupportedNemotronConfig as exc:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
+    with torch.device("meta"):
+        return NemotronModel(view)
+
+
 def _load_diffusion_gemma(
     root: Path, raw: dict[str, Any], device: str | torch.device, dtype: torch.dtype | str | None
 ) -> DiffusionGemmaModel:
@@ -312,6 +329,8 @@ def load_model(
             model = _build_llada(raw, root)
         elif model_type == "Dream":
             model = _build_dream(raw, root)
+        elif model_type == MODEL_TYPE_NEMOTRON:
+            model = _build_nemotron(raw, root)
         elif model_type == MODEL_TYPE_DIFFUSION_GEMMA:
             return _load_diffusion_gemma(root, raw, device, dtype)
         elif trust_remote_code:
@@ -319,7 +338,7 @@ def load_model(
         else:
             raise CheckpointError(
                 f"{root / CONFIG_FILE}: unknown model_type {model_type!r} "
-                "(expected 'dlm', 'llada', 'Dream' or 'diffusion_gemma')"
+                "(expected 'dlm', 'llada', 'Dream', 'nemotron_labs_diffusion' or 'diffusion_gemma')"
             )
     except UnsupportedLLaDAConfig as exc:
         if trust_remote_code:

@@ -1,0 +1,160 @@
+"""Nemotron-Labs-Diffusion, loaded through load_model, against its published samplers' outputs.
+
+``nemotron_data/checkpoint/`` is a tiny random checkpoint in the family's own layout (config.json
+keys, weight names, tokenizer files, chat template). ``nemotron_data/expected.json`` holds what
+the published ``ar_generate``, ``generate`` and ``linear_spec_generate`` returned on it, ids and
+forward counts (its "provenance" entry and ``nemotron_data/README.md`` say how they were run);
+the upstream code itself is not in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from dlm_runtime import CheckpointError, load_model
+from dlm_runtime import nemotron_generate as sampler
+from dlm_runtime.attention import causal_mask
+from dlm_runtime.nemotron import NemotronModel
+from dlm_runtime.tokenizer import load_tokenizer
+
+DATA = Path(__file__).parent / "nemotron_data"
+CHECKPOINT = DATA / "checkpoint"
+EXPECTED: dict[str, Any] = json.loads((DATA / "expected.json").read_text())
+
+
+def _case_id(case: dict[str, Any]) -> str:
+    args = ",".join(f"{k}={v}" for k, v in case["kwargs"].items())
+    shape = f"batch{len(case['prompt'])}"
+    return f"{case['method']}-{case['dtype']}-{shape}-{args}"
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, NemotronModel]:
+    loaded = {d: load_model(CHECKPOINT, dtype=d) for d in ("float32", "bfloat16")}
+    assert all(isinstance(m, NemotronModel) for m in loaded.values())
+    return loaded  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def recording_arithmetic(models: dict[str, NemotronModel]) -> bool:
+    """Whether this CPU gives the recorded float32 logits bit for bit, i.e. does the arithmetic
+    of the machine that ran upstream's code (elsewhere bfloat16 ties may break the other way)."""
+    ids = torch.tensor(EXPECTED["forward_input"])
+    t = ids.shape[1]
+    logits = models["float32"](ids, attention_mask=causal_mask(torch.arange(t), torch.arange(t)))
+    raw = torch.tensor(EXPECTED["causal_logits_first_columns"], dtype=torch.float32)
+    return bool(torch.equal(logits.logits[0, :, :8], raw))
+
+
+@pytest.mark.parametrize("case", EXPECTED["cases"], ids=_case_id)
+def test_token_and_forward_count_exact_to_published_samplers(
+    models: dict[str, NemotronModel], case: dict[str, Any], recording_arithmetic: bool
+) -> None:
+    """All three modes, float32 and bfloat16, one prompt and a batch, greedy and sampled."""
+    if case["dtype"] == "bfloat16" and not recording_arithmetic:
+        pytest.skip(
+            "this CPU rounds differently from the machine that recorded upstream's outputs, so "
+            "bfloat16 ties can break the other way; checked where the arithmetic matches"
+        )
+    torch.manual_seed(case["seed"])
+    run = getattr(sampler, case["method"])
+    out, nfe = run(models[case["dtype"]], torch.tensor(case["prompt"]), **case["kwargs"])
+    assert out.tolist() == case["output"]
+    assert nfe == case["nfe"]
+
+
+def test_logits_of_both_attention_modes(
+    models: dict[str, NemotronModel], recording_arithmetic: bool
+) -> None:
+    """A causal mask gives upstream's AR-mode logits, no mask its diffusion-mode logits."""
+    model = models["float32"]
+    ids = torch.tensor(EXPECTED["forward_input"])
+    t = ids.shape[1]
+    causal = model(ids, attention_mask=causal_mask(torch.arange(t), torch.arange(t))).logits
+    bidirectional = model(ids).logits
+    tolerance = 0.0 if recording_arithmetic else 1e-5
+    for got, key in ((causal, "causal"), (bidirectional, "bidirectional")):
+        want = torch.tensor(EXPECTED[f"{key}_logits_first_columns"], dtype=torch.float32)
+        torch.testing.assert_close(got[0, :, :8], want, rtol=0, atol=tolerance)
+
+
+def test_cached_forward_equals_full_forward(models: dict[str, NemotronModel]) -> None:
+    """The cache the samplers keep: prefix then block gives the full sequence's logits."""
+    model = models["float32"]
+    ids = torch.tensor(EXPECTED["forward_input"])
+    t = ids.shape[1]
+    full = model(ids, attention_mask=causal_mask(torch.arange(t), torch.arange(t))).logits
+    prefix = model(ids[:, :5], attention_mask=causal_mask(torch.arange(5), torch.arange(5)))
+    rest = model(
+        ids[:, 5:],
+        attention_mask=causal_mask(torch.arange(5, t), torch.arange(t)),
+        past_key_values=prefix.new_key_values,
+    )
+    torch.testing.assert_close(rest.logits, full[:, 5:], rtol=1e-5, atol=1e-5)
+
+
+def test_tokenizer_and_chat_template_load() -> None:
+    tok = load_tokenizer(CHECKPOINT)
+    assert tok.eos_token_id == 11
+    assert tok.mask_token_id == 100
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Hello world"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_sampler_arguments_are_checked(models: dict[str, NemotronModel]) -> None:
+    model = models["float32"]
+    with pytest.raises(ValueError, match="batch_size == 1"):
+        sampler.linear_spec_generate(model, torch.tensor([[1, 2], [3, 4]]), max_new_tokens=4)
+    with pytest.raises(ValueError, match="multiple of block_length"):
+        sampler.generate(model, torch.tensor([[1, 2]]), max_new_tokens=6, block_length=4)
+
+
+def _copy_checkpoint(tmp_path: Path, **changes: Any) -> Path:
+    root = tmp_path / "nemotron"
+    shutil.copytree(CHECKPOINT, root)
+    config = json.loads((root / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mask_token_id": None}, "missing required key 'mask_token_id'"),
+        ({"mask_token_id": 999}, "mask_token_id=999"),
+        ({"dlm_paradigm": "block_diff"}, "dlm_paradigm='block_diff'"),
+        ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e6}}, "rope_type"),
+        ({"sliding_window": 16}, "sliding_window"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"num_key_value_heads": 3}, "num_key_value_heads=3"),
+        ({"head_dim": 8}, "has shape"),
+    ],
+)
+def test_bad_config_is_a_checkpoint_error(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        load_model(_copy_checkpoint(tmp_path, **changes))
+
+
+def test_missing_weight_is_a_checkpoint_error(tmp_path: Path) -> None:
+    root = _copy_checkpoint(tmp_path)
+    tensors = load_file(str(root / "model.safetensors"))
+    del tensors["diffusion_head.weight"]
+    save_file(tensors, str(root / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"'diffusion_head\.weight' is missing"):
+        load_model(root)
