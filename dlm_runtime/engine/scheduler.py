@@ -104,8 +104,10 @@ class Engine:
             vocab_size=int(cfg.vocab_size),
             context=getattr(cfg, "max_position_embeddings", None),
             device=self.device,
+            # Nemotron-Labs-Diffusion's own diffusion mode is also a causal cache under a
+            # bidirectional block.
             default_pattern=Pattern.PREFIX_CAUSAL
-            if getattr(cfg, "model_type", "") == "dlm"
+            if getattr(cfg, "model_type", "") in ("dlm", "nemotron_labs_diffusion")
             else Pattern.BIDIRECTIONAL,
             parallelism=parallelism,
         )

@@ -9,8 +9,11 @@ the upstream code itself is not in the repository.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,10 @@ from safetensors.torch import load_file, save_file
 from dlm_runtime import CheckpointError, load_model
 from dlm_runtime import nemotron_generate as sampler
 from dlm_runtime.attention import causal_mask
+from dlm_runtime.decoding import DecodingMode, Pattern
+from dlm_runtime.engine import Engine, Final, GenerationRequest
 from dlm_runtime.nemotron import NemotronModel
+from dlm_runtime.policies import fast
 from dlm_runtime.tokenizer import load_tokenizer
 
 DATA = Path(__file__).parent / "nemotron_data"
@@ -158,3 +164,90 @@ def test_missing_weight_is_a_checkpoint_error(tmp_path: Path) -> None:
     save_file(tensors, str(root / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"'diffusion_head\.weight' is missing"):
         load_model(root)
+
+
+# --- the engine serving it -------------------------------------------------------------------
+
+# Requests of mixed lengths at once: the recorded single prompt and both rows of the batch.
+PROMPTS = [
+    EXPECTED["cases"][0]["prompt"][0],
+    *next(c["prompt"] for c in EXPECTED["cases"] if len(c["prompt"]) == 2),
+]
+END = 11  # the checkpoint's eos_token_id; the second batch row writes it at its 8th token
+
+
+def _reply(out: torch.Tensor, prompt: Sequence[int], limit: int) -> list[int]:
+    """A sampler's reply as the engine gives it: at most ``limit`` tokens, cut before the end
+    token (the engine does not return it)."""
+    tokens: list[int] = out[0, len(prompt) :].tolist()[:limit]
+    return tokens[: tokens.index(END)] if END in tokens else tokens
+
+
+async def _serve(
+    model: NemotronModel, pattern: Pattern, limit: int, block: int = 4
+) -> list[list[int]]:
+    # Upstream's samplers may write the mask token (an argmax like any other); the runtime's
+    # policies forbid it by default.
+    policy = replace(
+        fast(threshold=0.9, block_size=block, max_new_tokens=limit), forbid_mask_token=False
+    )
+    mode = DecodingMode(pattern.value, pattern, policy)
+    requests = [GenerationRequest(f"r{i}", list(p), mode, 0) for i, p in enumerate(PROMPTS)]
+    tok = load_tokenizer(CHECKPOINT)
+
+    async def run(request: GenerationRequest) -> list[int]:
+        events = [event async for event in await engine.submit(request)]
+        last = events[-1]
+        assert isinstance(last, Final)
+        return last.token_ids
+
+    async with Engine(model, tok) as engine:
+        return list(await asyncio.gather(*(run(r) for r in requests)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+async def test_engine_autoregressive_equals_ar_generate(
+    models: dict[str, NemotronModel], dtype: str
+) -> None:
+    """AUTOREGRESSIVE, three prompts of two lengths batched together: each reply is
+    ar_generate's for that prompt alone, stopping at the end token as it does."""
+    model, limit = models[dtype], 12
+    got = await _serve(model, Pattern.AUTOREGRESSIVE, limit)
+    for prompt, reply in zip(PROMPTS, got, strict=True):
+        out, _ = sampler.ar_generate(model, torch.tensor([prompt]), max_new_tokens=limit)
+        assert reply == _reply(out, prompt, limit)
+    assert len(got[2]) == 7  # stopped before the end token
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+async def test_engine_speculative_equals_linear_spec_generate(
+    models: dict[str, NemotronModel], dtype: str
+) -> None:
+    """SPECULATIVE (the engine's self-speculation: draft and verification fused in one forward)
+    keeps only what the causal mode writes, as linear_spec_generate does: in float32 the two
+    give the same tokens, and ar_generate's. In bfloat16 upstream's own linear_spec_generate
+    leaves its ar_generate on a near-tie (its verifying pass over a 4-token block rounds the
+    causal logits differently from ar_generate's one-token passes); the engine keeps
+    ar_generate's tokens there. Drafts, so forward counts, differ between the two."""
+    model, limit = models[dtype], 16
+    got = await _serve(model, Pattern.SPECULATIVE, limit)
+    for prompt, reply in zip(PROMPTS, got, strict=True):
+        ids = torch.tensor([prompt])
+        spec, _ = sampler.linear_spec_generate(model, ids, max_new_tokens=limit, block_length=4)
+        ar, _ = sampler.ar_generate(model, ids, max_new_tokens=limit)
+        assert reply == _reply(ar, prompt, limit)
+        if dtype == "float32":
+            assert reply == _reply(spec, prompt, limit)
+
+
+async def test_engine_block_diffusion_runs_on_the_prefix_causal_pattern(
+    models: dict[str, NemotronModel],
+) -> None:
+    """The model's diffusion mode is the engine's PREFIX_CAUSAL (causal cache, bidirectional
+    block), its default here. Not token-equal to generate(): upstream seeds each block with the
+    causal prediction after the cache and writes the finished block in a forward of its own;
+    the engine's blocks start fully masked and it writes a finished block together with the
+    next block's first step."""
+    got = await _serve(models["float32"], Pattern.DEFAULT_DIFFUSION, 8)
+    assert [len(r) for r in got[:2]] == [8, 8]
+    assert all(0 <= t < 256 and t != 100 for r in got for t in r)
