@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from dlm_runtime import CheckpointError, load_model
 from dlm_runtime import nemotron_generate as sampler
 from dlm_runtime.attention import causal_mask
+from dlm_runtime.chat_format import chat_format
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Engine, Final, GenerationRequest
 from dlm_runtime.nemotron import NemotronModel
@@ -251,3 +252,24 @@ async def test_engine_block_diffusion_runs_on_the_prefix_causal_pattern(
     got = await _serve(models["float32"], Pattern.DEFAULT_DIFFUSION, 8)
     assert [len(r) for r in got[:2]] == [8, 8]
     assert all(0 <= t < 256 and t != 100 for r in got for t in r)
+
+
+def test_a_chat_prompt_through_the_checkpoints_template(models: dict[str, NemotronModel]) -> None:
+    """The path a deployment takes: the checkpoint's chat template builds the prompt, its end
+    token (11, ``<|im_end|>``) ends the reply, and each mode decodes it."""
+    tok = load_tokenizer(CHECKPOINT)
+    chat = chat_format(tok, [11])
+    ids = chat.encode([{"role": "user", "content": "Where is my order?"}], True)
+    assert tok.convert_ids_to_tokens(ids[:2] + ids[-3:]) == [
+        "<s>", "<|im_start|>", "<|im_start|>", "▁assistant", "\n"
+    ]  # fmt: skip
+    model = models["float32"]
+    prompt = torch.tensor([ids])
+    for out, _ in (
+        sampler.ar_generate(model, prompt, max_new_tokens=8),
+        sampler.generate(model, prompt, max_new_tokens=8, block_length=4, threshold=0.9),
+        sampler.linear_spec_generate(model, prompt, max_new_tokens=8, block_length=4),
+    ):
+        reply = chat.reply_ids(out[0, len(ids) :].tolist())
+        assert 11 not in reply
+        assert isinstance(chat.reply_text(reply), str)

@@ -123,6 +123,9 @@ text = [
     "The quick brown fox jumps over the lazy dog.",
     "Where is my order? It shipped on Monday.",
     "Thank you, have a nice day.",
+    "user\nWhere is my order?\n",
+    "assistant\nIt shipped on Monday.\n",
+    "system\nYou are a helpful assistant.\n",
 ] * 10
 tok.train_from_iterator(
     text, trainers.BpeTrainer(vocab_size=256, special_tokens=specials, show_progress=False)
