@@ -273,3 +273,64 @@ def test_a_chat_prompt_through_the_checkpoints_template(models: dict[str, Nemotr
         reply = chat.reply_ids(out[0, len(ids) :].tolist())
         assert 11 not in reply
         assert isinstance(chat.reply_text(reply), str)
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        None,  # rope_theta only: plain rotary
+        {"rope_type": "default", "rope_theta": 10000.0},
+        # the family's own (3B/8B/14B): YaRN over an original 16k context
+        {
+            "rope_type": "yarn", "rope_theta": 1000000.0, "factor": 16.0, "beta_fast": 32.0,
+            "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 16384, "llama_4_scaling_beta": 0.1,
+        },
+        {
+            "rope_type": "yarn", "rope_theta": 500000.0, "factor": 8.0,
+            "original_max_position_embeddings": 8192,
+        },
+    ],
+)  # fmt: skip
+def test_rotary_frequencies_are_transformers(rope: dict[str, Any] | None) -> None:
+    """The inverse frequencies and cos/sin scale transformers' Ministral3 computes, at the real
+    head size (128)."""
+    from transformers import Ministral3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from dlm_runtime.nemotron import NemotronConfigView
+
+    raw = {
+        "vocab_size": 256, "hidden_size": 3072, "intermediate_size": 9216,
+        "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "head_dim": 128, "mask_token_id": 100, "max_position_embeddings": 262144,
+        "rope_parameters": rope,
+    }  # fmt: skip
+    mine = NemotronConfigView.from_dict(raw).rope
+    # Upstream's config turns a missing rope_parameters into plain rotary at its rope_theta
+    # (Ministral3Config's own default would be YaRN).
+    hf_raw = {k: v for k, v in raw.items() if k != "mask_token_id"}
+    hf_raw["rope_parameters"] = rope or {"rope_type": "default", "rope_theta": 1000000.0}
+    hf_config = Ministral3Config(**hf_raw)
+    kind = hf_config.rope_parameters["rope_type"]
+    if kind == "default":
+        want = 1.0 / (
+            hf_config.rope_parameters["rope_theta"]
+            ** (torch.arange(0, 128, 2, dtype=torch.int64).float() / 128)
+        )
+        factor = 1.0
+    else:
+        want, factor = ROPE_INIT_FUNCTIONS[kind](hf_config)
+    assert torch.equal(mine.inv_freq(128), want)
+    assert mine.attention_factor == factor
+
+
+def test_llama4_query_scale_past_the_original_context() -> None:
+    """``1 + beta * log(1 + floor(pos / original_max))`` on the query, 1 below original_max."""
+    raw = json.loads((CHECKPOINT / "config.json").read_text())
+    raw["rope_parameters"] = {**raw["rope_parameters"], "original_max_position_embeddings": 4}
+    model = NemotronModel(raw)
+    _, _, scale = model._positions(torch.tensor([[0, 3, 4, 9]]), torch.float32)
+    assert scale is not None
+    want = torch.tensor([1.0, 1.0, 1 + 0.1 * torch.log(torch.tensor(2.0)), 1 + 0.1 * 1.0986123])
+    torch.testing.assert_close(scale.flatten(), want)
