@@ -10,10 +10,13 @@ stopping. :func:`load_diffusion_gemma` loads such a checkpoint directory as a
 ``DiffusionGemmaForBlockDiffusion.generate`` on it, so its tokens are exactly upstream's (same
 torch RNG state in, same tokens out).
 
-What is *not* supported: the runtime's engine. Its policies unmask a masked canvas over a plain
-``model(input_ids, position_ids, attention_mask, past_key_values, logits_index)`` forward;
-DiffusionGemma has no mask token, needs the encoder/decoder split and the previous step's logits
-as input, so :meth:`DiffusionGemmaModel.forward` raises ``NotImplementedError`` with that reason.
+The engine runs it too, with its own request state (:mod:`dlm_runtime.engine.canvas`: continuous
+batching, a draft per denoising step, the same tokens as :func:`generate` on each prompt alone);
+requests take their settings from :func:`diffusion_gemma_policy`. The runtime's policies cannot
+decode it: they unmask a masked canvas over a plain ``model(input_ids, position_ids,
+attention_mask, past_key_values, logits_index)`` forward, while DiffusionGemma has no mask token
+and needs the encoder/decoder split and the previous step's logits, so
+:meth:`DiffusionGemmaModel.forward` raises ``NotImplementedError`` with that reason.
 Images (``pixel_values``) are not passed either: text prompts only.
 """
 
@@ -28,14 +31,18 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput
+from dlm_runtime.policies import ChosenProbability, DecodingPolicy, FixedCount, Greedy
 
 __all__ = [
     "MODEL_TYPE",
+    "SETTINGS",
     "DiffusionGemmaConfigView",
     "DiffusionGemmaModel",
     "UnsupportedDiffusionGemmaConfig",
     "check_config",
+    "diffusion_gemma_policy",
     "generate",
+    "generation_settings",
     "load_diffusion_gemma",
     "new_tokens",
 ]
@@ -45,7 +52,20 @@ MODEL_TYPE = "diffusion_gemma"
 ENGINE_UNSUPPORTED = (
     "DiffusionGemma cannot run under the engine's decoding policies: it denoises a canvas of "
     "uniform random tokens (no mask token), through a separate encoder KV cache and "
-    "self-conditioning on the previous step's logits; use dlm_runtime.diffusion_gemma.generate"
+    "self-conditioning on the previous step's logits; use dlm_runtime.diffusion_gemma.generate, "
+    "or the engine with a diffusion_gemma_policy"
+)
+
+# generate()'s settings a caller may give (None: generation_config.json's, then transformers').
+SETTINGS = (
+    "max_denoising_steps",
+    "entropy_bound",
+    "t_min",
+    "t_max",
+    "stability_threshold",
+    "confidence_threshold",
+    "eos_token_id",
+    "pad_token_id",
 )
 
 
@@ -213,23 +233,17 @@ def generate(
     stops once every row is finished. The result is whole canvases, so it may be longer than
     ``max_new_tokens``: :func:`new_tokens` cuts each row after its end token.
     """
-    from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
-        EntropyBoundSamplerConfig,
+    kwargs = _upstream_settings(
+        max_new_tokens=max_new_tokens,
+        max_denoising_steps=max_denoising_steps,
+        entropy_bound=entropy_bound,
+        t_min=t_min,
+        t_max=t_max,
+        stability_threshold=stability_threshold,
+        confidence_threshold=confidence_threshold,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
     )
-
-    settings: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "max_denoising_steps": max_denoising_steps,
-        "t_min": t_min,
-        "t_max": t_max,
-        "stability_threshold": stability_threshold,
-        "confidence_threshold": confidence_threshold,
-        "eos_token_id": eos_token_id,
-        "pad_token_id": pad_token_id,
-    }
-    if entropy_bound is not None:
-        settings["sampler_config"] = EntropyBoundSamplerConfig(entropy_bound=float(entropy_bound))
-    kwargs = {k: v for k, v in settings.items() if v is not None}
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
     streamer = _Streamer(on_draft, on_canvas) if on_draft or on_canvas else None
@@ -238,6 +252,54 @@ def generate(
     )
     assert isinstance(out, torch.Tensor)
     return out
+
+
+def _upstream_settings(**settings: Any) -> dict[str, Any]:
+    """``generate``'s keyword arguments for the settings given (``None`` ones left out)."""
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
+        EntropyBoundSamplerConfig,
+    )
+
+    kwargs = {k: v for k, v in settings.items() if v is not None}
+    if "entropy_bound" in kwargs:
+        kwargs["sampler_config"] = EntropyBoundSamplerConfig(
+            entropy_bound=float(kwargs.pop("entropy_bound"))
+        )
+    return kwargs
+
+
+def diffusion_gemma_policy(max_new_tokens: int = 256, **settings: Any) -> DecodingPolicy:
+    """What the engine decodes a DiffusionGemma request with: :func:`generate`'s settings.
+
+    ``settings`` are the names in :data:`SETTINGS`; those left out come from the checkpoint's
+    generation_config.json, then transformers' defaults, as :func:`generate` takes them. A
+    request decodes as ``torch.manual_seed(seed)`` then :func:`generate` on its prompt alone.
+    The policy's token rules are not used (the engine runs transformers' own sampler loop).
+    """
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown DiffusionGemma settings {unknown}; expected some of {SETTINGS}")
+    _upstream_settings(**settings)  # an invalid entropy bound fails here, not at admission
+    return DecodingPolicy(
+        name="diffusion-gemma",
+        chooser=Greedy(),
+        confidence=ChosenProbability(),
+        unmask=FixedCount(1),
+        revision=None,
+        block_size=max_new_tokens,
+        max_new_tokens=max_new_tokens,
+        params={"max_new_tokens": max_new_tokens, **settings},
+    )
+
+
+def generation_settings(model: DiffusionGemmaModel, policy: DecodingPolicy) -> Any:
+    """The ``DiffusionGemmaGenerationConfig`` :func:`generate` would run with for ``policy``:
+    its settings, then generation_config.json's, then transformers' defaults (resolved by
+    transformers' own ``_prepare_generation_config``, so the two cannot drift apart)."""
+    given = {k: v for k, v in policy.params.items() if k in SETTINGS}
+    kwargs = _upstream_settings(max_new_tokens=policy.max_new_tokens, **given)
+    config, _ = model.inner._prepare_generation_config(None, **kwargs)
+    return config
 
 
 def new_tokens(

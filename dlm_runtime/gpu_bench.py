@@ -7,8 +7,9 @@ then, side by side in one report:
 * the family's own sampler run one request at a time, the baseline a user would otherwise run
   (LLaDA: :func:`dlm_runtime.llada_generate.generate`; Dream:
   :func:`dlm_runtime.dream_generate.diffusion_generate`; DiffusionGemma:
-  :func:`dlm_runtime.diffusion_gemma.generate`, transformers' own; the native family has no
-  sampler besides the engine, so its baseline is the engine given one request at a time);
+  :func:`dlm_runtime.diffusion_gemma.generate`, transformers' own, seeded with 0; the native
+  family has no sampler besides the engine, so its baseline is the engine given one request at
+  a time);
 * the engine's tokens/s with 1, 8 and 32 requests submitted at once (``--requests``);
 * exactness: whether the engine's reply ids equal the baseline's, request by request, for the
   first ``--exact`` requests of each load.
@@ -22,9 +23,9 @@ Every reply is greedy (temperature 0) with a fixed schedule (``--tokens-per-step
 forward, no early stop), so the work per request does not depend on the random weights. Prompts
 are random ids of ``--prompt-lengths`` tokens (a list cycles over the requests).
 
-DiffusionGemma does not run under the engine yet (no state carries its noise canvas, encoder
-cache and self-conditioning logits), so only its baseline is measured, with upstream's own
-settings but the reply length: 48 denoising steps per 256-token canvas, whole canvases counted.
+DiffusionGemma samples (its canvas starts as noise): every request is seeded with 0, as its
+baseline is, and decodes with upstream's own settings but the reply length (48 denoising steps
+per 256-token canvas, fewer where its adaptive stopping ends a canvas; whole canvases counted).
 ``--sizes`` prints each family's parameters and weight memory without building anything.
 
 ``--tiny`` shrinks every config (a few layers of width 64, small vocabularies) so the whole run
@@ -49,7 +50,7 @@ from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime.bench import cpu_name, load_average, run_engine
 from dlm_runtime.decoding import DecodingMode, Pattern
-from dlm_runtime.diffusion_gemma import DiffusionGemmaModel, check_config
+from dlm_runtime.diffusion_gemma import DiffusionGemmaModel, check_config, diffusion_gemma_policy
 from dlm_runtime.diffusion_gemma import generate as diffusion_gemma_generate
 from dlm_runtime.diffusion_gemma import new_tokens as diffusion_gemma_new_tokens
 from dlm_runtime.dream import DreamConfigView, DreamModel
@@ -344,6 +345,10 @@ def dream_engine_policy(s: Settings) -> DecodingPolicy:
     return dream_policy(s.steps, s.new_tokens, "entropy")
 
 
+def diffusion_gemma_engine_policy(s: Settings) -> DecodingPolicy:
+    return diffusion_gemma_policy(s.new_tokens)
+
+
 @dataclass(frozen=True)
 class Family:
     """How one family is built, decoded by its own sampler, and decoded by the engine."""
@@ -355,7 +360,7 @@ class Family:
     build: Callable[[dict[str, Any], PreTrainedTokenizerFast, torch.device, torch.dtype], nn.Module]
     baseline: Baseline | None  # None: the engine alone, one request at a time, is the baseline
     baseline_name: str
-    policy: Callable[[Settings], DecodingPolicy] | None  # None: the engine cannot run it
+    policy: Callable[[Settings], DecodingPolicy]  # the engine's, for the same decoding
     pattern: Pattern = Pattern.BIDIRECTIONAL
 
 
@@ -401,7 +406,8 @@ FAMILIES: dict[str, Family] = {
             build_diffusion_gemma,
             diffusion_gemma_baseline,
             "diffusion_gemma.generate",
-            None,
+            diffusion_gemma_engine_policy,
+            Pattern.DEFAULT_DIFFUSION,
         ),
     )
 }
@@ -467,7 +473,6 @@ class Row:
     engine_rates: dict[int, float]
     exact: dict[int, tuple[int, int]]  # load -> (requests equal, requests compared)
     peak_gib: float | None
-    note: str = ""
 
 
 Progress = Callable[[str], None]
@@ -484,7 +489,6 @@ def run_baseline(
     """The family's own sampler on each prompt in turn: (tokens/s, replies)."""
     device = _device(model)
     if family.baseline is None:
-        assert family.policy is not None
         policy = family.policy(s)
         replies = []
         seconds = 0.0
@@ -506,7 +510,8 @@ def run_baseline(
 def _request(
     rid: str, prompt: list[int], policy: DecodingPolicy, pattern: Pattern
 ) -> GenerationRequest:
-    return GenerationRequest(rid, prompt, DecodingMode(pattern.value, pattern, policy))
+    # Seed 0 as the baselines: only DiffusionGemma draws random numbers at temperature 0.
+    return GenerationRequest(rid, prompt, DecodingMode(pattern.value, pattern, policy), seed=0)
 
 
 def sizes(
@@ -561,34 +566,28 @@ def run_family(
     if family.baseline is not None:
         with torch.inference_mode():
             family.baseline(model, ps[0], warm)
-    if family.policy is not None:
-        asyncio.run(
-            run_engine(model, tok, [_request("warm", ps[0], family.policy(warm), family.pattern)])
-        )
+    warm_request = _request("warm", ps[0], family.policy(warm), family.pattern)
+    asyncio.run(run_engine(model, tok, [warm_request], exact_batches))
     progress(f"[{family.name}] baseline ({family.baseline_name}): {n_base} requests in turn")
     baseline_rate, want = run_baseline(family, model, tok, ps[:n_base], s, exact_batches)
     rates: dict[int, float] = {}
     exact: dict[int, tuple[int, int]] = {}
-    note = ""
-    if family.policy is None:
-        note = "cannot run it yet (issue 18, item 5)"
-    else:
-        policy = family.policy(s)
-        for n in loads:
-            progress(f"[{family.name}] engine: {n} requests at once")
-            requests = [_request(f"r{i}", p, policy, family.pattern) for i, p in enumerate(ps[:n])]
-            elapsed, replies, _ = asyncio.run(run_engine(model, tok, requests, exact_batches))
-            rates[n] = sum(map(len, replies)) / elapsed
-            compared = min(n, n_base)
-            equal = sum(replies[i] == want[i] for i in range(compared))
-            exact[n] = (equal, compared)
+    policy = family.policy(s)
+    for n in loads:
+        progress(f"[{family.name}] engine: {n} requests at once")
+        requests = [_request(f"r{i}", p, policy, family.pattern) for i, p in enumerate(ps[:n])]
+        elapsed, replies, _ = asyncio.run(run_engine(model, tok, requests, exact_batches))
+        rates[n] = sum(map(len, replies)) / elapsed
+        compared = min(n, n_base)
+        equal = sum(replies[i] == want[i] for i in range(compared))
+        exact[n] = (equal, compared)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     layers = layer_count(family, config)
     del model
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return Row(family, params, layers, baseline_rate, rates, exact, peak, note)
+    return Row(family, params, layers, baseline_rate, rates, exact, peak)
 
 
 # --- the report -------------------------------------------------------------------------------
@@ -611,9 +610,6 @@ def report(rows: Sequence[Row], loads: Sequence[int]) -> list[str]:
             f"{'own: ' + r.family.baseline_name:<40} {'in turn':>8} {r.baseline_rate:>9.1f} "
             f"{'1.00x':>6} {'-':>9}"
         )
-        if not r.engine_rates:
-            lines.append(f"{'':<42}{'engine: ' + r.note}")
-            continue
         for n in loads:
             equal, compared = r.exact[n]
             lines.append(

@@ -86,8 +86,10 @@ def load_generator(
         path = model_dir(settings.model_path)  # a hub model id is downloaded here
         tokenizer = load_tokenizer(path)
         model = load_model(path, device=device, dtype=dtype)
-        if isinstance(model, DiffusionGemmaModel):  # it loads, but not for the engine
-            raise CheckpointError(f"{ENGINE_UNSUPPORTED}; a worker serves only through the engine")
+        if isinstance(model, DiffusionGemmaModel):  # the engine runs it, the modes do not offer it
+            raise CheckpointError(
+                f"{ENGINE_UNSUPPORTED}; the worker's decoding modes do not offer that policy yet"
+            )
         # A foreign checkpoint's chat template and end tokens, checked now, not at a turn.
         chat = chat_format(tokenizer, _config_end_ids(model.config))
     except (CheckpointError, OSError, ValueError) as exc:

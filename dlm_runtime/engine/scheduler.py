@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime.attention import ForwardOutput
 from dlm_runtime.decoding import DecodingMode, Pattern
+from dlm_runtime.diffusion_gemma import DiffusionGemmaModel
 from dlm_runtime.engine.batching import (
     Batch,
     BatchBuilder,
@@ -29,6 +30,7 @@ from dlm_runtime.engine.batching import (
     sort_rows,
 )
 from dlm_runtime.engine.calibrate import measure_forward_cost
+from dlm_runtime.engine.canvas import CanvasRunner, CanvasState
 from dlm_runtime.engine.draft_text import DraftDecoder
 from dlm_runtime.engine.requests import (
     EngineStats,
@@ -92,13 +94,16 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else _model_device(model)
         cfg: Any = model.config
-        if getattr(cfg, "mask_token_id", None) is None:
+        # DiffusionGemma denoises its own noise canvas (no mask token) with its own encoder and
+        # decoder calls: its requests are CanvasStates, run by a CanvasRunner.
+        self.canvas = CanvasRunner(model) if isinstance(model, DiffusionGemmaModel) else None
+        if getattr(cfg, "mask_token_id", None) is None and self.canvas is None:
             raise ValueError("model.config.mask_token_id is not set")
         # Remote-code models accept only the plain uncached full-attention call.
         self.plain_only = isinstance(model, RemoteCodeModel)
         self.max_batch = 1 if self.plain_only else max_batch
         self.info = ModelInfo(
-            mask_id=int(cfg.mask_token_id),
+            mask_id=-1 if self.canvas is not None else int(cfg.mask_token_id),
             end_id=None if cfg.eos_token_id is None else int(cfg.eos_token_id),
             fill_id=None if getattr(cfg, "pad_token_id", None) is None else int(cfg.pad_token_id),
             vocab_size=int(cfg.vocab_size),
@@ -228,6 +233,9 @@ class Engine:
             )
         if pattern is Pattern.DEFAULT_DIFFUSION:
             pattern = self.info.default_pattern
+        if self.canvas is not None:
+            self._validate_canvas(request, pattern)
+            return pattern
         if policy.cfg_scale > 0 and pattern is not Pattern.BIDIRECTIONAL:
             raise ValueError(
                 f"cfg_scale={policy.cfg_scale} (classifier-free guidance) needs the "
@@ -265,6 +273,26 @@ class Engine:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         return pattern
+
+    def _validate_canvas(self, request: GenerationRequest, pattern: Pattern) -> None:
+        """A DiffusionGemma request: its own pattern, and whole canvases within the context."""
+        policy = request.decoding.policy
+        if pattern is not Pattern.BIDIRECTIONAL or policy.cfg_scale > 0:
+            raise ValueError(
+                f"DiffusionGemma decodes only with its own sampler (the DEFAULT_DIFFUSION "
+                f"pattern, dlm_runtime.diffusion_gemma.diffusion_gemma_policy), got "
+                f"{pattern.name} (decoding mode {request.decoding.name!r})"
+            )
+        context = self.info.context
+        assert self.canvas is not None
+        canvas = self.canvas.canvas_length
+        room = -(-policy.max_new_tokens // canvas) * canvas  # it writes whole canvases
+        if context is not None and len(request.prompt_ids) + room > context:
+            raise ValueError(
+                f"prompt too long: {len(request.prompt_ids)} prompt tokens + {room} canvas "
+                f"positions (max_new_tokens={policy.max_new_tokens} in canvases of {canvas}) "
+                f"exceed the model context of {context}"
+            )
 
     # --- asyncio side ------------------------------------------------------------------------
 
@@ -371,7 +399,11 @@ class Engine:
             try:
                 if handle.pattern is Pattern.ADAPTIVE and self.info.parallelism is None:
                     self._calibrate()
-                state = STATES[handle.pattern](handle, self.info, self._stats)
+                state = (
+                    CanvasState(handle, self.info, self._stats, self.canvas.model)
+                    if self.canvas is not None
+                    else STATES[handle.pattern](handle, self.info, self._stats)
+                )
             except Exception as exc:  # e.g. a policy BlockState rejects
                 failed.append((handle, self._idle_final(handle, "error", repr(exc))))
                 continue
@@ -413,6 +445,9 @@ class Engine:
         stats = self._stats
         started = time.perf_counter()
         active = self._active
+        if self.canvas is not None:
+            self._canvas_step()
+            return
         if self.info.parallelism is not None:
             self.info.parallelism.rows = len(active)
         queries = [state.query() for state in active]
@@ -438,6 +473,45 @@ class Engine:
         finished = time.perf_counter()
         stats.schedule_seconds += finished - delivered
         stats.busy_seconds += finished - started
+
+    def _canvas_step(self) -> None:
+        """One denoising step of every DiffusionGemma row (encoder calls for new canvases)."""
+        assert self.canvas is not None
+        stats = self._stats
+        started = time.perf_counter()
+        states = [s for s in self._active if isinstance(s, CanvasState)]
+        out_events: list[tuple[Handle, Update]] = []
+        leaving: list[int] = []
+        try:
+            logits = self.canvas.decode(states, self.exact_batches)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as exc:  # e.g. out of memory: these rows fail, the engine goes on
+            out_events.extend((s.handle, s.final("error", repr(exc))) for s in states)
+            leaving.extend(range(len(states)))
+        else:
+            forwarded = time.perf_counter()
+            stats.forward_seconds += forwarded - started
+            stats.forward_passes += len({s.cached for s in states}) if self.exact_batches else 1
+            stats.rows += len(states)
+            for row, (state, row_logits) in enumerate(zip(states, logits, strict=True)):
+                try:
+                    produced = state.consume(row_logits)
+                except Exception as exc:
+                    produced = [state.final("error", repr(exc))]
+                out_events.extend((state.handle, event) for event in produced)
+                if state.done:
+                    leaving.append(row)
+            stats.consume_seconds += time.perf_counter() - forwarded
+        delivering = time.perf_counter()
+        self._deliver(out_events)
+        delivered = time.perf_counter()
+        log = tuple(s.request.request_id for s in states)
+        self._remove(leaving)
+        with self._stats_lock:
+            stats.batches.append(log)
+        stats.deliver_seconds += delivered - delivering
+        stats.busy_seconds += time.perf_counter() - started
 
     def _forward_rows(
         self,

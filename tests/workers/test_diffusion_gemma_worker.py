@@ -1,8 +1,8 @@
 """A worker pointed at a DiffusionGemma checkpoint stops at start-up, saying why.
 
-DiffusionGemma loads (dlm_runtime.load_model) and generates through
-dlm_runtime.diffusion_gemma.generate, but the engine cannot run it, so a worker must refuse it
-before its first turn rather than fail at it.
+DiffusionGemma loads (dlm_runtime.load_model) and the engine runs it with its own sampler
+(dlm_runtime.diffusion_gemma.diffusion_gemma_policy), but the worker's decoding modes do not
+offer that policy yet, so a worker must refuse it before its first turn rather than fail at it.
 """
 
 from __future__ import annotations
