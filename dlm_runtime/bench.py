@@ -252,6 +252,18 @@ async def modes(model: DLMModel, tok: PreTrainedTokenizerFast, max_new: int) -> 
             fixed_policy(4, max_new),
             Pattern.PREFIX_CAUSAL,
         ),
+        # Approximate: a block's later steps run only what the last one committed and the
+        # masks, so the same forwards are shorter (a different reply, on random weights).
+        (
+            "diffusion block-cache, fixed-1 (1 token/forward)",
+            fixed_policy(1, max_new),
+            Pattern.BLOCK_CACHE,
+        ),
+        (
+            "diffusion block-cache, fixed-4 (4 tokens/forward)",
+            fixed_policy(4, max_new),
+            Pattern.BLOCK_CACHE,
+        ),
     ]
     for label, policy, pattern in cases:
         elapsed, replies, stats = await run_engine(model, tok, requests_for(1, policy, pattern))

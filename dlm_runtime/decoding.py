@@ -25,6 +25,9 @@ class Pattern(Enum):
     PREFIX_CAUSAL_NOCACHE = "prefix-causal-nocache"
     BIDIRECTIONAL = "bidirectional"
     PREFIX_CACHE = "prefix-cache"
+    # APPROXIMATE: PREFIX_CAUSAL whose block steps compute only the masked positions (and
+    # those the last step committed), reusing the K/V of the block's earlier commits.
+    BLOCK_CACHE = "block-cache"
     AUTOREGRESSIVE = "autoregressive"
     SPECULATIVE = "speculative"
     # PREFIX_CAUSAL with each block's length chosen from the engine's load, down to causal

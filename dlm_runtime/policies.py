@@ -872,25 +872,32 @@ class BlockState:
         logits: torch.Tensor,
         generator: torch.Generator | None = None,
         rng: RandomSource | None = None,
+        masked_only: bool = False,
     ) -> StepResult:
-        """Apply one decoding step given this block's logits ``[L, V]``.
+        """Apply one decoding step given this block's logits ``[L, V]``, or with
+        ``masked_only`` those of its masked positions only, in order (policies for which
+        :func:`masked_rows_suffice`; the BLOCK_CACHE engine pattern computes no others).
 
         Random numbers come from ``rng`` if given, else from ``generator`` laid out per the
         policy (``None`` = torch's global generator).
         """
         if self.done:
             raise RuntimeError("step() called on a finished block")
-        if logits.dim() != 2 or logits.shape[0] != self.block_len:
-            raise ValueError(f"logits must be [{self.block_len}, V], got {tuple(logits.shape)}")
         self._to(logits.device)
-        source = rng if rng is not None else self.random_source(generator)
         masked = self.masked
         # Committed positions' candidates and confidences are never read unless the policy
         # revises (or draws random numbers per position): skip their vocabulary reductions.
-        rows = torch.nonzero(masked).flatten() if masked_rows_suffice(self.policy) else None
-        scores = logits if rows is None else logits.index_select(0, rows)
+        suffice = masked_rows_suffice(self.policy)
+        if masked_only and not suffice:
+            raise ValueError(f"policy {self.policy.name!r} reads committed positions' logits")
+        rows = torch.nonzero(masked).flatten() if suffice else None
+        expected = self.block_len if rows is None or not masked_only else int(rows.shape[0])
+        if logits.dim() != 2 or logits.shape[0] != expected:
+            raise ValueError(f"logits must be [{expected}, V], got {tuple(logits.shape)}")
+        source = rng if rng is not None else self.random_source(generator)
+        scores = logits if rows is None or masked_only else logits.index_select(0, rows)
         if self.policy.forbid_mask_token and 0 <= self.mask_id < logits.shape[-1]:
-            if rows is None:  # index_select made a copy already
+            if rows is None or masked_only:  # index_select made a copy already
                 scores = scores.clone()
             scores[:, self.mask_id] = _NEG_INF
 

@@ -98,6 +98,15 @@ def decoding_modes(
             Pattern.PREFIX_CAUSAL,
             fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
         ),
+        # Fast diffusion whose block steps after the first compute only the masked positions
+        # and reuse the committed ones' K/V (Pattern.BLOCK_CACHE, approximate); accuracy and
+        # speed against fast-diffusion in docs/benchmarks.md ("Block steps that compute only
+        # what changed").
+        DecodingMode(
+            "fast-diffusion+cache",
+            Pattern.BLOCK_CACHE,
+            fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
+        ),
         DecodingMode(
             "fast-diffusion+revision",
             Pattern.PREFIX_CAUSAL,

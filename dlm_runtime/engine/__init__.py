@@ -28,6 +28,11 @@ LLaDA):
 * PREFIX_CACHE (APPROXIMATE, Fast-dLLM's prefix cache): at a block's first step the whole
   sequence runs bidirectionally and the K/V of everything before the block is cached; the
   block's later steps run only the block and the masked suffix against that stale cache.
+* BLOCK_CACHE (APPROXIMATE, the delayed block caching of dKV-Cache and d2Cache): PREFIX_CAUSAL
+  whose block steps after the first run only the positions the previous step committed (now
+  with their tokens; their K/V are staged in the cache row and reused by the block's later
+  steps) and those still masked, whose logits alone are computed. Greedy policies without
+  revision only; others decode as PREFIX_CAUSAL.
 
 Left to right: AUTOREGRESSIVE (causal, one token per forward, prefill in the first) and
 SPECULATIVE (a block drafted by prefix-causal diffusion, then verified by one causal forward;

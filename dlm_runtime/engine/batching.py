@@ -21,6 +21,10 @@ class CacheWrite:
     start: int
     count: int
     reset: bool = False  # empty the row first
+    # Stage them instead, this many slots after the row's length, without growing it (a
+    # block's committed positions, reused by its later steps: BLOCK_CACHE); the row's staged
+    # slots are then the ones up to these.
+    staged_at: int | None = None
 
 
 class KVPool:
@@ -30,12 +34,18 @@ class KVPool:
     per-step pad-stacking copy) and new K/V are scattered in with one indexed copy per layer.
     Slots past a row's length are stale or zero, never NaN, and the masks hide them. Capacity
     grows by doubling; :meth:`release` drops the memory when the engine is idle.
+
+    A row may also hold ``staged[row]`` slots right after its length: K/V that its own later
+    queries read (they count them in ``cache_len``) but that are not its causal prefix, so
+    the next appended write overwrites them and :meth:`read` leaves them out. Moves and swaps
+    carry them along; a staged write at offset 0 starts them afresh.
     """
 
     def __init__(self, rows: int, limit: int | None = None) -> None:
         self.rows = rows
         self.limit = limit  # most positions a row can ever need (the model context)
         self.lengths = [0] * rows
+        self.staged = [0] * rows
         self._k: list[torch.Tensor] = []
         self._v: list[torch.Tensor] = []
 
@@ -76,19 +86,27 @@ class KVPool:
         for w in writes:
             if w.reset:
                 self.lengths[w.row] = 0
+                self.staged[w.row] = 0
         writes = [w for w in writes if w.count > 0]
         if not writes:
             return
-        self._reserve(new_kv, max(self.lengths[w.row] + w.count for w in writes))
         rows: list[int] = []
         dst: list[int] = []
         src: list[int] = []
+        needed = 0
         for w in writes:
-            base = self.lengths[w.row]
+            if w.staged_at is not None:
+                base = self.lengths[w.row] + w.staged_at
+                self.staged[w.row] = w.staged_at + w.count
+            else:  # the row's causal prefix grows over whatever was staged
+                base = self.lengths[w.row]
+                self.staged[w.row] = 0
+                self.lengths[w.row] += w.count
             rows.extend([w.row] * w.count)
             dst.extend(range(base, base + w.count))
             src.extend(range(w.start, w.start + w.count))
-            self.lengths[w.row] += w.count
+            needed = max(needed, base + w.count)
+        self._reserve(new_kv, needed)
         device = self._k[0].device
         r, d, s = (torch.tensor(x, dtype=torch.long, device=device) for x in (rows, dst, src))
         b = r - first_row
@@ -98,11 +116,12 @@ class KVPool:
 
     def move(self, src: int, dst: int) -> None:
         """Move row ``src`` to row ``dst`` (keeps rows compact when a request leaves)."""
-        n = self.lengths[src]
+        n = self.lengths[src] + self.staged[src]
         if n and self._k:
             for t in self._k + self._v:
                 t[dst, :, :n] = t[src, :, :n]
-        self.lengths[dst], self.lengths[src] = n, 0
+        self.lengths[dst], self.lengths[src] = self.lengths[src], 0
+        self.staged[dst], self.staged[src] = self.staged[src], 0
 
     def read(self, row: int) -> KV:
         """A copy of row ``row``'s cache, ``[1, H, length, D]`` per layer."""
@@ -119,25 +138,29 @@ class KVPool:
             k[row, :, :length] = saved_k[0, :, :length].to(k.dtype)
             v[row, :, :length] = saved_v[0, :, :length].to(v.dtype)
         self.lengths[row] = length
+        self.staged[row] = 0
 
     def swap(self, a: int, b: int) -> None:
         """Exchange rows ``a`` and ``b`` (the batch is reordered so like rows sit together)."""
-        na, nb = self.lengths[a], self.lengths[b]
+        na, nb = self.lengths[a] + self.staged[a], self.lengths[b] + self.staged[b]
         if self._k and (na or nb):
             for t in self._k + self._v:
                 saved = t[a, :, :na].clone()
                 t[a, :, :nb] = t[b, :, :nb]
                 t[b, :, :na] = saved
-        self.lengths[a], self.lengths[b] = nb, na
+        self.lengths[a], self.lengths[b] = self.lengths[b], self.lengths[a]
+        self.staged[a], self.staged[b] = self.staged[b], self.staged[a]
 
     def clear(self, row: int) -> None:
         """Forget row ``row``'s cache."""
         self.lengths[row] = 0
+        self.staged[row] = 0
 
     def release(self) -> None:
         """Free all memory (only when no row is in use)."""
         self._k, self._v = [], []
         self.lengths = [0] * self.rows
+        self.staged = [0] * self.rows
 
 
 class CausalPrefixCache:
@@ -192,6 +215,9 @@ class Query:
     # Classifier-free guidance: the unconditional tokens (prompt masked), run as an extra row
     # of the same shape; its logits go to ``consume`` beside the row's own.
     guidance: torch.Tensor | None = None
+    # Absolute position of each token, [T], where they are not ``start, start + 1, ...`` (a
+    # block's still-masked positions between committed ones: BLOCK_CACHE).
+    positions: torch.Tensor | None = None
 
 
 @dataclass
@@ -240,7 +266,7 @@ class BatchBuilder:
         s = max(q.cache_len for q in queries)
         index, logit_rows = self._logits_index(queries, lengths, t)
         if s == 0 and all(
-            q.ranks is None and q.start == 0 and n == t
+            q.ranks is None and q.start == 0 and q.positions is None and n == t
             for q, n in zip(queries, lengths, strict=True)
         ):
             # Full attention with nothing to hide: the plain call LLaDA's generate() makes.
@@ -253,7 +279,7 @@ class BatchBuilder:
         span = self._range(t)
         for i, (q, n) in enumerate(zip(queries, lengths, strict=True)):
             ids[i, :n] = q.tokens
-            pos[i, :n] = span[:n] + q.start
+            pos[i, :n] = span[:n] + q.start if q.positions is None else q.positions
             if q.ranks is None:
                 q_rank[i, :n] = 0
                 k_rank[i, :n] = 0
@@ -307,7 +333,12 @@ def plan_forwards(lengths: Sequence[int]) -> list[tuple[int, int]]:
 def query_shape(query: Query) -> tuple[int, int, bool, int]:
     """What decides a row's arithmetic in a forward besides its own values: its length, its
     cache length, whether it is the plain call (no mask) and where its logits start."""
-    plain = query.ranks is None and query.start == 0 and query.cache_len == 0
+    plain = (
+        query.ranks is None
+        and query.start == 0
+        and query.cache_len == 0
+        and query.positions is None
+    )
     return (int(query.tokens.shape[0]), query.cache_len, plain, query.logits_from)
 
 

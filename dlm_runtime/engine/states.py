@@ -24,7 +24,7 @@ from dlm_runtime.engine.requests import (
     Usage,
 )
 from dlm_runtime.parallelism import Parallelism
-from dlm_runtime.policies import BlockState, StepResult, TorchRandom
+from dlm_runtime.policies import BlockState, StepResult, TorchRandom, masked_rows_suffice
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ class RowCache:
         """Append this step's K/V of query rows ``start:start+count`` to the cache."""
         if count > 0:
             self._writes.append(CacheWrite(self._row, start, count))
+
+    def stage(self, start: int, count: int, at: int) -> None:
+        """Stage this step's K/V of query rows ``start:start+count`` ``at`` slots after the
+        cache for the row's next queries (not its causal prefix: the next :meth:`keep` goes
+        over them)."""
+        if count > 0:
+            self._writes.append(CacheWrite(self._row, start, count, staged_at=at))
 
     def replace(self, start: int, count: int) -> None:
         """Make query rows ``start:start+count`` the whole cache."""
@@ -247,11 +254,12 @@ class RequestState(ABC):
         return FinalUpdate(list(self.reply), reason, usage, error)
 
     def _step_block(
-        self, block: BlockState, block_logits: torch.Tensor, index: int
+        self, block: BlockState, block_logits: torch.Tensor, index: int, masked_only: bool = False
     ) -> tuple[StepResult, DraftUpdate]:
-        """One policy step on ``block`` and the Draft showing it after the finished reply."""
+        """One policy step on ``block`` and the Draft showing it after the finished reply
+        (``masked_only``: the logits are the masked positions' only)."""
         started = time.perf_counter()
-        result = block.step(block_logits, generator=self.generator)
+        result = block.step(block_logits, generator=self.generator, masked_only=masked_only)
         self.stats.policy_seconds += time.perf_counter() - started
         self.steps += 1
         start = len(self.reply)
@@ -292,9 +300,9 @@ class _BlockDiffusion(RequestState):
         self.block_index = 0
         self.block = self._new_block(self.policy.block_lengths()[0])
 
-    def _advance(self, block_logits: torch.Tensor) -> list[Update]:
+    def _advance(self, block_logits: torch.Tensor, masked_only: bool = False) -> list[Update]:
         block = self.block
-        result, draft = self._step_block(block, block_logits, self.block_index)
+        result, draft = self._step_block(block, block_logits, self.block_index, masked_only)
         self._stepped(block)
         events: list[Update] = [draft]
         if not block.done:
@@ -348,6 +356,61 @@ class PrefixCausalState(CausalRow, _BlockDiffusion):
 
     def _block_finished(self, block: BlockState) -> None:
         self.pending = block.x.clone()
+
+
+class BlockCacheState(PrefixCausalState):
+    """APPROXIMATE: PREFIX_CAUSAL whose block steps after the first compute only what changed.
+
+    A block's first step is PREFIX_CAUSAL's (pending rows and every position of the block).
+    A later step's rows are the positions the previous step committed, now with their tokens,
+    then the positions still masked; they attend to the cache, to the K/V staged for the
+    block's earlier commits and to each other. The committed rows' K/V are staged after the
+    step (``RowCache.stage``) and reused by every later step of the block; only the masked
+    rows' logits are computed. The approximation is that a committed position's K/V stay as
+    computed in the step after its commit (with its token, not the mask the committing step
+    saw), although the positions masked then were masked differently from later steps: the
+    delayed caching of dKV-Cache and d2Cache, here within the block only, since the prefix is
+    cached exactly already. When the block ends its tokens are fed causally with the next
+    block's first step, as in PREFIX_CAUSAL, and the staged K/V are dropped. A policy that
+    reads committed positions' logits (revision, sampling) decodes as PREFIX_CAUSAL.
+    """
+
+    def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
+        super().__init__(handle, info, stats)
+        self.reuse = masked_rows_suffice(self.policy)
+        self.fresh = self.prompt[:0]  # block positions the last step committed
+        self.staged = 0  # block positions whose K/V the cache row holds after ``cached``
+        self.rows = 0  # block rows in the query being consumed (0: the full block)
+
+    def query(self) -> Query:
+        block = self.block
+        if not self.reuse or block.step_index == 0:
+            self.rows = 0
+            return super().query()
+        masked = torch.nonzero(block.masked).flatten()
+        rows = torch.cat([self.fresh, masked])
+        self.rows = int(rows.shape[0])
+        return Query(
+            block.x[rows],
+            self.cached,
+            self.cached + self.staged,
+            None,  # the rows see each other, the cache and the staged K/V
+            logits_from=int(self.fresh.shape[0]),
+            positions=rows + self.cached,
+        )
+
+    def consume(self, logits: torch.Tensor, cache: RowCache) -> list[Update]:
+        if not self.rows:
+            self.staged = 0  # the last block's: its tokens are pending rows of this step
+            return super().consume(logits, cache)
+        fresh = int(self.fresh.shape[0])
+        cache.stage(0, fresh, at=self.staged)
+        self.staged += fresh
+        self.forward_passes += 1
+        return self._advance(logits[: self.rows - fresh], masked_only=True)
+
+    def _stepped(self, block: BlockState) -> None:
+        self.fresh = torch.nonzero(block.committed_at == block.step_index - 1).flatten()
 
 
 class PrefixCausalNoCacheState(_BlockDiffusion):
@@ -728,6 +791,7 @@ STATES: dict[Pattern, type[RequestState]] = {
     Pattern.PREFIX_CAUSAL_NOCACHE: PrefixCausalNoCacheState,
     Pattern.BIDIRECTIONAL: BidirectionalState,
     Pattern.PREFIX_CACHE: PrefixCacheState,
+    Pattern.BLOCK_CACHE: BlockCacheState,
     Pattern.AUTOREGRESSIVE: AutoregressiveState,
     Pattern.SPECULATIVE: SpeculativeState,
     Pattern.ADAPTIVE: AdaptiveState,
