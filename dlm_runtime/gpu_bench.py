@@ -7,9 +7,11 @@ then, side by side in one report:
 * the family's own sampler run one request at a time, the baseline a user would otherwise run
   (LLaDA: :func:`dlm_runtime.llada_generate.generate`; Dream:
   :func:`dlm_runtime.dream_generate.diffusion_generate`; DiffusionGemma:
-  :func:`dlm_runtime.diffusion_gemma.generate`, transformers' own, seeded with 0; the native
-  family has no sampler besides the engine, so its baseline is the engine given one request at
-  a time);
+  :func:`dlm_runtime.diffusion_gemma.generate`, transformers' own, seeded with 0;
+  Nemotron-Labs-Diffusion twice: ``ar_generate`` against the engine's AUTOREGRESSIVE pattern and
+  ``linear_spec_generate`` against its SPECULATIVE one (:mod:`dlm_runtime.nemotron_generate`);
+  the native family has no sampler besides the engine, so its baseline is the engine given one
+  request at a time);
 * the engine's tokens/s with 1, 8 and 32 requests submitted at once (``--requests``);
 * exactness: whether the engine's reply ids equal the baseline's, request by request, for the
   first ``--exact`` requests of each load.
@@ -19,8 +21,10 @@ The engine runs with its defaults: below float32 only rows of equal length share
 ``--padded`` batches them together as a worker does (``workers/generator.py``), where a reply
 may differ from the same request alone by a bfloat16 rounding.
 
-Every reply is greedy (temperature 0) with a fixed schedule (``--tokens-per-step`` tokens per
-forward, no early stop), so the work per request does not depend on the random weights. Prompts
+Every diffusion reply is greedy (temperature 0) with a fixed schedule (``--tokens-per-step``
+tokens per forward, no early stop), so the work per request does not depend on the random
+weights; Nemotron's are greedy left to right and end at its end token, as its samplers' do
+(``--block`` masks drafted per speculative forward). Prompts
 are random ids of ``--prompt-lengths`` tokens (a list cycles over the requests).
 
 DiffusionGemma samples (its canvas starts as noise): every request is seeded with 0, as its
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import sys
 import time
@@ -48,6 +53,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
+from dlm_runtime import nemotron_generate
 from dlm_runtime.bench import cpu_name, load_average, run_engine
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.diffusion_gemma import DiffusionGemmaModel, check_config, diffusion_gemma_policy
@@ -60,7 +66,8 @@ from dlm_runtime.engine import GenerationRequest
 from dlm_runtime.llada import LLaDAConfigView, LLaDAModel
 from dlm_runtime.llada_generate import generate as llada_generate
 from dlm_runtime.modeling import DLMConfig, DLMModel
-from dlm_runtime.policies import DecodingPolicy, fixed_schedule
+from dlm_runtime.nemotron import NemotronConfigView, NemotronModel
+from dlm_runtime.policies import DecodingPolicy, fast, fixed_schedule
 from dlm_runtime.tokenizer import special_token_ids, train_tokenizer
 
 __all__ = ["FAMILIES", "main"]
@@ -160,6 +167,38 @@ DIFFUSION_GEMMA_26B = {
     },
 }
 
+# nvidia/Nemotron-Labs-Diffusion-8B: Ministral 3 8B's shape (34 layers, hidden 4096, 32 query
+# heads of 128 and 8 kv heads, SwiGLU 14336, vocabulary 131072, untied head) as NVIDIA's Megatron
+# Bridge documents it, with the family's rope_parameters and token ids as the tiny test
+# checkpoint records them (tests/runtime/nemotron_data). Its config.json could not be read here.
+NEMOTRON_8B = {
+    "model_type": "nemotron_labs_diffusion",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 34,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 131072,
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-05,
+    "tie_word_embeddings": False,
+    "rope_parameters": {
+        "rope_type": "yarn",
+        "rope_theta": 1000000.0,
+        "factor": 16.0,
+        "original_max_position_embeddings": 16384,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+        "llama_4_scaling_beta": 0.1,
+    },
+    "mask_token_id": 100,
+    "eos_token_id": 11,
+    "bos_token_id": 1,
+}
+
 # --tiny: the same layouts at a width a CPU runs in seconds (token ids moved into the vocab).
 _TINY_WIDTH = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}
 TINY: dict[str, dict[str, Any]] = {
@@ -184,6 +223,13 @@ TINY: dict[str, dict[str, Any]] = {
         "mask_token_id": 500,
         "eos_token_id": 501,
         "pad_token_id": 501,
+    },
+    "nemotron-ar": {
+        **_TINY_WIDTH,
+        "num_hidden_layers": 2,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "vocab_size": 512,
     },
     "diffusion_gemma": {
         "canvas_length": 8,
@@ -272,6 +318,12 @@ def build_dream(
     return _on_device(lambda: DreamModel(DreamConfigView.from_dict(config)), device, dtype)
 
 
+def build_nemotron(
+    config: dict[str, Any], tok: PreTrainedTokenizerFast, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
+    return _on_device(lambda: NemotronModel(NemotronConfigView.from_dict(config)), device, dtype)
+
+
 def build_diffusion_gemma(
     config: dict[str, Any], tok: PreTrainedTokenizerFast, device: torch.device, dtype: torch.dtype
 ) -> nn.Module:
@@ -324,6 +376,30 @@ def dream_baseline(model: nn.Module, prompt: list[int], s: Settings) -> list[int
     return [int(t) for t in out[0, len(prompt) :].tolist()]
 
 
+def _until_end(tokens: list[int], model: nn.Module, limit: int) -> list[int]:
+    """A left-to-right sampler's reply as the engine returns it: at most ``limit`` tokens, cut
+    before the end token (which the engine does not return)."""
+    end = model.config.eos_token_id
+    tokens = tokens[:limit]
+    return tokens[: tokens.index(end)] if end in tokens else tokens
+
+
+def nemotron_ar_baseline(model: nn.Module, prompt: list[int], s: Settings) -> list[int]:
+    assert isinstance(model, NemotronModel)
+    ids = torch.tensor([prompt], device=_device(model))
+    out, _ = nemotron_generate.ar_generate(model, ids, max_new_tokens=s.new_tokens)
+    return _until_end(out[0, len(prompt) :].tolist(), model, s.new_tokens)
+
+
+def nemotron_spec_baseline(model: nn.Module, prompt: list[int], s: Settings) -> list[int]:
+    assert isinstance(model, NemotronModel)
+    ids = torch.tensor([prompt], device=_device(model))
+    out, _ = nemotron_generate.linear_spec_generate(
+        model, ids, max_new_tokens=s.new_tokens, block_length=s.block
+    )
+    return _until_end(out[0, len(prompt) :].tolist(), model, s.new_tokens)
+
+
 def diffusion_gemma_baseline(model: nn.Module, prompt: list[int], s: Settings) -> list[int]:
     """Upstream's defaults but the reply length (its steps are per canvas, not per token)."""
     assert isinstance(model, DiffusionGemmaModel)
@@ -343,6 +419,13 @@ def fixed_policy(s: Settings) -> DecodingPolicy:
 
 def dream_engine_policy(s: Settings) -> DecodingPolicy:
     return dream_policy(s.steps, s.new_tokens, "entropy")
+
+
+def left_to_right_policy(s: Settings) -> DecodingPolicy:
+    """Greedy, stopping at the end token, drafting ``--block`` masks (SPECULATIVE); the mask
+    token allowed, as upstream's samplers allow it."""
+    policy = fast(block_size=s.block, max_new_tokens=s.new_tokens)
+    return dataclasses.replace(policy, forbid_mask_token=False)
 
 
 def diffusion_gemma_engine_policy(s: Settings) -> DecodingPolicy:
@@ -399,6 +482,28 @@ FAMILIES: dict[str, Family] = {
             dream_engine_policy,
         ),
         Family(
+            "nemotron-ar",
+            "nvidia/Nemotron-Labs-Diffusion-8B",
+            NEMOTRON_8B,
+            ("num_hidden_layers",),
+            build_nemotron,
+            nemotron_ar_baseline,
+            "nemotron_generate.ar_generate",
+            left_to_right_policy,
+            Pattern.AUTOREGRESSIVE,
+        ),
+        Family(
+            "nemotron-spec",
+            "nvidia/Nemotron-Labs-Diffusion-8B",
+            NEMOTRON_8B,
+            ("num_hidden_layers",),
+            build_nemotron,
+            nemotron_spec_baseline,
+            "nemotron_generate.linear_spec_generate",
+            left_to_right_policy,
+            Pattern.SPECULATIVE,
+        ),
+        Family(
             "diffusion_gemma",
             "google/diffusiongemma-26B-A4B-it (text)",
             DIFFUSION_GEMMA_26B,
@@ -417,7 +522,7 @@ def family_config(family: Family, tiny: bool, layers: int | None) -> dict[str, A
     """The family's config, shrunk by ``--tiny`` and cut to ``--layers`` (never grown)."""
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in family.config.items()}
     if tiny:
-        for key, value in TINY[family.name].items():
+        for key, value in TINY[family.name.replace("-spec", "-ar")].items():
             if isinstance(value, dict):
                 config[key] = {**config[key], **value}
             else:
@@ -453,12 +558,13 @@ def _sync(device: torch.device) -> None:
 
 def prompts(n: int, lengths: Sequence[int], vocab: int) -> list[list[int]]:
     """``n`` random prompts, request ``i`` of length ``lengths[i % len(lengths)]``, drawn from
-    ordinary ids (none of the specials at either end of any family's vocabulary)."""
+    ordinary ids: none of the specials at either end of any family's vocabulary (Nemotron's
+    control ids run to 100)."""
     top = min(vocab - 64, 8192)
     out = []
     for i in range(n):
         g = torch.Generator().manual_seed(1000 + i)
-        out.append(torch.randint(64, top, (lengths[i % len(lengths)],), generator=g).tolist())
+        out.append(torch.randint(128, top, (lengths[i % len(lengths)],), generator=g).tolist())
     return out
 
 
@@ -600,24 +706,27 @@ def _count(params: int) -> str:
 def report(rows: Sequence[Row], loads: Sequence[int]) -> list[str]:
     """A line per family for its own sampler, then one per load for the engine beside it."""
     lines = [
-        f"{'family':<16} {'params':>7} {'layers':>6} {'peak GiB':>8}  {'decoded by':<40} "
+        f"{'family':<16} {'params':>7} {'layers':>6} {'peak GiB':>8}  {'decoded by':<46} "
         f"{'requests':>8} {'tokens/s':>9} {'x own':>6} {'ids equal':>9}"
     ]
     for r in rows:
         peak = f"{r.peak_gib:.1f}" if r.peak_gib is not None else "n/a"
         lines.append(
             f"{r.family.name:<16} {_count(r.params):>7} {r.layers:>6} {peak:>8}  "
-            f"{'own: ' + r.family.baseline_name:<40} {'in turn':>8} {r.baseline_rate:>9.1f} "
+            f"{'own: ' + r.family.baseline_name:<46} {'in turn':>8} {r.baseline_rate:>9.1f} "
             f"{'1.00x':>6} {'-':>9}"
         )
         for n in loads:
             equal, compared = r.exact[n]
             lines.append(
-                f"{'':<42}{'engine':<40} {n:>8} {r.engine_rates[n]:>9.1f} "
+                f"{'':<42}{'engine':<46} {n:>8} {r.engine_rates[n]:>9.1f} "
                 f"{r.engine_rates[n] / r.baseline_rate:>5.2f}x {f'{equal}/{compared}':>9}"
             )
     lines.append("")
-    lines.extend(f"{r.family.name}: config of {r.family.source}" for r in rows)
+    lines.extend(
+        f"{r.family.name}: config of {r.family.source}; engine pattern {r.family.pattern.name}"
+        for r in rows
+    )
     return lines
 
 
@@ -757,8 +866,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _emit(f"hardware: {hardware}, torch {torch.__version__}, load average {load_average()}")
     _emit(
         f"decoding: greedy, prompt {','.join(map(str, args.prompt_lengths))} tokens, reply "
-        f"{s.new_tokens} tokens in blocks of {s.block}, {s.tokens_per_step} tokens per forward "
-        f"({s.steps} forwards), no early stop; {args.dtype}, random weights; engine batches "
+        f"{s.new_tokens} tokens in blocks of {s.block}; diffusion: {s.tokens_per_step} tokens "
+        f"per forward ({s.steps} forwards), no early stop; Nemotron: left to right to its end "
+        f"token; {args.dtype}, random weights; engine batches "
         + ("padded (as a worker)" if args.padded else "exact (rows of equal length)")
         + (", TINY configs (figures meaningless)" if args.tiny else "")
     )

@@ -42,7 +42,7 @@ def test_tiny_run_reports_every_family_exact(capsys: pytest.CaptureFixture[str])
         assert f"[{name}] baseline" in err  # a progress line per phase
     engine_rows = re.findall(r"^\s+engine\s+(\d+)\s+[\d.]+\s+[\d.]+x\s+(\d+)/(\d+)$", out, re.M)
     # two loads for each family; DiffusionGemma's requests are seeded as its generate() is
-    assert [(n, e, c) for n, e, c in engine_rows] == [("1", "1", "1"), ("3", "2", "2")] * 4
+    assert [(n, e, c) for n, e, c in engine_rows] == [("1", "1", "1"), ("3", "2", "2")] * 6
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -59,13 +59,15 @@ def test_tiny_run_in_bfloat16(capsys: pytest.CaptureFixture[str], padded: bool) 
 def test_real_configs_have_the_published_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--sizes"]) == 0
     out = capsys.readouterr().out
-    params = dict(re.findall(r"^(\w+)\s+\d+\s+([\d.]+[MB])", out, re.M))
-    # LLaDA-8B 8.02B, Dream-7B (Qwen2.5-7B) 7.62B, DiffusionGemma 26B-A4B 25.2B (+ a tiny
-    # vision tower), the bundled native model 4.5M.
+    params = dict(re.findall(r"^([\w-]+)\s+\d+\s+([\d.]+[MB])", out, re.M))
+    # LLaDA-8B 8.02B, Dream-7B (Qwen2.5-7B) 7.62B, Nemotron-Labs-Diffusion-8B (Ministral 3 8B,
+    # 8.4B), DiffusionGemma 26B-A4B 25.2B (+ a tiny vision tower), the bundled native 4.5M.
     assert params == {
         "native": "4.5M",
         "llada": "8.02B",
         "dream": "7.62B",
+        "nemotron-ar": "8.49B",
+        "nemotron-spec": "8.49B",
         "diffusion_gemma": "25.25B",
     }
 
