@@ -5,6 +5,7 @@ with full bidirectional attention. The arithmetic follows its published ``modeli
 RMS norms in float32 then cast back and scaled; biased q/k/v projections, unbiased output
 projection; "rotate_half" rotary whose cos/sin are computed in float32 and applied in the
 model's dtype; GQA by repeating kv heads; SwiGLU MLP; final norm and an untied ``lm_head``.
+The layers are :mod:`dlm_runtime.layers`' (biased q/k/v, cos/sin cast to the model's dtype).
 
 **Shifted logits.** Dream keeps the autoregressive convention it was initialised from: the
 prediction for position ``i`` comes out at position ``i - 1`` (its sampler reads
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput
-from dlm_runtime.modeling import RMSNorm, attend, prepare_forward, rotary_cos_sin
+from dlm_runtime.layers import DecoderLayer, RMSNorm, rotary_cos_sin, run_layers
+from dlm_runtime.modeling import prepare_forward
 
 __all__ = ["DREAM_DEFAULTS", "DreamConfigView", "DreamModel", "UnsupportedDreamConfig"]
 
@@ -142,79 +144,24 @@ class DreamConfigView:
         )
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Qwen2's rotary: ``x * cos + rotate_half(x) * sin`` in ``x``'s dtype."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
-
-
-class DreamAttention(nn.Module):
-    def __init__(self, cfg: DreamConfigView) -> None:
-        super().__init__()
-        d, hd = cfg.hidden_size, cfg.head_dim
-        self.n_heads, self.n_kv_heads, self.head_dim = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            hd,
-        )
-        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=True)
-        self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
-        self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=True)
-        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
-
-
-class DreamMLP(nn.Module):
-    def __init__(self, cfg: DreamConfigView) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return out
-
-
-class DreamLayer(nn.Module):
-    def __init__(self, cfg: DreamConfigView) -> None:
-        super().__init__()
-        self.self_attn = DreamAttention(cfg)
-        self.mlp = DreamMLP(cfg)
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attn = self.self_attn
-        b, t, _ = x.shape
-        h = self.input_layernorm(x)
-        q = attn.q_proj(h).view(b, t, attn.n_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(b, t, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(b, t, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        k_all, v_all = k, v
-        if past is not None:
-            k_all = torch.cat([past[0].to(k.dtype), k], dim=2)
-            v_all = torch.cat([past[1].to(v.dtype), v], dim=2)
-        out = attend(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, -1)
-        x = x + attn.o_proj(out)
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return x, (k, v)
-
-
 class _Backbone(nn.Module):
     """Only here so parameter names carry the checkpoint's ``model.`` prefix."""
 
     def __init__(self, cfg: DreamConfigView) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DreamLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_attention_heads,
+                cfg.num_key_value_heads,
+                cfg.head_dim,
+                cfg.rms_norm_eps,
+                qkv_bias=True,
+            )
+            for _ in range(cfg.num_hidden_layers)
+        )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
@@ -263,10 +210,7 @@ class DreamModel(nn.Module):
         x = self.model.embed_tokens(input_ids)
         cos, sin = rotary_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        new_kv: KV = []
-        for i, layer in enumerate(self.model.layers):
-            x, kv = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
-            new_kv.append(kv)
+        x, new_kv = run_layers(self.model.layers, x, cos, sin, mask, past_key_values)
         head = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         if logits_index is None and not past_len:
             # The published sampler's order of operations, for bit-equal logits.

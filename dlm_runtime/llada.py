@@ -5,6 +5,8 @@ type: ``x + attn_out(attn(RoPE(q), RoPE(k), v))`` over ``attn_norm(x)``, then
 ``x + ff_out(act(ff_proj(h)) * up_proj(h))`` over ``h = ff_norm(x)``; RMS norms in float32 with
 ``rms_norm_eps``; non-interleaved rotary with ``head_dim = d_model // n_heads``; GQA by repeating
 kv heads; final ``ln_f`` and either ``ff_out`` or, with ``weight_tying``, the ``wte`` matrix.
+The arithmetic is :mod:`dlm_runtime.layers`' (rotary in float32), run on the block's own
+parameters.
 
 The module's parameter names are exactly the checkpoint's (``model.transformer.wte.weight``,
 ``model.transformer.blocks.N.q_proj.weight`` ...), and it exposes the same ``forward`` API as
@@ -24,7 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.modeling import RMSNorm, apply_rotary, attend, prepare_forward, rotary_cos_sin
+from dlm_runtime.layers import (
+    KVPair,
+    RMSNorm,
+    gated_mlp,
+    rotary_cos_sin,
+    run_layers,
+    self_attention,
+)
+from dlm_runtime.modeling import prepare_forward
 
 __all__ = ["LLADA_DEFAULTS", "LLaDAConfigView", "LLaDAModel", "UnsupportedLLaDAConfig"]
 
@@ -209,24 +219,12 @@ class LLaDABlock(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        b, t, d = x.shape
-        h = self.attn_norm(x)
-        q = self.q_proj(h).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary(q, cos, sin)
-        k = apply_rotary(k, cos, sin)
-        k_all, v_all = k, v
-        if past is not None:
-            k_all = torch.cat([past[0].to(k.dtype), k], dim=2)
-            v_all = torch.cat([past[1].to(v.dtype), v], dim=2)
-        att = attend(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, d)
+        past: KVPair | None,
+    ) -> tuple[torch.Tensor, KVPair]:
+        att, kv = self_attention(self, self.attn_norm(x), cos, sin, mask, past)
         x = x + self.attn_out(att)
-        h = self.ff_norm(x)
-        x = x + self.ff_out(self.act(self.ff_proj(h)) * self.up_proj(h))
-        return x, (k, v)
+        x = x + gated_mlp(self.ff_norm(x), self.ff_proj, self.up_proj, self.ff_out, self.act)
+        return x, kv
 
 
 class _Transformer(nn.Module):
@@ -286,10 +284,7 @@ class LLaDAModel(nn.Module):
         x = tr.wte(input_ids)
         if cfg.input_emb_norm:
             x = x * (cfg.hidden_size**0.5)
-        new_kv: KV = []
-        for i, block in enumerate(tr.blocks):
-            x, kv = block(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
-            new_kv.append(kv)
+        x, new_kv = run_layers(tr.blocks, x, cos, sin, mask, past_key_values)
         x = tr.ln_f(take_positions(x, logits_index))
         logits = F.linear(x, tr.wte.weight) if tr.ff_out is None else tr.ff_out(x)
         if cfg.scale_logits:

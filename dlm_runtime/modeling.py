@@ -4,10 +4,9 @@ The model never decides how positions see each other: the caller passes a boolea
 :mod:`dlm_runtime.attention`), so autoregressive, block-diffusion and self-speculative decoding
 all run through the same ``forward``.
 
-The primitives here (:class:`RMSNorm`, :func:`rotary_cos_sin`, :func:`apply_rotary`,
-:func:`attend`) are shared with :mod:`dlm_runtime.llada`; their arithmetic follows LLaDA's
-published ``modeling_llada.py`` (RMS norm in float32, non-interleaved "rotate_half" rotary in
-float32, GQA by repeating kv heads).
+Its layers are :mod:`dlm_runtime.layers`' (shared with the foreign families), with the rotary
+rotation in float32 as LLaDA's published ``modeling_llada.py`` does it; :func:`prepare_forward`
+here validates every family's forward arguments.
 """
 
 from __future__ import annotations
@@ -21,82 +20,19 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from dlm_runtime.attention import KV, ForwardOutput, kv_length, take_positions
+from dlm_runtime.layers import DecoderLayer, RMSNorm, rotary_cos_sin, run_layers
 
 __all__ = [
     "KV",
     "DLMConfig",
     "DLMModel",
     "ForwardOutput",
-    "RMSNorm",
-    "apply_rotary",
-    "attend",
     "guard_empty_rows",
     "prepare_forward",
-    "rotary_cos_sin",
 ]
 
 
-# --- shared primitives ------------------------------------------------------------------------
-
-
-class RMSNorm(nn.Module):
-    """RMS norm computed in float32, cast back, then scaled (LLaDA's / LLaMA's form)."""
-
-    def __init__(self, dim: int, eps: float, bias: bool = False) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias: nn.Parameter | None = nn.Parameter(torch.zeros(dim)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        h = x.to(torch.float32)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        out = self.weight * h.to(dtype)
-        if self.bias is not None:
-            out = out + self.bias
-        return out
-
-
-def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 ``cos, sin`` of shape ``[B, 1, T, head_dim]`` for absolute ``position_ids [B, T]``.
-
-    Computed per call rather than cached in a buffer: it is cheap, and buffers break when
-    ``from_pretrained`` builds the module on the meta device.
-    """
-    device = position_ids.device
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    )
-    freqs = position_ids.to(torch.float32)[..., None] * inv_freq  # [B, T, D/2]
-    emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
-    return emb.cos(), emb.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, H, T, D]`` with the non-interleaved (first half / second half) pairing."""
-    h = x.to(torch.float32)
-    x1, x2 = h.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (h * cos + rotated * sin).to(x.dtype)
-
-
-def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Scaled dot-product attention ``[B, Hq, T, D]`` with a boolean mask ``[B, 1, T, S]``.
-
-    The mask must have no all-``False`` row (:func:`prepare_forward` guarantees that).
-    """
-    n_q, n_kv = q.shape[1], k.shape[1]
-    if n_q != n_kv:
-        # GQA: query head i uses kv head i // group, as in the published LLaDA code.
-        k = k.repeat_interleave(n_q // n_kv, dim=1)
-        v = v.repeat_interleave(n_q // n_kv, dim=1)
-    out: torch.Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out
+# --- forward arguments ------------------------------------------------------------------------
 
 
 def guard_empty_rows(mask: torch.Tensor) -> torch.Tensor:
@@ -221,75 +157,6 @@ class DLMConfig(PretrainedConfig):  # type: ignore[no-untyped-call]
         return self.hidden_size // self.num_attention_heads
 
 
-class DLMAttention(nn.Module):
-    def __init__(self, config: DLMConfig) -> None:
-        super().__init__()
-        self.n_heads = config.num_attention_heads
-        self.n_kv_heads = config.num_key_value_heads
-        self.head_dim = config.head_dim
-        hidden = config.hidden_size
-        self.q_proj = nn.Linear(hidden, self.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=False)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary(q, cos, sin)
-        k = apply_rotary(k, cos, sin)
-        k_all, v_all = k, v
-        if past is not None:
-            k_all = torch.cat([past[0].to(k.dtype), k], dim=2)
-            v_all = torch.cat([past[1].to(v.dtype), v], dim=2)
-        out = attend(q, k_all, v_all, mask)
-        out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
-        return self.o_proj(out), (k, v)
-
-
-class DLMMLP(nn.Module):
-    def __init__(self, config: DLMConfig) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return out
-
-
-class DLMDecoderLayer(nn.Module):
-    def __init__(self, config: DLMConfig) -> None:
-        super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = DLMAttention(config)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = DLMMLP(config)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        att, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
-        x = x + att
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return x, kv
-
-
 class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
     """Native model. ``forward(input_ids, position_ids, attention_mask, past_key_values)``.
 
@@ -300,7 +167,7 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
     config_class = DLMConfig
     base_model_prefix = "dlm"
     main_input_name = "input_ids"
-    _no_split_modules = ["DLMDecoderLayer"]
+    _no_split_modules = ["DecoderLayer"]
     _supports_sdpa = True
     config: DLMConfig
 
@@ -308,7 +175,16 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
-            DLMDecoderLayer(config) for _ in range(config.num_hidden_layers)
+            DecoderLayer(
+                config.hidden_size,
+                config.intermediate_size,
+                config.num_attention_heads,
+                config.num_key_value_heads,
+                config.head_dim,
+                config.rms_norm_eps,
+                norms_first=True,
+            )
+            for _ in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head: nn.Linear | None = (
@@ -373,10 +249,7 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
         )
         cos, sin = rotary_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)
         x = self.embed_tokens(input_ids)
-        new_kv: KV = []
-        for i, layer in enumerate(self.layers):
-            x, kv = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
-            new_kv.append(kv)
+        x, new_kv = run_layers(self.layers, x, cos, sin, mask, past_key_values)
         x = self.norm(take_positions(x, logits_index))
         # Tied: no lm_head module, the embedding matrix is the output projection.
         logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)

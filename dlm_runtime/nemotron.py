@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.dream import _rotate
-from dlm_runtime.modeling import RMSNorm, prepare_forward
+from dlm_runtime.layers import DecoderLayer, RMSNorm, rotary_angles, run_layers
+from dlm_runtime.modeling import prepare_forward
 
 __all__ = [
     "MODEL_TYPE",
@@ -275,90 +275,24 @@ class NemotronConfigView:
         )
 
 
-class NemotronAttention(nn.Module):
-    def __init__(self, cfg: NemotronConfigView) -> None:
-        super().__init__()
-        d, hd = cfg.hidden_size, cfg.head_dim
-        self.n_heads, self.n_kv_heads, self.head_dim = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            hd,
-        )
-        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=False)
-        self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=False)
-        self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=False)
-        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
-
-
-class NemotronMLP(nn.Module):
-    def __init__(self, cfg: NemotronConfigView) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        return out
-
-
-class NemotronLayer(nn.Module):
-    def __init__(self, cfg: NemotronConfigView) -> None:
-        super().__init__()
-        self.self_attn = NemotronAttention(cfg)
-        self.mlp = NemotronMLP(cfg)
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        q_scale: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        attn = self.self_attn
-        b, t, _ = x.shape
-        h = self.input_layernorm(x)
-        q = attn.q_proj(h).view(b, t, attn.n_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(b, t, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(b, t, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        if q_scale is not None:
-            q = q * q_scale
-        k_all, v_all = k, v
-        if past is not None:
-            k_all = torch.cat([past[0].to(k.dtype), k], dim=2)
-            v_all = torch.cat([past[1].to(v.dtype), v], dim=2)
-        out = _attend(q, k_all, v_all, mask).transpose(1, 2).reshape(b, t, -1)
-        x = x + attn.o_proj(out)
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return x, (k, v)
-
-
-def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """Scaled dot-product attention with GQA by repeated kv heads (transformers' layout)."""
-    group = q.shape[1] // k.shape[1]
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    out: torch.Tensor = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, scale=q.shape[-1] ** -0.5
-    )
-    return out
-
-
 class _Encoder(nn.Module):
     """Only here so parameter names carry the checkpoint's ``encoder.`` prefix."""
 
     def __init__(self, cfg: NemotronConfigView) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(NemotronLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                cfg.hidden_size,
+                cfg.intermediate_size,
+                cfg.num_attention_heads,
+                cfg.num_key_value_heads,
+                cfg.head_dim,
+                cfg.rms_norm_eps,
+                scale=cfg.head_dim**-0.5,  # transformers passes it explicitly
+            )
+            for _ in range(cfg.num_hidden_layers)
+        )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
@@ -394,8 +328,7 @@ class NemotronModel(nn.Module):
         rope = cfg.rope
         # Rounded to the model's dtype first: what upstream's .to(dtype) does to its buffer.
         inv_freq = rope.inv_freq(cfg.head_dim, position_ids.device).to(dtype).to(torch.float32)
-        freqs = position_ids.to(torch.float32)[..., None] * inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
+        emb = rotary_angles(position_ids, inv_freq)
         cos = (emb.cos() * rope.attention_factor).to(dtype)
         sin = (emb.sin() * rope.attention_factor).to(dtype)
         q_scale = None
@@ -424,12 +357,9 @@ class NemotronModel(nn.Module):
         )
         x = self.encoder.embed_tokens(input_ids)
         cos, sin, q_scale = self._positions(position_ids, x.dtype)
-        new_kv: KV = []
-        for i, layer in enumerate(self.encoder.layers):
-            x, kv = layer(
-                x, cos, sin, q_scale, mask, past_key_values[i] if past_key_values else None
-            )
-            new_kv.append(kv)
+        x, new_kv = run_layers(
+            self.encoder.layers, x, cos, sin, mask, past_key_values, q_scale=q_scale
+        )
         x = self.encoder.norm(take_positions(x, logits_index))
         head = (
             self.encoder.embed_tokens.weight

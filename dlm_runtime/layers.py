@@ -1,0 +1,304 @@
+"""The transformer pieces the runtime's model families share, each written once.
+
+The native model (:mod:`dlm_runtime.modeling`), LLaDA (:mod:`dlm_runtime.llada`), Dream
+(:mod:`dlm_runtime.dream`) and Nemotron-Labs-Diffusion (:mod:`dlm_runtime.nemotron`) are all
+pre-norm LLaMA-style decoders; they differ in weight names, biases, where the rotary arithmetic
+runs and a few scalings, which are the parameters here. Each family keeps its own parameter
+names and config validation; only the arithmetic lives in this module, so one family's
+recorded upstream outputs pin the operations every family runs.
+
+* :class:`RMSNorm`: float32 statistics, cast back, then scaled (and optionally shifted);
+* :func:`rotary_angles`, :func:`rotary_cos_sin`, :func:`apply_rotary`: non-interleaved
+  ("rotate_half") rotary; the precision of the rotation is that of the ``cos``/``sin`` passed
+  (float32 for the native model and LLaDA, the model's dtype for Dream and Nemotron);
+* :func:`attend`: scaled dot-product attention, grouped-query by repeated kv heads;
+* :func:`self_attention`: projections, rotary, KV cache and attention, for any module holding
+  ``q_proj``/``k_proj``/``v_proj`` (LLaDA's block holds them itself);
+* :class:`Attention`, :class:`SwiGLU`, :class:`DecoderLayer`: the modules under the usual
+  ``self_attn.q_proj`` / ``mlp.gate_proj`` / ``input_layernorm`` names;
+* :func:`run_layers`: the layer loop collecting each layer's new k/v.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlm_runtime.attention import KV
+
+__all__ = [
+    "Attention",
+    "DecoderLayer",
+    "KVPair",
+    "QKVProjections",
+    "RMSNorm",
+    "SwiGLU",
+    "apply_rotary",
+    "attend",
+    "gated_mlp",
+    "rotary_angles",
+    "rotary_cos_sin",
+    "run_layers",
+    "self_attention",
+]
+
+KVPair = tuple[torch.Tensor, torch.Tensor]
+
+
+class RMSNorm(nn.Module):
+    """RMS norm computed in float32, cast back, then scaled (LLaDA's / LLaMA's form)."""
+
+    def __init__(self, dim: int, eps: float, bias: bool = False) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias: nn.Parameter | None = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        out = self.weight * h.to(dtype)
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+# --- rotary -----------------------------------------------------------------------------------
+
+
+def rotary_angles(position_ids: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Float32 angles ``[B, 1, T, D]`` (each frequency twice) for ``position_ids [B, T]``."""
+    freqs = position_ids.to(torch.float32)[..., None] * inv_freq  # [B, T, D/2]
+    return torch.cat((freqs, freqs), dim=-1)[:, None]
+
+
+def rotary_cos_sin(
+    position_ids: torch.Tensor, head_dim: int, theta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 ``cos, sin`` of shape ``[B, 1, T, head_dim]`` for absolute ``position_ids [B, T]``.
+
+    Computed per call rather than cached in a buffer: it is cheap, and buffers break when
+    ``from_pretrained`` builds the module on the meta device.
+    """
+    device = position_ids.device
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    )
+    emb = rotary_angles(position_ids, inv_freq)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [B, H, T, D]`` with the non-interleaved (first half / second half) pairing.
+
+    The rotation runs in ``cos``'s dtype and the result comes back in ``x``'s: float32
+    ``cos``/``sin`` give LLaDA's ``x.float()`` rotation, ``cos``/``sin`` already cast to the
+    model's dtype give Qwen2's and Ministral's rotation in that dtype.
+    """
+    h = x.to(cos.dtype)
+    x1, x2 = h.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (h * cos + rotated * sin).to(x.dtype)
+
+
+# --- attention --------------------------------------------------------------------------------
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Scaled dot-product attention ``[B, Hq, T, D]`` with a boolean mask ``[B, 1, T, S]``.
+
+    ``scale=None`` is the kernel's own ``1 / sqrt(D)``; a family whose reference passes
+    ``D ** -0.5`` explicitly passes it here. The mask must have no all-``False`` row
+    (:func:`dlm_runtime.modeling.prepare_forward` guarantees that).
+    """
+    n_q, n_kv = q.shape[1], k.shape[1]
+    if n_q != n_kv:
+        # GQA: query head i uses kv head i // group, as in the published LLaDA code.
+        k = k.repeat_interleave(n_q // n_kv, dim=1)
+        v = v.repeat_interleave(n_q // n_kv, dim=1)
+    out: torch.Tensor = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out
+
+
+class QKVProjections(Protocol):
+    """What :func:`self_attention` reads of the module that holds the projections."""
+
+    q_proj: nn.Linear
+    k_proj: nn.Linear
+    v_proj: nn.Linear
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+
+def self_attention(
+    m: QKVProjections,
+    h: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor | None,
+    past: KVPair | None,
+    *,
+    q_scale: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, KVPair]:
+    """Grouped-query self-attention of ``h [B, T, hidden]`` up to the output projection.
+
+    Returns the heads' outputs ``[B, T, n_heads * head_dim]`` and this input's rotated k and v
+    (the cache entry; ``past`` is prepended to attend, not returned). ``q_scale`` multiplies the
+    rotated query (Nemotron's Llama-4 position scaling).
+    """
+    b, t, _ = h.shape
+    q = m.q_proj(h).view(b, t, m.n_heads, m.head_dim).transpose(1, 2)
+    k = m.k_proj(h).view(b, t, m.n_kv_heads, m.head_dim).transpose(1, 2)
+    v = m.v_proj(h).view(b, t, m.n_kv_heads, m.head_dim).transpose(1, 2)
+    q = apply_rotary(q, cos, sin)
+    k = apply_rotary(k, cos, sin)
+    if q_scale is not None:
+        q = q * q_scale
+    k_all, v_all = k, v
+    if past is not None:
+        k_all = torch.cat([past[0].to(k.dtype), k], dim=2)
+        v_all = torch.cat([past[1].to(v.dtype), v], dim=2)
+    out = attend(q, k_all, v_all, mask, scale)
+    return out.transpose(1, 2).reshape(b, t, m.n_heads * m.head_dim), (k, v)
+
+
+class Attention(nn.Module):
+    """``q_proj``/``k_proj``/``v_proj``/``o_proj`` around :func:`self_attention`."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        *,
+        qkv_bias: bool = False,
+        scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.scale = scale
+        self.q_proj = nn.Linear(hidden_size, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: KVPair | None,
+        q_scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KVPair]:
+        out, kv = self_attention(self, x, cos, sin, mask, past, q_scale=q_scale, scale=self.scale)
+        return self.o_proj(out), kv
+
+
+# --- feed-forward and the layer ---------------------------------------------------------------
+
+
+def gated_mlp(
+    x: torch.Tensor,
+    gate: nn.Module,
+    up: nn.Module,
+    down: nn.Module,
+    act: Callable[[torch.Tensor], torch.Tensor] = F.silu,
+) -> torch.Tensor:
+    """``down(act(gate(x)) * up(x))``: SwiGLU with the default SiLU."""
+    out: torch.Tensor = down(act(gate(x)) * up(x))
+    return out
+
+
+class SwiGLU(nn.Module):
+    """The SwiGLU MLP under ``gate_proj``/``up_proj``/``down_proj``, without biases."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gated_mlp(x, self.gate_proj, self.up_proj, self.down_proj)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm layer: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``.
+
+    ``norms_first`` only orders the parameters (the native model registers
+    ``input_layernorm`` before ``self_attn``, Dream and Nemotron after ``mlp``); the
+    projections are created in the same order either way, so a seeded initialisation draws
+    the same weights.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        eps: float,
+        *,
+        qkv_bias: bool = False,
+        scale: float | None = None,
+        norms_first: bool = False,
+    ) -> None:
+        super().__init__()
+        if norms_first:
+            self.input_layernorm = RMSNorm(hidden_size, eps)
+        self.self_attn = Attention(
+            hidden_size, n_heads, n_kv_heads, head_dim, qkv_bias=qkv_bias, scale=scale
+        )
+        if norms_first:
+            self.post_attention_layernorm = RMSNorm(hidden_size, eps)
+        self.mlp = SwiGLU(hidden_size, intermediate_size)
+        if not norms_first:
+            self.input_layernorm = RMSNorm(hidden_size, eps)
+            self.post_attention_layernorm = RMSNorm(hidden_size, eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        past: KVPair | None,
+        q_scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KVPair]:
+        att, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past, q_scale)
+        x = x + att
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, kv
+
+
+def run_layers(
+    layers: nn.ModuleList,
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    mask: torch.Tensor | None,
+    past_key_values: KV | None,
+    **extra: Any,
+) -> tuple[torch.Tensor, KV]:
+    """Run ``x`` through ``layers``, each with its cache entry; return ``x`` and the new k/v."""
+    new_kv: KV = []
+    for i, layer in enumerate(layers):
+        x, kv = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None, **extra)
+        new_kv.append(kv)
+    return x, new_kv
