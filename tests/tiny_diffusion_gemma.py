@@ -94,8 +94,12 @@ def write_tokenizer(path: Path) -> None:
     (path / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
 
-def write_tiny_diffusion_gemma(path: Path, seed: int = 0, **generation: Any) -> Path:
-    """Write the checkpoint directory ``path``; ``generation`` goes to generation_config.json."""
+def write_tiny_diffusion_gemma(
+    path: Path, seed: int = 0, context: int = 256, **generation: Any
+) -> Path:
+    """Write the checkpoint directory ``path``; ``context`` is its max_position_embeddings (a
+    served prompt with the tools needs a few thousand); ``generation`` goes to
+    generation_config.json."""
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
     from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
         DiffusionGemmaGenerationConfig,
@@ -103,7 +107,9 @@ def write_tiny_diffusion_gemma(path: Path, seed: int = 0, **generation: Any) -> 
 
     path.mkdir(parents=True, exist_ok=True)
     config = DiffusionGemmaConfig(
-        text_config=text_config(), vision_config=dict(VISION_CONFIG), canvas_length=8
+        text_config=text_config(max_position_embeddings=context),
+        vision_config=dict(VISION_CONFIG),
+        canvas_length=8,
     )
     torch.manual_seed(seed)
     model = DiffusionGemmaForBlockDiffusion(config).eval()

@@ -14,7 +14,6 @@ from assistant.core.config import Settings
 from assistant.core.errors import UserError
 from dlm_runtime.chat_format import chat_format
 from dlm_runtime.decoding import Pattern
-from dlm_runtime.diffusion_gemma import ENGINE_UNSUPPORTED, DiffusionGemmaModel
 from dlm_runtime.engine import Draft, Engine, Final, GenerationRequest
 from dlm_runtime.engine.calibrate import measure_forward_cost, row_counts
 from dlm_runtime.loading import CheckpointError, load_model
@@ -86,10 +85,6 @@ def load_generator(
         path = model_dir(settings.model_path)  # a hub model id is downloaded here
         tokenizer = load_tokenizer(path)
         model = load_model(path, device=device, dtype=dtype)
-        if isinstance(model, DiffusionGemmaModel):  # the engine runs it, the modes do not offer it
-            raise CheckpointError(
-                f"{ENGINE_UNSUPPORTED}; the worker's decoding modes do not offer that policy yet"
-            )
         # A foreign checkpoint's chat template and end tokens, checked now, not at a turn.
         chat = chat_format(tokenizer, _config_end_ids(model.config))
     except (CheckpointError, OSError, ValueError) as exc:

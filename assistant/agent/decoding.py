@@ -164,6 +164,8 @@ def for_model(mode: DecodingMode, default_pattern: Pattern) -> DecodingMode:
     (LLaDA) runs the diffusion modes in its own pattern (``Pattern.DEFAULT_DIFFUSION``, which
     the engine resolves per model) with the same policy; the left-to-right modes would run it
     causally, as it was never trained, so they are refused with a clear error at start-up.
+    DiffusionGemma takes the same path: its engine decodes every request with the model's own
+    sampler and generation_config.json, so of the policy only the reply budget counts.
     """
     if default_pattern is Pattern.PREFIX_CAUSAL:
         return mode

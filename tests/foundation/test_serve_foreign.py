@@ -1,4 +1,5 @@
-"""``assistant serve`` with a tiny foreign checkpoint (LLaDA's layout) answers a widget chat.
+"""``assistant serve`` with a tiny foreign checkpoint (LLaDA's layout, and DiffusionGemma's)
+answers a widget chat.
 
 The checkpoint has random weights, so the text is gibberish: what is tested is the flow (the
 worker loads the checkpoint's own tokenizer and chat template through ASSISTANT_MODEL_PATH),
@@ -23,6 +24,8 @@ from websockets.asyncio.client import connect
 
 from assistant.app.embedded_redis import free_port
 from tests.foundation._processes import wait_http
+from tests.tiny_diffusion_gemma import SPECIALS as GEMMA_SPECIALS
+from tests.tiny_diffusion_gemma import write_tiny_diffusion_gemma
 from tests.tiny_llada import LLADA_SPECIALS, write_tiny_llada
 from tests.web.conftest import Client
 
@@ -42,8 +45,26 @@ async def _conversation(port: int, public_key: str) -> tuple[list[dict[str, Any]
         return drafts, final
 
 
-def test_serve_answers_a_widget_conversation_with_a_foreign_checkpoint(tmp_path: Path) -> None:
-    checkpoint = write_tiny_llada(tmp_path / "LLaDA-tiny-Instruct")
+def _llada(root: Path) -> Path:
+    return write_tiny_llada(root / "LLaDA-tiny-Instruct")
+
+
+def _diffusion_gemma(root: Path) -> Path:
+    # A served prompt with the tools needs a few thousand positions; four denoising steps per
+    # canvas keep the random model's replies (which never end early) short.
+    return write_tiny_diffusion_gemma(root / "dgemma", context=4096, max_denoising_steps=4)
+
+
+@pytest.mark.parametrize(
+    ("write", "specials", "masked_drafts"),
+    [(_llada, LLADA_SPECIALS, True), (_diffusion_gemma, GEMMA_SPECIALS, False)],
+    ids=["llada", "diffusion-gemma"],
+)
+def test_serve_answers_a_widget_conversation_with_a_foreign_checkpoint(
+    tmp_path: Path, write: Any, specials: Any, masked_drafts: bool
+) -> None:
+    """DiffusionGemma's canvases start as noise, not masks: its drafts show no placeholder."""
+    checkpoint = write(tmp_path)
     data = tmp_path / "data"
     port = free_port()
     console = tmp_path / "serve.log"
@@ -80,9 +101,10 @@ def test_serve_answers_a_widget_conversation_with_a_foreign_checkpoint(tmp_path:
                 process.wait()
     assert final["status"] == "complete", final
     assert final["text"]
-    assert not any(token in final["text"] for token in LLADA_SPECIALS)
+    assert not any(token in final["text"] for token in specials)
     assert drafts, "no draft streamed"
-    assert any("░" in d["text"] for d in drafts)  # a draft while positions were still masked
+    # a draft while positions were still masked
+    assert any("░" in d["text"] for d in drafts) == masked_drafts
     usage = final["usage"]
     assert usage["rounds"] >= 1 and usage["tokens"] > 0
     with sqlite3.connect(data / "assistant.db") as db:
