@@ -58,7 +58,6 @@ from dlm_runtime.bench import cpu_name, load_average, run_engine
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.diffusion_gemma import DiffusionGemmaModel, check_config, diffusion_gemma_policy
 from dlm_runtime.diffusion_gemma import generate as diffusion_gemma_generate
-from dlm_runtime.diffusion_gemma import new_tokens as diffusion_gemma_new_tokens
 from dlm_runtime.dream import DreamConfigView, DreamModel
 from dlm_runtime.dream_generate import diffusion_generate
 from dlm_runtime.dream_policy import dream_policy
@@ -406,7 +405,8 @@ def diffusion_gemma_baseline(model: nn.Module, prompt: list[int], s: Settings) -
     ids = torch.tensor([prompt], device=_device(model))
     torch.manual_seed(0)
     out = diffusion_gemma_generate(model, ids, max_new_tokens=s.new_tokens)
-    return diffusion_gemma_new_tokens(model, out, len(prompt))[0]
+    # The built model's generation config names no end token, so generate() stops at none.
+    return [int(t) for t in out[0, len(prompt) :].tolist()]
 
 
 # --- the engine's settings for the same decoding ----------------------------------------------

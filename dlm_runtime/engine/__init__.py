@@ -43,6 +43,12 @@ autoregressive predictions; the first token below the policy's ``verify_floor`` 
 causal argmax) becomes the causal choice and the block is redrafted after it (floor 1 equals
 autoregressive decoding at temperature 0, floor 0 PREFIX_CAUSAL).
 
+A DiffusionGemma model has no mask token and no pattern of these: each of its requests is a
+:class:`~dlm_runtime.engine.canvas.CanvasState` (its own noise canvas, encoder cache and
+self-conditioning logits, transformers' sampler loop), every row's canvas in one decoder
+forward per step; its settings come from
+:func:`~dlm_runtime.diffusion_gemma.diffusion_gemma_policy` or the checkpoint's generation config.
+
 Policies with ``early_stop`` end at the model's ``eos_token_id`` in every pattern (the end token
 is not part of :attr:`Final.token_ids`); the ``fixed_schedule`` preset never stops early.
 
@@ -62,7 +68,8 @@ Modules: :mod:`~dlm_runtime.engine.requests` (what a caller submits and gets bac
 :mod:`~dlm_runtime.engine.scheduler` (the :class:`Engine`: each step schedules, runs the
 forwards, then hands out events), :mod:`~dlm_runtime.engine.states` (per-request decoding
 state, one class per pattern), :mod:`~dlm_runtime.engine.batching` (KV cache pool, prefix
-reuse, batch assembly) and :mod:`~dlm_runtime.engine.draft_text` (incremental draft text).
+reuse, batch assembly), :mod:`~dlm_runtime.engine.canvas` (DiffusionGemma's requests) and
+:mod:`~dlm_runtime.engine.draft_text` (incremental draft text).
 """
 
 from dlm_runtime.decoding import DecodingMode, Pattern

@@ -71,7 +71,15 @@ def reference(
     out = generate(
         model, torch.tensor([prompt]), on_draft=lambda t: drafts.append(t[0].tolist()), **options
     )
-    return new_tokens(model, out, len(prompt), options.get("eos_token_id"))[0], drafts
+    eos = options.get("eos_token_id")
+    # Without an end token in the settings generate() stops at none (the model config's is not
+    # read), and neither does the engine.
+    tokens = (
+        out[0, len(prompt) :].tolist()
+        if eos is None
+        else new_tokens(model, out, len(prompt), eos)[0]
+    )
+    return tokens, drafts
 
 
 def request(rid: str, prompt: list[int], seed: int, **settings: Any) -> GenerationRequest:
@@ -185,6 +193,25 @@ async def test_cancel_frees_the_row(
     assert final(events_b).token_ids == want
     last_a = max(i for i, b in enumerate(batches) if "a" in b)
     assert last_a < len(batches) - 1 and batches[last_a + 1] == ("b",)
+
+
+async def test_bfloat16_equals_generate(
+    checkpoint: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """bfloat16, the published dtype: alone, and batched with a prompt of the same length
+    (exact_batches, the default below float32, keeps rows of other lengths apart)."""
+    model = load_model(checkpoint, dtype="bfloat16")
+    assert isinstance(model, DiffusionGemmaModel)
+    prompts = [PROMPTS[0], [2, 5, 60, 61, 62, 9, 3]]
+    wants = [reference(model, p, 20 + i)[0] for i, p in enumerate(prompts)]
+    async with Engine(model, tokenizer) as engine:
+        assert engine.exact_batches
+        alone = final(await collect(engine, request("a", prompts[0], 20))).token_ids
+        together = await asyncio.gather(
+            *(collect(engine, request(f"r{i}", p, 20 + i)) for i, p in enumerate(prompts))
+        )
+    assert alone == wants[0]
+    assert [final(r).token_ids for r in together] == wants
 
 
 async def _drain(stream: Any) -> list[Event]:
