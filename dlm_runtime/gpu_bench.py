@@ -703,30 +703,26 @@ def _count(params: int) -> str:
     return f"{params / 1e9:.2f}B" if params >= 1e9 else f"{params / 1e6:.1f}M"
 
 
-def report(rows: Sequence[Row], loads: Sequence[int]) -> list[str]:
-    """A line per family for its own sampler, then one per load for the engine beside it."""
+HEADER = (
+    f"{'family':<16} {'params':>7} {'layers':>6} {'peak GiB':>8}  {'decoded by':<46} "
+    f"{'requests':>8} {'tokens/s':>9} {'x own':>6} {'ids equal':>9}"
+)
+
+
+def report(r: Row, loads: Sequence[int]) -> list[str]:
+    """One family's lines under :data:`HEADER`: its own sampler, then the engine per load."""
+    peak = f"{r.peak_gib:.1f}" if r.peak_gib is not None else "n/a"
     lines = [
-        f"{'family':<16} {'params':>7} {'layers':>6} {'peak GiB':>8}  {'decoded by':<46} "
-        f"{'requests':>8} {'tokens/s':>9} {'x own':>6} {'ids equal':>9}"
+        f"{r.family.name:<16} {_count(r.params):>7} {r.layers:>6} {peak:>8}  "
+        f"{'own: ' + r.family.baseline_name:<46} {'in turn':>8} {r.baseline_rate:>9.1f} "
+        f"{'1.00x':>6} {'-':>9}"
     ]
-    for r in rows:
-        peak = f"{r.peak_gib:.1f}" if r.peak_gib is not None else "n/a"
+    for n in loads:
+        equal, compared = r.exact[n]
         lines.append(
-            f"{r.family.name:<16} {_count(r.params):>7} {r.layers:>6} {peak:>8}  "
-            f"{'own: ' + r.family.baseline_name:<46} {'in turn':>8} {r.baseline_rate:>9.1f} "
-            f"{'1.00x':>6} {'-':>9}"
+            f"{'':<42}{'engine':<46} {n:>8} {r.engine_rates[n]:>9.1f} "
+            f"{r.engine_rates[n] / r.baseline_rate:>5.2f}x {f'{equal}/{compared}':>9}"
         )
-        for n in loads:
-            equal, compared = r.exact[n]
-            lines.append(
-                f"{'':<42}{'engine':<46} {n:>8} {r.engine_rates[n]:>9.1f} "
-                f"{r.engine_rates[n] / r.baseline_rate:>5.2f}x {f'{equal}/{compared}':>9}"
-            )
-    lines.append("")
-    lines.extend(
-        f"{r.family.name}: config of {r.family.source}; engine pattern {r.family.pattern.name}"
-        for r in rows
-    )
     return lines
 
 
@@ -873,13 +869,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (", TINY configs (figures meaningless)" if args.tiny else "")
     )
     _emit("")
-    rows = []
     started = time.perf_counter()
+    _emit(HEADER)
     for name in args.families:
         family = FAMILIES[name]
         config = family_config(family, args.tiny, args.layers)
-        rows.append(
-            run_family(
+        # Each family's lines go out as soon as it is done, and one that fails (out of memory,
+        # say) is reported and the next one runs: a device session may end at any time.
+        try:
+            row = run_family(
                 family,
                 config,
                 tok,
@@ -892,9 +890,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 False if args.padded else None,
                 _progress,
             )
-        )
-    for line in report(rows, loads):
-        _emit(line)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+            _emit(f"{name:<16} failed: {reason}")
+        else:
+            for line in report(row, loads):
+                _emit(line)
+        gc.collect()  # the failed family's model goes with its traceback
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    _emit("")
+    for name in args.families:
+        family = FAMILIES[name]
+        _emit(f"{name}: config of {family.source}; engine pattern {family.pattern.name}")
     _emit(f"\n(total {time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -7,6 +7,7 @@ real configs on the meta device, so a typo in a published config fails here, not
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -93,3 +94,18 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "unknown families ['gpt2']" in err
     assert "multiple of --block" in err
+
+
+def test_a_failing_family_is_reported_and_the_next_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of memory on one family (here: any error building it) costs only that family."""
+
+    def fail(*args: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setitem(FAMILIES, "llada", dataclasses.replace(FAMILIES["llada"], build=fail))
+    assert main([*TINY_RUN, "--families", "llada,dream"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^llada\s+failed: OutOfMemoryError: CUDA out of memory", out, re.M)
+    assert re.search(r"^dream .*own: ", out, re.M)
