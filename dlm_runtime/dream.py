@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput
-from dlm_runtime.layers import DecoderLayer, RMSNorm, rotary_cos_sin, run_layers
+from dlm_runtime.layers import Decoder, rotary_cos_sin, run_layers
 from dlm_runtime.modeling import prepare_forward
 
 __all__ = ["DREAM_DEFAULTS", "DreamConfigView", "DreamModel", "UnsupportedDreamConfig"]
@@ -144,27 +144,6 @@ class DreamConfigView:
         )
 
 
-class _Backbone(nn.Module):
-    """Only here so parameter names carry the checkpoint's ``model.`` prefix."""
-
-    def __init__(self, cfg: DreamConfigView) -> None:
-        super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(
-            DecoderLayer(
-                cfg.hidden_size,
-                cfg.intermediate_size,
-                cfg.num_attention_heads,
-                cfg.num_key_value_heads,
-                cfg.head_dim,
-                cfg.rms_norm_eps,
-                qkv_bias=True,
-            )
-            for _ in range(cfg.num_hidden_layers)
-        )
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-
-
 class DreamModel(nn.Module):
     """Dream behind the runtime's forward API, its logits already unshifted."""
 
@@ -173,7 +152,7 @@ class DreamModel(nn.Module):
         self.config = (
             config if isinstance(config, DreamConfigView) else DreamConfigView.from_dict(config)
         )
-        self.model = _Backbone(self.config)
+        self.model = Decoder(self.config, qkv_bias=True)
         self.lm_head: nn.Linear | None = (
             None
             if self.config.tie_word_embeddings

@@ -16,6 +16,8 @@ recorded upstream outputs pin the operations every family runs.
   ``q_proj``/``k_proj``/``v_proj`` (LLaDA's block holds them itself);
 * :class:`Attention`, :class:`SwiGLU`, :class:`DecoderLayer`: the modules under the usual
   ``self_attn.q_proj`` / ``mlp.gate_proj`` / ``input_layernorm`` names;
+* :func:`decoder_layers`, :class:`Decoder`: a config's stack of layers, with the embedding and
+  final norm;
 * :func:`run_layers`: the layer loop collecting each layer's new k/v.
 """
 
@@ -32,13 +34,16 @@ from dlm_runtime.attention import KV
 
 __all__ = [
     "Attention",
+    "Decoder",
     "DecoderLayer",
+    "DecoderShape",
     "KVPair",
     "QKVProjections",
     "RMSNorm",
     "SwiGLU",
     "apply_rotary",
     "attend",
+    "decoder_layers",
     "gated_mlp",
     "rotary_angles",
     "rotary_cos_sin",
@@ -285,6 +290,64 @@ class DecoderLayer(nn.Module):
         x = x + att
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, kv
+
+
+class DecoderShape(Protocol):
+    """The config attributes that size a stack of :class:`DecoderLayer` and its embedding."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def intermediate_size(self) -> int: ...
+    @property
+    def num_hidden_layers(self) -> int: ...
+    @property
+    def num_attention_heads(self) -> int: ...
+    @property
+    def num_key_value_heads(self) -> int: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def rms_norm_eps(self) -> float: ...
+
+
+def decoder_layers(
+    cfg: DecoderShape,
+    *,
+    qkv_bias: bool = False,
+    scale: float | None = None,
+    norms_first: bool = False,
+) -> nn.ModuleList:
+    """``cfg.num_hidden_layers`` :class:`DecoderLayer` (the options are the layer's)."""
+    return nn.ModuleList(
+        DecoderLayer(
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            cfg.rms_norm_eps,
+            qkv_bias=qkv_bias,
+            scale=scale,
+            norms_first=norms_first,
+        )
+        for _ in range(cfg.num_hidden_layers)
+    )
+
+
+class Decoder(nn.Module):
+    """``embed_tokens``, ``layers`` and the final ``norm``: the body under a checkpoint's prefix
+    (Dream's ``model.``, Nemotron's ``encoder.``)."""
+
+    def __init__(
+        self, cfg: DecoderShape, *, qkv_bias: bool = False, scale: float | None = None
+    ) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = decoder_layers(cfg, qkv_bias=qkv_bias, scale=scale)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
 def run_layers(

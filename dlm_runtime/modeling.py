@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from dlm_runtime.attention import KV, ForwardOutput, kv_length, take_positions
-from dlm_runtime.layers import DecoderLayer, RMSNorm, rotary_cos_sin, run_layers
+from dlm_runtime.layers import RMSNorm, decoder_layers, rotary_cos_sin, run_layers
 
 __all__ = [
     "KV",
@@ -174,18 +174,7 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
     def __init__(self, config: DLMConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(
-            DecoderLayer(
-                config.hidden_size,
-                config.intermediate_size,
-                config.num_attention_heads,
-                config.num_key_value_heads,
-                config.head_dim,
-                config.rms_norm_eps,
-                norms_first=True,
-            )
-            for _ in range(config.num_hidden_layers)
-        )
+        self.layers = decoder_layers(config, norms_first=True)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head: nn.Linear | None = (
             None

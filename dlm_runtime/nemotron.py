@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.layers import DecoderLayer, RMSNorm, rotary_angles, run_layers
+from dlm_runtime.layers import Decoder, rotary_angles, run_layers
 from dlm_runtime.modeling import prepare_forward
 
 __all__ = [
@@ -275,27 +275,6 @@ class NemotronConfigView:
         )
 
 
-class _Encoder(nn.Module):
-    """Only here so parameter names carry the checkpoint's ``encoder.`` prefix."""
-
-    def __init__(self, cfg: NemotronConfigView) -> None:
-        super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(
-            DecoderLayer(
-                cfg.hidden_size,
-                cfg.intermediate_size,
-                cfg.num_attention_heads,
-                cfg.num_key_value_heads,
-                cfg.head_dim,
-                cfg.rms_norm_eps,
-                scale=cfg.head_dim**-0.5,  # transformers passes it explicitly
-            )
-            for _ in range(cfg.num_hidden_layers)
-        )
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-
-
 class NemotronModel(nn.Module):
     """Nemotron-Labs-Diffusion behind the runtime's forward API (``DLMModel.forward``'s)."""
 
@@ -306,7 +285,8 @@ class NemotronModel(nn.Module):
             if isinstance(config, NemotronConfigView)
             else NemotronConfigView.from_dict(config)
         )
-        self.encoder = _Encoder(self.config)
+        # transformers passes the attention scale explicitly
+        self.encoder = Decoder(self.config, scale=self.config.head_dim**-0.5)
         self.diffusion_head: nn.Linear | None = (
             None
             if self.config.tie_word_embeddings
