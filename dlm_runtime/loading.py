@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -69,6 +69,8 @@ DLM_REQUIRED_KEYS = (
 )
 
 LoadedModel = DLMModel | LLaDAModel | DreamModel | NemotronModel
+V = TypeVar("V")
+M = TypeVar("M")
 
 
 class CheckpointError(ValueError):
@@ -245,53 +247,41 @@ def _build_dlm(raw: dict[str, Any], path: Path) -> DLMModel:
         return DLMModel(config)
 
 
-def _build_llada(raw: dict[str, Any], path: Path) -> LLaDAModel:
+def _config_view(
+    from_dict: Callable[[dict[str, Any]], V],
+    raw: dict[str, Any],
+    root: Path,
+    unsupported: tuple[type[Exception], ...] = (),
+) -> V:
+    """A foreign family's config view; a missing key, or one of ``unsupported``, becomes a
+    :class:`CheckpointError` naming the config file."""
+    where = root / CONFIG_FILE
     try:
-        view = LLaDAConfigView.from_dict(raw)
+        return from_dict(raw)
     except KeyError as exc:
-        raise CheckpointError(
-            f"{path / CONFIG_FILE}: missing required key {exc.args[0]!r}"
-        ) from exc
+        raise CheckpointError(f"{where}: missing required key {exc.args[0]!r}") from exc
+    except unsupported as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+
+
+def _build(
+    from_dict: Callable[[dict[str, Any]], V],
+    model_class: Callable[[V], M],
+    raw: dict[str, Any],
+    root: Path,
+    unsupported: tuple[type[Exception], ...] = (),
+) -> M:
+    """A foreign family's model on the meta device (no random initialisation: its weights are
+    assigned next), from its config view (:func:`_config_view`)."""
+    view = _config_view(from_dict, raw, root, unsupported)
     with torch.device("meta"):
-        return LLaDAModel(view)
-
-
-def _build_dream(raw: dict[str, Any], path: Path) -> DreamModel:
-    try:
-        view = DreamConfigView.from_dict(raw)
-    except KeyError as exc:
-        raise CheckpointError(
-            f"{path / CONFIG_FILE}: missing required key {exc.args[0]!r}"
-        ) from exc
-    except UnsupportedDreamConfig as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
-    with torch.device("meta"):
-        return DreamModel(view)
-
-
-def _build_nemotron(raw: dict[str, Any], path: Path) -> NemotronModel:
-    try:
-        view = NemotronConfigView.from_dict(raw)
-    except KeyError as exc:
-        raise CheckpointError(
-            f"{path / CONFIG_FILE}: missing required key {exc.args[0]!r}"
-        ) from exc
-    except UnsupportedNemotronConfig as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from exc
-    with torch.device("meta"):
-        return NemotronModel(view)
+        return model_class(view)
 
 
 def _load_diffusion_gemma(
     root: Path, raw: dict[str, Any], device: str | torch.device, dtype: torch.dtype | str | None
 ) -> DiffusionGemmaModel:
-    where = root / CONFIG_FILE
-    try:
-        view = check_config(raw)
-    except KeyError as exc:
-        raise CheckpointError(f"{where}: missing required key {exc.args[0]!r}") from exc
-    except UnsupportedDiffusionGemmaConfig as exc:
-        raise CheckpointError(f"{where}: {exc}") from exc
+    view = _config_view(check_config, raw, root, (UnsupportedDiffusionGemmaConfig,))
     _weight_files(root)  # a clear error for absent weights before transformers runs
     if dtype is not None and dtype != "auto":
         dtype = _resolve_dtype(dtype, {})
@@ -325,12 +315,16 @@ def load_model(
     try:
         if model_type == "dlm":
             model = _build_dlm(raw, root)
-        elif model_type == "llada":
-            model = _build_llada(raw, root)
+        elif model_type == "llada":  # an unsupported config may run its own code (below)
+            model = _build(LLaDAConfigView.from_dict, LLaDAModel, raw, root)
         elif model_type == "Dream":
-            model = _build_dream(raw, root)
+            model = _build(
+                DreamConfigView.from_dict, DreamModel, raw, root, (UnsupportedDreamConfig,)
+            )
         elif model_type == MODEL_TYPE_NEMOTRON:
-            model = _build_nemotron(raw, root)
+            model = _build(
+                NemotronConfigView.from_dict, NemotronModel, raw, root, (UnsupportedNemotronConfig,)
+            )
         elif model_type == MODEL_TYPE_DIFFUSION_GEMMA:
             return _load_diffusion_gemma(root, raw, device, dtype)
         elif trust_remote_code:
