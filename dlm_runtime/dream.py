@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput
-from dlm_runtime.layers import Decoder, rotary_cos_sin, run_layers
+from dlm_runtime.layers import Decoder, output_head, project_out, rotary_cos_sin, run_layers
 from dlm_runtime.modeling import prepare_forward
 
 __all__ = ["DREAM_DEFAULTS", "DreamConfigView", "DreamModel", "UnsupportedDreamConfig"]
@@ -153,10 +152,8 @@ class DreamModel(nn.Module):
             config if isinstance(config, DreamConfigView) else DreamConfigView.from_dict(config)
         )
         self.model = Decoder(self.config, qkv_bias=True)
-        self.lm_head: nn.Linear | None = (
-            None
-            if self.config.tie_word_embeddings
-            else nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
+        self.lm_head = output_head(
+            self.config.hidden_size, self.config.vocab_size, tied=self.config.tie_word_embeddings
         )
 
     @property
@@ -190,10 +187,9 @@ class DreamModel(nn.Module):
         cos, sin = rotary_cos_sin(position_ids, cfg.head_dim, cfg.rope_theta)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         x, new_kv = run_layers(self.model.layers, x, cos, sin, mask, past_key_values)
-        head = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         if logits_index is None and not past_len:
             # The published sampler's order of operations, for bit-equal logits.
-            logits = F.linear(self.model.norm(x), head)
+            logits = project_out(self.model.norm(x), self.model.embed_tokens, self.lm_head)
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
             return ForwardOutput(logits=logits, new_key_values=new_kv)
         if logits_index is None:
@@ -208,5 +204,5 @@ class DreamModel(nn.Module):
             )
         source = source.clamp(min=0)
         h = torch.gather(x, 1, source.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        logits = F.linear(self.model.norm(h), head)
+        logits = project_out(self.model.norm(h), self.model.embed_tokens, self.lm_head)
         return ForwardOutput(logits=logits, new_key_values=new_kv)

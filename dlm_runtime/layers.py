@@ -18,7 +18,8 @@ recorded upstream outputs pin the operations every family runs.
   ``self_attn.q_proj`` / ``mlp.gate_proj`` / ``input_layernorm`` names;
 * :func:`decoder_layers`, :class:`Decoder`: a config's stack of layers, with the embedding and
   final norm;
-* :func:`run_layers`: the layer loop collecting each layer's new k/v.
+* :func:`run_layers`: the layer loop collecting each layer's new k/v;
+* :func:`output_head`, :func:`project_out`: the untied output projection or the tied embedding.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ __all__ = [
     "attend",
     "decoder_layers",
     "gated_mlp",
+    "output_head",
+    "project_out",
     "rotary_angles",
     "rotary_cos_sin",
     "run_layers",
@@ -242,6 +245,21 @@ class SwiGLU(nn.Module):
         return gated_mlp(x, self.gate_proj, self.up_proj, self.down_proj)
 
 
+class DecoderShape(Protocol):
+    """The config attributes that size a :class:`DecoderLayer`, its stack and its embedding."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float
+
+    @property
+    def head_dim(self) -> int: ...
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm layer: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``.
 
@@ -253,29 +271,30 @@ class DecoderLayer(nn.Module):
 
     def __init__(
         self,
-        hidden_size: int,
-        intermediate_size: int,
-        n_heads: int,
-        n_kv_heads: int,
-        head_dim: int,
-        eps: float,
+        cfg: DecoderShape,
         *,
         qkv_bias: bool = False,
         scale: float | None = None,
         norms_first: bool = False,
     ) -> None:
         super().__init__()
+        d, eps = cfg.hidden_size, cfg.rms_norm_eps
         if norms_first:
-            self.input_layernorm = RMSNorm(hidden_size, eps)
+            self.input_layernorm = RMSNorm(d, eps)
         self.self_attn = Attention(
-            hidden_size, n_heads, n_kv_heads, head_dim, qkv_bias=qkv_bias, scale=scale
+            d,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            qkv_bias=qkv_bias,
+            scale=scale,
         )
         if norms_first:
-            self.post_attention_layernorm = RMSNorm(hidden_size, eps)
-        self.mlp = SwiGLU(hidden_size, intermediate_size)
+            self.post_attention_layernorm = RMSNorm(d, eps)
+        self.mlp = SwiGLU(d, cfg.intermediate_size)
         if not norms_first:
-            self.input_layernorm = RMSNorm(hidden_size, eps)
-            self.post_attention_layernorm = RMSNorm(hidden_size, eps)
+            self.input_layernorm = RMSNorm(d, eps)
+            self.post_attention_layernorm = RMSNorm(d, eps)
 
     def forward(
         self,
@@ -292,27 +311,6 @@ class DecoderLayer(nn.Module):
         return x, kv
 
 
-class DecoderShape(Protocol):
-    """The config attributes that size a stack of :class:`DecoderLayer` and its embedding."""
-
-    @property
-    def vocab_size(self) -> int: ...
-    @property
-    def hidden_size(self) -> int: ...
-    @property
-    def intermediate_size(self) -> int: ...
-    @property
-    def num_hidden_layers(self) -> int: ...
-    @property
-    def num_attention_heads(self) -> int: ...
-    @property
-    def num_key_value_heads(self) -> int: ...
-    @property
-    def head_dim(self) -> int: ...
-    @property
-    def rms_norm_eps(self) -> float: ...
-
-
 def decoder_layers(
     cfg: DecoderShape,
     *,
@@ -322,17 +320,7 @@ def decoder_layers(
 ) -> nn.ModuleList:
     """``cfg.num_hidden_layers`` :class:`DecoderLayer` (the options are the layer's)."""
     return nn.ModuleList(
-        DecoderLayer(
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-            cfg.rms_norm_eps,
-            qkv_bias=qkv_bias,
-            scale=scale,
-            norms_first=norms_first,
-        )
+        DecoderLayer(cfg, qkv_bias=qkv_bias, scale=scale, norms_first=norms_first)
         for _ in range(cfg.num_hidden_layers)
     )
 
@@ -348,6 +336,18 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = decoder_layers(cfg, qkv_bias=qkv_bias, scale=scale)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+def output_head(
+    hidden_size: int, vocab_size: int, *, tied: bool, bias: bool = False
+) -> nn.Linear | None:
+    """The untied output projection, or ``None`` when the embedding matrix serves (tied)."""
+    return None if tied else nn.Linear(hidden_size, vocab_size, bias=bias)
+
+
+def project_out(x: torch.Tensor, embedding: nn.Embedding, head: nn.Linear | None) -> torch.Tensor:
+    """Logits of ``x``: through ``head``, or the embedding matrix when ``head`` is ``None``."""
+    return F.linear(x, embedding.weight) if head is None else head(x)
 
 
 def run_layers(

@@ -30,6 +30,8 @@ from dlm_runtime.layers import (
     KVPair,
     RMSNorm,
     gated_mlp,
+    output_head,
+    project_out,
     rotary_cos_sin,
     run_layers,
     self_attention,
@@ -233,10 +235,8 @@ class _Transformer(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.blocks = nn.ModuleList(LLaDABlock(cfg) for _ in range(cfg.num_hidden_layers))
         self.ln_f = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, bias=cfg.norm_bias)
-        self.ff_out: nn.Linear | None = (
-            None
-            if cfg.tie_word_embeddings
-            else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=cfg.include_bias)
+        self.ff_out = output_head(
+            cfg.hidden_size, cfg.vocab_size, tied=cfg.tie_word_embeddings, bias=cfg.include_bias
         )
 
 
@@ -286,7 +286,7 @@ class LLaDAModel(nn.Module):
             x = x * (cfg.hidden_size**0.5)
         x, new_kv = run_layers(tr.blocks, x, cos, sin, mask, past_key_values)
         x = tr.ln_f(take_positions(x, logits_index))
-        logits = F.linear(x, tr.wte.weight) if tr.ff_out is None else tr.ff_out(x)
+        logits = project_out(x, tr.wte, tr.ff_out)
         if cfg.scale_logits:
             logits = logits * (1 / cfg.hidden_size**0.5)
         return ForwardOutput(logits=logits, new_key_values=new_kv)

@@ -15,12 +15,18 @@ import contextlib
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from dlm_runtime.attention import KV, ForwardOutput, kv_length, take_positions
-from dlm_runtime.layers import RMSNorm, decoder_layers, rotary_cos_sin, run_layers
+from dlm_runtime.layers import (
+    RMSNorm,
+    decoder_layers,
+    output_head,
+    project_out,
+    rotary_cos_sin,
+    run_layers,
+)
 
 __all__ = [
     "KV",
@@ -176,10 +182,8 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = decoder_layers(config, norms_first=True)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.lm_head: nn.Linear | None = (
-            None
-            if config.tie_word_embeddings
-            else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head: nn.Linear | None = output_head(
+            config.hidden_size, config.vocab_size, tied=config.tie_word_embeddings
         )
         self.post_init()  # type: ignore[no-untyped-call]
 
@@ -241,7 +245,7 @@ class DLMModel(PreTrainedModel):  # type: ignore[no-untyped-call]
         x, new_kv = run_layers(self.layers, x, cos, sin, mask, past_key_values)
         x = self.norm(take_positions(x, logits_index))
         # Tied: no lm_head module, the embedding matrix is the output projection.
-        logits = F.linear(x, self.embed_tokens.weight) if self.lm_head is None else self.lm_head(x)
+        logits = project_out(x, self.embed_tokens, self.lm_head)
         return ForwardOutput(logits=logits, new_key_values=new_kv)
 
 

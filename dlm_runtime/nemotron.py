@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.layers import Decoder, rotary_angles, run_layers
+from dlm_runtime.layers import Decoder, output_head, project_out, rotary_angles, run_layers
 from dlm_runtime.modeling import prepare_forward
 
 __all__ = [
@@ -287,10 +286,8 @@ class NemotronModel(nn.Module):
         )
         # transformers passes the attention scale explicitly
         self.encoder = Decoder(self.config, scale=self.config.head_dim**-0.5)
-        self.diffusion_head: nn.Linear | None = (
-            None
-            if self.config.tie_word_embeddings
-            else nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
+        self.diffusion_head = output_head(
+            self.config.hidden_size, self.config.vocab_size, tied=self.config.tie_word_embeddings
         )
 
     @property
@@ -341,9 +338,5 @@ class NemotronModel(nn.Module):
             self.encoder.layers, x, cos, sin, mask, past_key_values, q_scale=q_scale
         )
         x = self.encoder.norm(take_positions(x, logits_index))
-        head = (
-            self.encoder.embed_tokens.weight
-            if self.diffusion_head is None
-            else self.diffusion_head.weight
-        )
-        return ForwardOutput(logits=F.linear(x, head), new_key_values=new_kv)
+        logits = project_out(x, self.encoder.embed_tokens, self.diffusion_head)
+        return ForwardOutput(logits=logits, new_key_values=new_kv)
