@@ -30,7 +30,14 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput
-from dlm_runtime.layers import Decoder, output_head, project_out, rotary_cos_sin, run_layers
+from dlm_runtime.layers import (
+    Decoder,
+    EmbeddedModel,
+    output_head,
+    project_out,
+    rotary_cos_sin,
+    run_layers,
+)
 from dlm_runtime.modeling import prepare_forward
 
 __all__ = ["DREAM_DEFAULTS", "DreamConfigView", "DreamModel", "UnsupportedDreamConfig"]
@@ -143,7 +150,7 @@ class DreamConfigView:
         )
 
 
-class DreamModel(nn.Module):
+class DreamModel(EmbeddedModel):
     """Dream behind the runtime's forward API, its logits already unshifted."""
 
     def __init__(self, config: DreamConfigView | Mapping[str, Any]) -> None:
@@ -156,13 +163,8 @@ class DreamModel(nn.Module):
             self.config.hidden_size, self.config.vocab_size, tied=self.config.tie_word_embeddings
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.embed_tokens.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
 
     def forward(
         self,

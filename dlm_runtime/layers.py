@@ -19,7 +19,8 @@ recorded upstream outputs pin the operations every family runs.
 * :func:`decoder_layers`, :class:`Decoder`: a config's stack of layers, with the embedding and
   final norm;
 * :func:`run_layers`: the layer loop collecting each layer's new k/v;
-* :func:`output_head`, :func:`project_out`: the untied output projection or the tied embedding.
+* :func:`output_head`, :func:`project_out`: the untied output projection or the tied embedding;
+* :class:`EmbeddedModel`: ``device`` and ``dtype`` of a family's model, its embedding's.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "Decoder",
     "DecoderLayer",
     "DecoderShape",
+    "EmbeddedModel",
     "KVPair",
     "QKVProjections",
     "RMSNorm",
@@ -336,6 +338,21 @@ class Decoder(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = decoder_layers(cfg, qkv_bias=qkv_bias, scale=scale)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class EmbeddedModel(nn.Module):
+    """Base of the foreign families' models: ``device`` and ``dtype`` are the embedding's."""
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return self.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.get_input_embeddings().weight.dtype
 
 
 def output_head(

@@ -27,6 +27,7 @@ from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
 from dlm_runtime.layers import (
+    EmbeddedModel,
     KVPair,
     RMSNorm,
     gated_mlp,
@@ -248,7 +249,7 @@ class _Holder(nn.Module):
         self.transformer = _Transformer(cfg)
 
 
-class LLaDAModel(nn.Module):
+class LLaDAModel(EmbeddedModel):
     """LLaDA behind the runtime's forward API (same contract as ``DLMModel.forward``)."""
 
     def __init__(self, config: LLaDAConfigView | Mapping[str, Any]) -> None:
@@ -258,13 +259,8 @@ class LLaDAModel(nn.Module):
         )
         self.model = _Holder(self.config)
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.transformer.wte.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.transformer.wte.weight.dtype
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
 
     def forward(
         self,

@@ -38,7 +38,14 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.layers import Decoder, output_head, project_out, rotary_angles, run_layers
+from dlm_runtime.layers import (
+    Decoder,
+    EmbeddedModel,
+    output_head,
+    project_out,
+    rotary_angles,
+    run_layers,
+)
 from dlm_runtime.modeling import prepare_forward
 
 __all__ = [
@@ -274,7 +281,7 @@ class NemotronConfigView:
         )
 
 
-class NemotronModel(nn.Module):
+class NemotronModel(EmbeddedModel):
     """Nemotron-Labs-Diffusion behind the runtime's forward API (``DLMModel.forward``'s)."""
 
     def __init__(self, config: NemotronConfigView | Mapping[str, Any]) -> None:
@@ -290,13 +297,8 @@ class NemotronModel(nn.Module):
             self.config.hidden_size, self.config.vocab_size, tied=self.config.tie_word_embeddings
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.encoder.embed_tokens.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.encoder.embed_tokens.weight.dtype
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
 
     def _positions(
         self, position_ids: torch.Tensor, dtype: torch.dtype
