@@ -4,8 +4,8 @@ The native model (:mod:`dlm_runtime.modeling`), LLaDA (:mod:`dlm_runtime.llada`)
 (:mod:`dlm_runtime.dream`) and Nemotron-Labs-Diffusion (:mod:`dlm_runtime.nemotron`) are all
 pre-norm LLaMA-style decoders; they differ in weight names, biases, where the rotary arithmetic
 runs and a few scalings, which are the parameters here. Each family keeps its own parameter
-names and config validation; only the arithmetic lives in this module, so one family's
-recorded upstream outputs pin the operations every family runs.
+names and config validation; the arithmetic lives here, so each family's tests against its
+recorded upstream outputs also test the code the others run.
 
 * :class:`RMSNorm`: float32 statistics, cast back, then scaled (and optionally shifted);
 * :func:`rotary_angles`, :func:`rotary_cos_sin`, :func:`apply_rotary`: non-interleaved
