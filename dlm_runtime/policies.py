@@ -891,6 +891,8 @@ class BlockState:
         if masked_only and not suffice:
             raise ValueError(f"policy {self.policy.name!r} reads committed positions' logits")
         rows = torch.nonzero(masked).flatten() if suffice else None
+        if rows is not None and int(rows.shape[0]) == self.block_len:
+            rows = None  # all masked (a block's first step): no row copy, nothing to spread
         expected = self.block_len if rows is None or not masked_only else int(rows.shape[0])
         if logits.dim() != 2 or logits.shape[0] != expected:
             raise ValueError(f"logits must be [{expected}, V], got {tuple(logits.shape)}")
@@ -918,7 +920,9 @@ class BlockState:
         self.x[commit] = tokens[commit]
         self.committed_at[commit] = self.step_index
 
-        revised = torch.zeros_like(masked)
+        # Built only when a revision can happen: a tensor, a nonzero and a list per step that
+        # no revising policy needs (one step of a request is a few dozen small ops).
+        revised_at: list[int] = []
         revision = self.policy.revision
         if revision is not None and not last and self.revision_budget_left > 0:
             # Only earlier commits: this step's choices were not visible in the logits' input.
@@ -939,18 +943,22 @@ class BlockState:
                     self.committed_at[revised] = -1
                     self.revision_counts[revised] += 1
                     self.revision_budget_left -= n_revised
+                    revised_at = torch.nonzero(revised).flatten().tolist()
 
         self.step_index += 1
+        masked = self.masked  # after this step's commits and revisions
         if self.stop is not None:
-            end = self.stop.find_end(self.x, self.masked)
+            end = self.stop.find_end(self.x, masked)
             if end is not None:
                 self.stop.apply(self.x, end)
                 self.end_index = end
                 self.reply_done = True
+        # As :attr:`done`, reusing ``masked``: stop.apply changes x only when the reply ended.
+        block_done = self.reply_done or self.step_index >= self.max_steps or not bool(masked.any())
         return StepResult(
             committed=torch.nonzero(commit).flatten().tolist(),
-            revised=torch.nonzero(revised).flatten().tolist(),
-            block_done=self.done,
+            revised=revised_at,
+            block_done=block_done,
             reply_done=self.reply_done,
             end_index=self.end_index,
             forced=forced,

@@ -69,6 +69,11 @@ class EngineStats:
     rows: int = 0  # sum of batch sizes
     busy_seconds: float = 0.0  # whole iterations that ran a forward
     forward_seconds: float = 0.0  # the model call (synchronised on CUDA)
+    # The same two in the scheduler thread's CPU time, which waiting for the GIL or for a
+    # core that other processes hold does not inflate: on a shared machine the wall-time
+    # share outside the forward mostly measures the neighbours.
+    busy_cpu_seconds: float = 0.0
+    forward_cpu_seconds: float = 0.0
     build_seconds: float = 0.0  # queries + padding + masks
     consume_seconds: float = 0.0  # per-request steps: policy and bookkeeping
     policy_seconds: float = 0.0  # inside the policy (BlockState.step, token choosers)
@@ -79,6 +84,13 @@ class EngineStats:
     tokens: int = 0  # reply tokens of finished requests
     prefix_tokens_reused: int = 0  # prompt tokens copied from CausalPrefixCache, not prefilled
     batches: deque[tuple[str, ...]] = field(default_factory=lambda: deque(maxlen=4096))
+
+    @property
+    def cpu_overhead_per_forward(self) -> float:
+        """Scheduler-thread CPU seconds outside the model call, per forward pass."""
+        if self.forward_passes <= 0:
+            return 0.0
+        return (self.busy_cpu_seconds - self.forward_cpu_seconds) / self.forward_passes
 
     @property
     def overhead(self) -> float:

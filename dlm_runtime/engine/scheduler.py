@@ -40,6 +40,7 @@ from dlm_runtime.engine.requests import (
     GenerationRequest,
     Usage,
 )
+from dlm_runtime.engine.seeded_blocks import SeededBlockState
 from dlm_runtime.engine.states import (
     STATES,
     CausalRow,
@@ -53,6 +54,14 @@ from dlm_runtime.engine.states import (
 from dlm_runtime.loading import RemoteCodeModel
 from dlm_runtime.parallelism import Parallelism
 from dlm_runtime.policies import DecodingPolicy
+
+# Each family's own diffusion mode (Pattern.DEFAULT_DIFFUSION); BIDIRECTIONAL for the others.
+# Nemotron-Labs-Diffusion's generate() seeds each block causally and writes it in a forward of
+# its own (SeededBlockState).
+_DEFAULT_PATTERNS = {
+    "dlm": Pattern.PREFIX_CAUSAL,
+    "nemotron_labs_diffusion": SeededBlockState.pattern,
+}
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -109,11 +118,9 @@ class Engine:
             vocab_size=int(cfg.vocab_size),
             context=getattr(cfg, "max_position_embeddings", None),
             device=self.device,
-            # Nemotron-Labs-Diffusion's own diffusion mode is also a causal cache under a
-            # bidirectional block.
-            default_pattern=Pattern.PREFIX_CAUSAL
-            if getattr(cfg, "model_type", "") in ("dlm", "nemotron_labs_diffusion")
-            else Pattern.BIDIRECTIONAL,
+            default_pattern=_DEFAULT_PATTERNS.get(
+                getattr(cfg, "model_type", ""), Pattern.BIDIRECTIONAL
+            ),
             parallelism=parallelism,
         )
         self.mask_placeholder = mask_placeholder
@@ -242,11 +249,11 @@ class Engine:
                 f"BIDIRECTIONAL pattern, got {pattern.name} (decoding mode {decoding.name!r})"
             )
         needs_both = pattern in (Pattern.ADAPTIVE, Pattern.VERIFIED)
-        if needs_both and self.info.default_pattern is not Pattern.PREFIX_CAUSAL:
+        if needs_both and self.info.default_pattern is Pattern.BIDIRECTIONAL:
             raise ValueError(
                 f"the {pattern.name} pattern mixes prefix-causal blocks with causal steps, which "
-                f"only a model trained both ways (model_type 'dlm') can run (decoding mode "
-                f"{decoding.name!r})"
+                f"only a model trained both ways (model_type 'dlm', Nemotron-Labs-Diffusion) can "
+                f"run (decoding mode {decoding.name!r})"
             )
         if self.plain_only and pattern is not Pattern.BIDIRECTIONAL:
             raise ValueError(
@@ -444,22 +451,28 @@ class Engine:
     def _step(self) -> None:
         stats = self._stats
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         active = self._active
         if self.canvas is not None:
             self._canvas_step()
+            stats.busy_cpu_seconds += time.thread_time() - cpu_started
             return
         if self.info.parallelism is not None:
             self.info.parallelism.rows = len(active)
         queries = [state.query() for state in active]
         lengths = [int(q.tokens.shape[0]) for q in queries]
-        for a, b in sort_rows(lengths):
-            active[a], active[b] = active[b], active[a]
-            queries[a], queries[b] = queries[b], queries[a]
-            self._pool.swap(a, b)
-        lengths.sort()
+        plan = None if self.exact_batches else plan_forwards(sorted(lengths))
+        # A plan of one forward takes the rows in any order: sorting them would only copy
+        # cache rows (a block's first step is longer than its others, so most steps would).
+        if plan is None or len(plan) > 1:
+            for a, b in sort_rows(lengths):
+                active[a], active[b] = active[b], active[a]
+                queries[a], queries[b] = queries[b], queries[a]
+                self._pool.swap(a, b)
+        if plan is None:
+            plan = plan_exact_forwards(queries)
         out_events: list[tuple[Handle, Update]] = []
         leaving: list[int] = []
-        plan = plan_exact_forwards(queries) if self.exact_batches else plan_forwards(lengths)
         for first, end in plan:
             self._forward_rows(first, queries[first:end], out_events, leaving)
         delivering = time.perf_counter()
@@ -473,6 +486,7 @@ class Engine:
         finished = time.perf_counter()
         stats.schedule_seconds += finished - delivered
         stats.busy_seconds += finished - started
+        stats.busy_cpu_seconds += time.thread_time() - cpu_started
 
     def _canvas_step(self) -> None:
         """One denoising step of every DiffusionGemma row (encoder calls for new canvases)."""
@@ -482,6 +496,7 @@ class Engine:
         states = [s for s in self._active if isinstance(s, CanvasState)]
         out_events: list[tuple[Handle, Update]] = []
         leaving: list[int] = []
+        cpu_started = time.thread_time()
         try:
             logits = self.canvas.decode(states, self.exact_batches)
             if self.device.type == "cuda":
@@ -492,6 +507,7 @@ class Engine:
         else:
             forwarded = time.perf_counter()
             stats.forward_seconds += forwarded - started
+            stats.forward_cpu_seconds += time.thread_time() - cpu_started
             stats.forward_passes += len({s.cached for s in states}) if self.exact_batches else 1
             stats.rows += len(states)
             for row, (state, row_logits) in enumerate(zip(states, logits, strict=True)):
@@ -534,6 +550,7 @@ class Engine:
         together = bool(extra) and all(q.cache_len == 0 for q in queries)
         batch = self._builder.build([*queries, *extra] if together else queries, self._pool, first)
         built = time.perf_counter()
+        cpu_built = time.thread_time()
         try:
             out: ForwardOutput = self._call(batch)
             un_logits: list[torch.Tensor] = []
@@ -553,6 +570,7 @@ class Engine:
             leaving.extend(range(first, first + len(states)))
             return
         forwarded = time.perf_counter()
+        stats.forward_cpu_seconds += time.thread_time() - cpu_built
         writes: list[CacheWrite] = []
         for offset, (state, n) in enumerate(
             zip(states, batch.logit_rows[: len(queries)], strict=True)

@@ -305,7 +305,7 @@ class _BlockDiffusion(RequestState):
         result, draft = self._step_block(block, block_logits, self.block_index, masked_only)
         self._stepped(block)
         events: list[Update] = [draft]
-        if not block.done:
+        if not result.block_done:  # block.done, without recomputing it from block.x
             return events
         tokens = block.x.tolist()
         if result.reply_done and block.end_index is not None:
