@@ -19,7 +19,8 @@ class Pattern(Enum):
     """
 
     # The model's own diffusion pattern: PREFIX_CAUSAL for native "dlm" models (how
-    # dlm_runtime.train trains them), BIDIRECTIONAL for LLaDA.
+    # dlm_runtime.train trains them), SEEDED_BLOCKS for Nemotron-Labs-Diffusion, BIDIRECTIONAL
+    # for LLaDA.
     DEFAULT_DIFFUSION = "default-diffusion"
     PREFIX_CAUSAL = "prefix-causal"
     PREFIX_CAUSAL_NOCACHE = "prefix-causal-nocache"
@@ -28,6 +29,10 @@ class Pattern(Enum):
     # APPROXIMATE: PREFIX_CAUSAL whose block steps compute only the masked positions (and
     # those the last step committed), reusing the K/V of the block's earlier commits.
     BLOCK_CACHE = "block-cache"
+    # A causal cache; each block starts from the causal next token after it and is written into
+    # the cache by a causal forward of its own, which also gives the next block's first token
+    # (Nemotron-Labs-Diffusion's generate()).
+    SEEDED_BLOCKS = "seeded-blocks"
     AUTOREGRESSIVE = "autoregressive"
     SPECULATIVE = "speculative"
     # PREFIX_CAUSAL with each block's length chosen from the engine's load, down to causal

@@ -166,8 +166,12 @@ def for_model(mode: DecodingMode, default_pattern: Pattern) -> DecodingMode:
     causally, as it was never trained, so they are refused with a clear error at start-up.
     DiffusionGemma takes the same path: its engine decodes every request with the model's own
     sampler and generation_config.json, so of the policy only the reply budget counts.
+    Nemotron-Labs-Diffusion (SEEDED_BLOCKS) runs the diffusion modes in its own pattern too, and
+    the left-to-right ones as they are, since it was trained causally as well.
     """
     if default_pattern is Pattern.PREFIX_CAUSAL:
+        return mode
+    if not mode.pattern.is_diffusion and default_pattern is Pattern.SEEDED_BLOCKS:
         return mode
     if not mode.pattern.is_diffusion:
         raise UserError(

@@ -10,8 +10,8 @@ to the request's cache.
 
 A request names its :class:`~dlm_runtime.decoding.DecodingMode`: a policy and a
 :class:`~dlm_runtime.decoding.Pattern`, which picks the request's state class. Diffusion
-patterns (``DEFAULT_DIFFUSION`` is PREFIX_CAUSAL for native ``"dlm"`` models, BIDIRECTIONAL for
-LLaDA):
+patterns (``DEFAULT_DIFFUSION`` is PREFIX_CAUSAL for native ``"dlm"`` models, SEEDED_BLOCKS for
+Nemotron-Labs-Diffusion, BIDIRECTIONAL for LLaDA):
 
 * PREFIX_CAUSAL (how :mod:`dlm_runtime.train` trains native models): the prompt and every
   finished block are cached exactly as a causal pass computes them. The block being decoded
@@ -33,6 +33,10 @@ LLaDA):
   with their tokens; their K/V are staged in the cache row and reused by the block's later
   steps) and those still masked, whose logits alone are computed. Greedy policies without
   revision only; others decode as PREFIX_CAUSAL.
+* SEEDED_BLOCKS (Nemotron-Labs-Diffusion's ``generate``): the exact causal cache of
+  PREFIX_CAUSAL, but each block's first position is the causal next token after the cache, and a
+  finished block is written by a causal forward of its own, whose last logits seed the next
+  block (:mod:`~dlm_runtime.engine.seeded_blocks`).
 
 Left to right: AUTOREGRESSIVE (causal, one token per forward, prefill in the first) and
 SPECULATIVE (a block drafted by prefix-causal diffusion, then verified by one causal forward;
@@ -68,7 +72,8 @@ Modules: :mod:`~dlm_runtime.engine.requests` (what a caller submits and gets bac
 :mod:`~dlm_runtime.engine.scheduler` (the :class:`Engine`: each step schedules, runs the
 forwards, then hands out events), :mod:`~dlm_runtime.engine.states` (per-request decoding
 state, one class per pattern), :mod:`~dlm_runtime.engine.batching` (KV cache pool, prefix
-reuse, batch assembly), :mod:`~dlm_runtime.engine.canvas` (DiffusionGemma's requests) and
+reuse, batch assembly), :mod:`~dlm_runtime.engine.canvas` (DiffusionGemma's requests),
+:mod:`~dlm_runtime.engine.seeded_blocks` (the SEEDED_BLOCKS state) and
 :mod:`~dlm_runtime.engine.draft_text` (incremental draft text).
 """
 

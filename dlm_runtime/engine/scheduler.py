@@ -40,6 +40,7 @@ from dlm_runtime.engine.requests import (
     GenerationRequest,
     Usage,
 )
+from dlm_runtime.engine.seeded_blocks import SeededBlockState
 from dlm_runtime.engine.states import (
     STATES,
     CausalRow,
@@ -53,6 +54,14 @@ from dlm_runtime.engine.states import (
 from dlm_runtime.loading import RemoteCodeModel
 from dlm_runtime.parallelism import Parallelism
 from dlm_runtime.policies import DecodingPolicy
+
+# Each family's own diffusion mode (Pattern.DEFAULT_DIFFUSION); BIDIRECTIONAL for the others.
+# Nemotron-Labs-Diffusion's generate() seeds each block causally and writes it in a forward of
+# its own (SeededBlockState).
+_DEFAULT_PATTERNS = {
+    "dlm": Pattern.PREFIX_CAUSAL,
+    "nemotron_labs_diffusion": SeededBlockState.pattern,
+}
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -109,11 +118,9 @@ class Engine:
             vocab_size=int(cfg.vocab_size),
             context=getattr(cfg, "max_position_embeddings", None),
             device=self.device,
-            # Nemotron-Labs-Diffusion's own diffusion mode is also a causal cache under a
-            # bidirectional block.
-            default_pattern=Pattern.PREFIX_CAUSAL
-            if getattr(cfg, "model_type", "") in ("dlm", "nemotron_labs_diffusion")
-            else Pattern.BIDIRECTIONAL,
+            default_pattern=_DEFAULT_PATTERNS.get(
+                getattr(cfg, "model_type", ""), Pattern.BIDIRECTIONAL
+            ),
             parallelism=parallelism,
         )
         self.mask_placeholder = mask_placeholder
@@ -242,11 +249,11 @@ class Engine:
                 f"BIDIRECTIONAL pattern, got {pattern.name} (decoding mode {decoding.name!r})"
             )
         needs_both = pattern in (Pattern.ADAPTIVE, Pattern.VERIFIED)
-        if needs_both and self.info.default_pattern is not Pattern.PREFIX_CAUSAL:
+        if needs_both and self.info.default_pattern is Pattern.BIDIRECTIONAL:
             raise ValueError(
                 f"the {pattern.name} pattern mixes prefix-causal blocks with causal steps, which "
-                f"only a model trained both ways (model_type 'dlm') can run (decoding mode "
-                f"{decoding.name!r})"
+                f"only a model trained both ways (model_type 'dlm', Nemotron-Labs-Diffusion) can "
+                f"run (decoding mode {decoding.name!r})"
             )
         if self.plain_only and pattern is not Pattern.BIDIRECTIONAL:
             raise ValueError(

@@ -244,12 +244,12 @@ async def test_engine_speculative_equals_linear_spec_generate(
 async def test_engine_block_diffusion_runs_on_the_prefix_causal_pattern(
     models: dict[str, NemotronModel],
 ) -> None:
-    """The model's diffusion mode is the engine's PREFIX_CAUSAL (causal cache, bidirectional
-    block), its default here. Not token-equal to generate(): upstream seeds each block with the
-    causal prediction after the cache and writes the finished block in a forward of its own;
-    the engine's blocks start fully masked and it writes a finished block together with the
-    next block's first step."""
-    got = await _serve(models["float32"], Pattern.DEFAULT_DIFFUSION, 8)
+    """PREFIX_CAUSAL (causal cache, bidirectional block) runs the model too. Not token-equal to
+    generate(): upstream seeds each block with the causal prediction after the cache and writes
+    the finished block in a forward of its own, which the model's default pattern,
+    SEEDED_BLOCKS, does (test_seeded_blocks.py); PREFIX_CAUSAL's blocks start fully masked and
+    it writes a finished block together with the next block's first step."""
+    got = await _serve(models["float32"], Pattern.PREFIX_CAUSAL, 8)
     assert [len(r) for r in got[:2]] == [8, 8]
     assert all(0 <= t < 256 and t != 100 for r in got for t in r)
 

@@ -92,6 +92,17 @@ def test_left_to_right_modes_are_refused_for_a_bidirectional_model() -> None:
     assert vanilla.policy == modes["vanilla-diffusion"].policy
 
 
+def test_a_model_trained_both_ways_keeps_left_to_right_modes() -> None:
+    """Nemotron-Labs-Diffusion: its own block diffusion for the diffusion modes, its causal
+    mode for the others."""
+    modes = decoding_modes()
+    for name in ("autoregressive", "speculative"):
+        assert for_model(modes[name], Pattern.SEEDED_BLOCKS) is modes[name]
+    fast = for_model(modes[DEFAULT_MODE], Pattern.SEEDED_BLOCKS)
+    assert fast.pattern is Pattern.DEFAULT_DIFFUSION
+    assert fast.policy == modes[DEFAULT_MODE].policy
+
+
 def test_serve_checks_a_hub_id_before_starting_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
