@@ -1,9 +1,10 @@
 """The transformer pieces the runtime's model families share, each written once.
 
-The native model (:mod:`dlm_runtime.modeling`), LLaDA (:mod:`dlm_runtime.llada`), Dream
-(:mod:`dlm_runtime.dream`) and Nemotron-Labs-Diffusion (:mod:`dlm_runtime.nemotron`) are all
-pre-norm LLaMA-style decoders; they differ in weight names, biases, where the rotary arithmetic
-runs and a few scalings, which are the parameters here. Each family keeps its own parameter
+The native model (:mod:`dlm_runtime.modeling`), LLaDA (:mod:`dlm_runtime.llada`), LLaDA-MoE
+(:mod:`dlm_runtime.llada_moe`), Dream (:mod:`dlm_runtime.dream`) and Nemotron-Labs-Diffusion
+(:mod:`dlm_runtime.nemotron`) are all pre-norm LLaMA-style decoders; they differ in weight
+names, biases, q/k norms, where the rotary arithmetic runs, the feed-forward (dense or mixture
+of experts) and a few scalings, which are the parameters here. Each family keeps its own parameter
 names and config validation; the arithmetic lives here, so each family's tests against its
 recorded upstream outputs also test the code the others run.
 
@@ -16,6 +17,8 @@ recorded upstream outputs also test the code the others run.
   ``q_proj``/``k_proj``/``v_proj`` (LLaDA's block holds them itself);
 * :class:`Attention`, :class:`SwiGLU`, :class:`DecoderLayer`: the modules under the usual
   ``self_attn.q_proj`` / ``mlp.gate_proj`` / ``input_layernorm`` names;
+* :class:`SparseMoE`: softmax top-k routing over SwiGLU experts (``mlp.gate``,
+  ``mlp.experts.N.*``), LLaDA-MoE's feed-forward;
 * :func:`decoder_layers`, :class:`Decoder`: a config's stack of layers, with the embedding and
   final norm;
 * :func:`run_layers`: the layer loop collecting each layer's new k/v;
@@ -43,6 +46,7 @@ __all__ = [
     "KVPair",
     "QKVProjections",
     "RMSNorm",
+    "SparseMoE",
     "SwiGLU",
     "apply_rotary",
     "attend",
@@ -116,6 +120,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (h * cos + rotated * sin).to(x.dtype)
 
 
+def _rotate_leading(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rotary` on the first ``cos.shape[-1]`` channels of ``x``, the rest as is."""
+    rotary_dim = cos.shape[-1]
+    if rotary_dim == x.shape[-1]:
+        return apply_rotary(x, cos, sin)
+    return torch.cat((apply_rotary(x[..., :rotary_dim], cos, sin), x[..., rotary_dim:]), dim=-1)
+
+
 # --- attention --------------------------------------------------------------------------------
 
 
@@ -162,19 +174,30 @@ def self_attention(
     *,
     q_scale: torch.Tensor | None = None,
     scale: float | None = None,
+    qk_norm: tuple[nn.Module, nn.Module] | None = None,
+    clip: float | None = None,
 ) -> tuple[torch.Tensor, KVPair]:
     """Grouped-query self-attention of ``h [B, T, hidden]`` up to the output projection.
 
     Returns the heads' outputs ``[B, T, n_heads * head_dim]`` and this input's rotated k and v
     (the cache entry; ``past`` is prepended to attend, not returned). ``q_scale`` multiplies the
-    rotated query (Nemotron's Llama-4 position scaling).
+    rotated query (Nemotron's Llama-4 position scaling). ``qk_norm`` normalises each head of q
+    and k before the rotary (OLMoE-style per-head norms, LLaDA-MoE's ``q_norm``/``k_norm``);
+    ``clip`` then clamps q, k and v to ``[-clip, clip]`` (OLMo's ``clip_qkv``).
+    Rotary of ``cos``'s last size ``R`` below ``head_dim`` rotates the first ``R`` channels
+    of each head and passes the rest (``partial_rotary_factor``).
     """
     b, t, _ = h.shape
-    q = m.q_proj(h).view(b, t, m.n_heads, m.head_dim).transpose(1, 2)
-    k = m.k_proj(h).view(b, t, m.n_kv_heads, m.head_dim).transpose(1, 2)
-    v = m.v_proj(h).view(b, t, m.n_kv_heads, m.head_dim).transpose(1, 2)
-    q = apply_rotary(q, cos, sin)
-    k = apply_rotary(k, cos, sin)
+    q = m.q_proj(h).view(b, t, m.n_heads, m.head_dim)
+    k = m.k_proj(h).view(b, t, m.n_kv_heads, m.head_dim)
+    v = m.v_proj(h).view(b, t, m.n_kv_heads, m.head_dim)
+    if qk_norm is not None:
+        q, k = qk_norm[0](q), qk_norm[1](k)
+    if clip is not None:
+        q, k, v = (x.clamp(min=-clip, max=clip) for x in (q, k, v))
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q = _rotate_leading(q, cos, sin)
+    k = _rotate_leading(k, cos, sin)
     if q_scale is not None:
         q = q * q_scale
     k_all, v_all = k, v
@@ -245,6 +268,65 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gated_mlp(x, self.gate_proj, self.up_proj, self.down_proj)
+
+
+class SparseMoE(nn.Module):
+    """Softmax-routed mixture of SwiGLU experts (OLMoE's sparse block; LLaDA-MoE's ``mlp``).
+
+    ``gate`` scores every expert; the softmax (float32) plus the optional ``expert_bias`` gives
+    each token's weights, of which the ``top_k`` largest are kept (the bias included, and not
+    renormalised unless ``norm_topk_prob``) and cast to the input's dtype. Each expert runs once
+    on the tokens routed to it, and the weighted outputs are summed in expert
+    order in the input's dtype: the published loop's grouping and order, so bfloat16 sums round
+    as upstream's do.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        n_experts: int,
+        top_k: int,
+        *,
+        norm_topk_prob: bool = False,
+        expert_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.top_k, self.norm_topk_prob = top_k, norm_topk_prob
+        self.gate = nn.Linear(hidden_size, n_experts, bias=False)
+        self.experts = nn.ModuleList(
+            SwiGLU(hidden_size, intermediate_size) for _ in range(n_experts)
+        )
+        self.expert_bias: torch.Tensor | None
+        if expert_bias:
+            self.register_buffer("expert_bias", torch.zeros(n_experts))
+        else:
+            self.expert_bias = None
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row of ``x [N, hidden]``'s ``top_k`` weights (``x``'s dtype) and experts."""
+        weights = F.softmax(self.gate(x), dim=1, dtype=torch.float32)
+        if self.expert_bias is not None:
+            weights = weights + self.expert_bias
+        top, experts = torch.topk(weights, self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            top = top / top.sum(dim=-1, keepdim=True)
+        return top.to(x.dtype), experts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        weights, chosen = self.route(flat)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            # Rows ordered by (slot, token), as upstream's ``where`` over its [k, N] mask, so
+            # the expert's matmul sees the same rows in the same order.
+            slot, token = torch.where(chosen.T.eq(e))
+            if token.numel() == 0:
+                continue
+            y = expert(flat[token]) * weights[token, slot, None]
+            out.index_add_(0, token, y.to(flat.dtype))
+        return out.reshape(shape)
 
 
 class DecoderShape(Protocol):

@@ -1,7 +1,10 @@
 """Loading and saving checkpoints: ``load_model(path)`` dispatches on config.json's ``model_type``.
 
 * ``"dlm"``: the native :class:`~dlm_runtime.modeling.DLMModel`.
-* ``"llada"``: :class:`~dlm_runtime.llada.LLaDAModel` from LLaDA-layout weights.
+* ``"llada"``: :class:`~dlm_runtime.llada.LLaDAModel` from LLaDA-layout weights, or
+  :class:`~dlm_runtime.llada_moe.LLaDAMoEModel` when the config is LLaDA-MoE's (the published
+  LLaDA-MoE checkpoints also say ``"llada"``; ``"lladamoe"`` is accepted too).
+* ``"llada2_moe"`` / ``"llada21_moe"`` (LLaDA2.0 / 2.1): refused with the reason (unsupported).
 * ``"Dream"``: :class:`~dlm_runtime.dream.DreamModel` from Dream-layout weights (logits unshifted).
 * ``"nemotron_labs_diffusion"``: :class:`~dlm_runtime.nemotron.NemotronModel` from
   Nemotron-Labs-Diffusion weights (its samplers: :mod:`dlm_runtime.nemotron_generate`).
@@ -41,6 +44,12 @@ from dlm_runtime.diffusion_gemma import (
 )
 from dlm_runtime.dream import DreamConfigView, DreamModel, UnsupportedDreamConfig
 from dlm_runtime.llada import LLaDAConfigView, LLaDAModel, UnsupportedLLaDAConfig
+from dlm_runtime.llada_moe import (
+    LLaDAMoEConfigView,
+    LLaDAMoEModel,
+    is_llada_moe,
+    mask_token_from_tokenizer,
+)
 from dlm_runtime.modeling import DLMConfig, DLMModel
 from dlm_runtime.nemotron import MODEL_TYPE as MODEL_TYPE_NEMOTRON
 from dlm_runtime.nemotron import NemotronConfigView, NemotronModel, UnsupportedNemotronConfig
@@ -68,7 +77,18 @@ DLM_REQUIRED_KEYS = (
     "mask_token_id",
 )
 
-LoadedModel = DLMModel | LLaDAModel | DreamModel | NemotronModel
+LoadedModel = DLMModel | LLaDAModel | LLaDAMoEModel | DreamModel | NemotronModel
+
+# LLaDA2.0 / 2.1 (inclusionAI/LLaDA2.0-mini, -flash; LLaDA2.1): why they are refused.
+LLADA2_TYPES = ("llada2_moe", "llada21_moe")
+LLADA2_UNSUPPORTED = (
+    "LLaDA2 (model_type {model_type!r}) is not supported by the native runtime: its "
+    "BailingMoeV2 backbone (fused query_key_value, partial rotary, sigmoid group-limited expert "
+    "routing with routed scaling, first_k_dense_replace) and its block-diffusion sampler "
+    "(block-causal attention over the whole sequence) are not implemented, and "
+    "trust_remote_code cannot stand in (the remote-code wrapper makes full-attention calls "
+    "only); LLaDA-MoE (LLaDAMoEModelLM) is supported"
+)
 V = TypeVar("V")
 M = TypeVar("M")
 
@@ -278,6 +298,20 @@ def _build(
         return model_class(view)
 
 
+def _llada_moe_config(raw: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The config with its mask id: the published LLaDA-MoE config.json has none, the
+    tokenizer's ``<|mask|>`` token is the mask (ZHZisZZ/dllm sets it the same way)."""
+    if raw.get("mask_token_id") is not None:
+        return raw
+    mask = mask_token_from_tokenizer(root)
+    if mask is None:
+        raise CheckpointError(
+            f"{root / CONFIG_FILE}: missing required key 'mask_token_id' (and "
+            f"{root / 'tokenizer.json'} has no '<|mask|>' token to take it from)"
+        )
+    return {**raw, "mask_token_id": mask}
+
+
 def _load_diffusion_gemma(
     root: Path, raw: dict[str, Any], device: str | torch.device, dtype: torch.dtype | str | None
 ) -> DiffusionGemmaModel:
@@ -315,6 +349,14 @@ def load_model(
     try:
         if model_type == "dlm":
             model = _build_dlm(raw, root)
+        elif model_type in ("llada", "lladamoe") and is_llada_moe(raw):
+            # Unsupported settings raise UnsupportedLLaDAConfig's subclass (handled below).
+            moe = _llada_moe_config(raw, root)
+            model = _build(LLaDAMoEConfigView.from_dict, LLaDAMoEModel, moe, root)
+        elif model_type in LLADA2_TYPES:
+            raise CheckpointError(
+                f"{root / CONFIG_FILE}: {LLADA2_UNSUPPORTED.format(model_type=model_type)}"
+            )
         elif model_type == "llada":  # an unsupported config may run its own code (below)
             model = _build(LLaDAConfigView.from_dict, LLaDAModel, raw, root)
         elif model_type == "Dream":
@@ -332,7 +374,8 @@ def load_model(
         else:
             raise CheckpointError(
                 f"{root / CONFIG_FILE}: unknown model_type {model_type!r} "
-                "(expected 'dlm', 'llada', 'Dream', 'nemotron_labs_diffusion' or 'diffusion_gemma')"
+                "(expected 'dlm', 'llada', 'lladamoe', 'Dream', 'nemotron_labs_diffusion' or "
+                "'diffusion_gemma')"
             )
     except UnsupportedLLaDAConfig as exc:
         if trust_remote_code:
