@@ -13,17 +13,12 @@ import pytest
 from huggingface_hub import constants
 
 from assistant.agent.decoding import DEFAULT_MODE, decoding_modes, for_model
-from assistant.agent.loop import AgentLoop, DraftUpdate, TurnFinished
-from assistant.agent.prompting import HistoryItem
 from assistant.checkpoints import model_dir, uses_entity_slots
 from assistant.core.config import Settings
 from assistant.core.errors import UserError
-from assistant.demo.shop import build_shop
-from assistant.tools.base import ToolContext
-from assistant.tools.runner import ToolRunner
-from assistant.tools.shop import MemoryShop
 from dlm_runtime.decoding import Pattern
 from tests.tiny_llada import write_tiny_llada
+from tests.workers.serving import serve_one_turn
 from workers.generator import load_generator
 
 
@@ -59,26 +54,9 @@ async def test_worker_engine_answers_with_the_foreign_checkpoint(
     checkpoint: Path, mode_name: str
 ) -> None:
     """load_generator -> Engine -> agent loop: drafts stream and the turn completes."""
-    generator, tokenizer = load_generator(Settings(model_path=str(checkpoint), device="cpu"))
-    try:
-        mode = for_model(decoding_modes()[mode_name], generator.engine.info.default_pattern)
-        assert mode.pattern is Pattern.DEFAULT_DIFFUSION  # LLaDA's own: bidirectional
-        loop = AgentLoop(
-            generator.submit,
-            tokenizer,
-            ToolRunner(MemoryShop(build_shop())),
-            mode,
-            context=generator.context,
-            entity_slots=False,
-        )
-        history = [HistoryItem("user", "where is my order?")]
-        events = [e async for e in loop.run("widget", history, ToolContext(tenant_id="t"), seed=0)]
-    finally:
-        await generator.close()
-    final = events[-1]
-    assert isinstance(final, TurnFinished) and final.status == "complete", final
-    assert any(isinstance(e, DraftUpdate) for e in events)
-    assert final.text
+    served = await serve_one_turn(checkpoint, mode_name)
+    assert served.mode.pattern is Pattern.DEFAULT_DIFFUSION  # LLaDA's own: bidirectional
+    assert served.final.text
 
 
 def test_left_to_right_modes_are_refused_for_a_bidirectional_model() -> None:
