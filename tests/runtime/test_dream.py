@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from dlm_runtime.dream_generate import diffusion_generate
 from dlm_runtime.dream_policy import dream_policy
 from dlm_runtime.engine import Engine, Final, GenerationRequest
 from dlm_runtime.tokenizer import train_tokenizer
+from tests.runtime.recorded import copy_checkpoint, load_dtypes, skip_bfloat16_elsewhere
 
 DATA = Path(__file__).parent / "dream_data"
 CHECKPOINT = DATA / "checkpoint"
@@ -40,9 +40,7 @@ def _case_id(case: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, DreamModel]:
-    loaded = {d: load_model(CHECKPOINT, dtype=d) for d in ("float32", "bfloat16")}
-    assert all(isinstance(m, DreamModel) for m in loaded.values())
-    return loaded  # type: ignore[return-value]
+    return load_dtypes(CHECKPOINT, DreamModel)
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +59,7 @@ def test_token_exact_to_published_diffusion_generate(
     models: dict[str, DreamModel], case: dict[str, Any], recording_arithmetic: bool
 ) -> None:
     """Every alg, float32 and bfloat16, alone and as a left-padded mixed-length batch."""
-    if case["dtype"] == "bfloat16" and not recording_arithmetic:
-        pytest.skip(
-            "this CPU rounds differently from the machine that recorded upstream's outputs "
-            "(its float32 logits differ in the last bits), so bfloat16 ties can break the "
-            "other way; token-exactness in bfloat16 is checked where the arithmetic matches"
-        )
+    skip_bfloat16_elsewhere(case["dtype"], recording_arithmetic)
     kwargs = {k: case[k] for k in ("alg", "steps", "max_new_tokens", "temperature")}
     kwargs |= {k: case[k] for k in ("top_p", "top_k", "alg_temp") if k in case}
     generator = torch.Generator().manual_seed(case["seed"])
@@ -114,16 +107,7 @@ def test_logits_index_and_cache(models: dict[str, DreamModel]) -> None:
 
 
 def _copy_checkpoint(tmp_path: Path, **changes: Any) -> Path:
-    root = tmp_path / "dream"
-    shutil.copytree(CHECKPOINT, root)
-    config = json.loads((root / "config.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            config.pop(key)
-        else:
-            config[key] = value
-    (root / "config.json").write_text(json.dumps(config))
-    return root
+    return copy_checkpoint(CHECKPOINT, tmp_path / "dream", **changes)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ upstream code itself is not in the repository.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from dlm_runtime.engine import Engine
 from dlm_runtime.llada_moe import LLaDAMoEModel
 from dlm_runtime.policies import fixed_schedule
 from dlm_runtime.tokenizer import load_tokenizer
+from tests.runtime.recorded import copy_checkpoint, load_dtypes, skip_bfloat16_elsewhere
 from tests.runtime.test_engine import final, req, run_all
 
 DATA = Path(__file__).parent / "llada_moe_data"
@@ -46,13 +46,11 @@ def _case_id(item: tuple[str, dict[str, Any]]) -> str:
 
 @pytest.fixture(scope="module")
 def models() -> dict[tuple[str, str], LLaDAMoEModel]:
-    loaded = {
-        (layout, d): load_model(DATA / layout, dtype=d)
+    return {
+        (layout, d): model
         for layout in LAYOUTS
-        for d in ("float32", "bfloat16")
+        for d, model in load_dtypes(DATA / layout, LLaDAMoEModel).items()
     }
-    assert all(isinstance(m, LLaDAMoEModel) for m in loaded.values())
-    return loaded  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +90,7 @@ def test_token_exact_to_published_model_under_generate(
     """LLaDA's generate over the native model returns what it returned over the published one:
     greedy, Gumbel, random remasking, guidance; one prompt and a batch; float32 and bf16."""
     layout, case = item
-    if case["dtype"] == "bfloat16" and not recording_arithmetic:
-        pytest.skip("this CPU rounds differently from the recording machine (bf16 ties)")
+    skip_bfloat16_elsewhere(case["dtype"], recording_arithmetic)
     torch.manual_seed(case["seed"])
     out = llada_generate.generate(
         models[layout, case["dtype"]], torch.tensor(case["prompt"]), mask_id=MASK, **case["kwargs"]
@@ -187,16 +184,7 @@ def test_tokenizer_and_chat_template(models: dict[tuple[str, str], LLaDAMoEModel
 
 
 def _copy_checkpoint(tmp_path: Path, **changes: Any) -> Path:
-    root = tmp_path / "lladamoe"
-    shutil.copytree(CHECKPOINT, root)
-    config = json.loads((root / "config.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            config.pop(key, None)
-        else:
-            config[key] = value
-    (root / "config.json").write_text(json.dumps(config))
-    return root
+    return copy_checkpoint(CHECKPOINT, tmp_path / "lladamoe", **changes)
 
 
 def test_model_type_lladamoe_and_explicit_mask_id(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +29,12 @@ from dlm_runtime.engine import Engine, Final, GenerationRequest
 from dlm_runtime.nemotron import NemotronModel
 from dlm_runtime.policies import fast
 from dlm_runtime.tokenizer import load_tokenizer
+from tests.runtime.recorded import (
+    causal_logits_recorded,
+    copy_checkpoint,
+    load_dtypes,
+    skip_bfloat16_elsewhere,
+)
 
 DATA = Path(__file__).parent / "nemotron_data"
 CHECKPOINT = DATA / "checkpoint"
@@ -44,20 +49,12 @@ def _case_id(case: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, NemotronModel]:
-    loaded = {d: load_model(CHECKPOINT, dtype=d) for d in ("float32", "bfloat16")}
-    assert all(isinstance(m, NemotronModel) for m in loaded.values())
-    return loaded  # type: ignore[return-value]
+    return load_dtypes(CHECKPOINT, NemotronModel)
 
 
 @pytest.fixture(scope="module")
 def recording_arithmetic(models: dict[str, NemotronModel]) -> bool:
-    """Whether this CPU gives the recorded float32 logits bit for bit, i.e. does the arithmetic
-    of the machine that ran upstream's code (elsewhere bfloat16 ties may break the other way)."""
-    ids = torch.tensor(EXPECTED["forward_input"])
-    t = ids.shape[1]
-    logits = models["float32"](ids, attention_mask=causal_mask(torch.arange(t), torch.arange(t)))
-    raw = torch.tensor(EXPECTED["causal_logits_first_columns"], dtype=torch.float32)
-    return bool(torch.equal(logits.logits[0, :, :8], raw))
+    return causal_logits_recorded(models["float32"], EXPECTED)
 
 
 @pytest.mark.parametrize("case", EXPECTED["cases"], ids=_case_id)
@@ -65,11 +62,7 @@ def test_token_and_forward_count_exact_to_published_samplers(
     models: dict[str, NemotronModel], case: dict[str, Any], recording_arithmetic: bool
 ) -> None:
     """All three modes, float32 and bfloat16, one prompt and a batch, greedy and sampled."""
-    if case["dtype"] == "bfloat16" and not recording_arithmetic:
-        pytest.skip(
-            "this CPU rounds differently from the machine that recorded upstream's outputs, so "
-            "bfloat16 ties can break the other way; checked where the arithmetic matches"
-        )
+    skip_bfloat16_elsewhere(case["dtype"], recording_arithmetic)
     torch.manual_seed(case["seed"])
     run = getattr(sampler, case["method"])
     out, nfe = run(models[case["dtype"]], torch.tensor(case["prompt"]), **case["kwargs"])
@@ -126,16 +119,7 @@ def test_sampler_arguments_are_checked(models: dict[str, NemotronModel]) -> None
 
 
 def _copy_checkpoint(tmp_path: Path, **changes: Any) -> Path:
-    root = tmp_path / "nemotron"
-    shutil.copytree(CHECKPOINT, root)
-    config = json.loads((root / "config.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            config.pop(key)
-        else:
-            config[key] = value
-    (root / "config.json").write_text(json.dumps(config))
-    return root
+    return copy_checkpoint(CHECKPOINT, tmp_path / "nemotron", **changes)
 
 
 @pytest.mark.parametrize(

@@ -14,15 +14,14 @@ from typing import Any
 import pytest
 import torch
 
-from dlm_runtime import load_model
 from dlm_runtime import nemotron_generate as sampler
-from dlm_runtime.attention import causal_mask
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.engine import Draft, Engine, Event, Final, GenerationRequest
 from dlm_runtime.nemotron import NemotronModel
 from dlm_runtime.nemotron_policy import nemotron_policy
 from dlm_runtime.policies import DecodingPolicy
 from dlm_runtime.tokenizer import load_tokenizer
+from tests.runtime.recorded import causal_logits_recorded, load_dtypes, skip_bfloat16_elsewhere
 
 DATA = Path(__file__).parent / "nemotron_data"
 CHECKPOINT = DATA / "checkpoint"
@@ -38,19 +37,12 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, NemotronModel]:
-    loaded = {d: load_model(CHECKPOINT, dtype=d) for d in ("float32", "bfloat16")}
-    assert all(isinstance(m, NemotronModel) for m in loaded.values())
-    return loaded  # type: ignore[return-value]
+    return load_dtypes(CHECKPOINT, NemotronModel)
 
 
 @pytest.fixture(scope="module")
 def recording_arithmetic(models: dict[str, NemotronModel]) -> bool:
-    """Whether this CPU gives the recorded float32 logits bit for bit (as test_nemotron.py)."""
-    ids = torch.tensor(EXPECTED["forward_input"])
-    t = ids.shape[1]
-    logits = models["float32"](ids, attention_mask=causal_mask(torch.arange(t), torch.arange(t)))
-    raw = torch.tensor(EXPECTED["causal_logits_first_columns"], dtype=torch.float32)
-    return bool(torch.equal(logits.logits[0, :, :8], raw))
+    return causal_logits_recorded(models["float32"], EXPECTED)
 
 
 def _final(events: Sequence[Event]) -> Final:
@@ -150,8 +142,7 @@ async def test_equals_the_recorded_upstream_outputs(
 ) -> None:
     """The engine against upstream's own recorded ``generate`` outputs and forward counts
     (bfloat16 where this CPU does the recording machine's arithmetic)."""
-    if case["dtype"] == "bfloat16" and not recording_arithmetic:
-        pytest.skip("this CPU rounds differently from the machine that recorded the outputs")
+    skip_bfloat16_elsewhere(case["dtype"], recording_arithmetic)
     model, kw = models[case["dtype"]], case["kwargs"]
     end = kw.get("eos_token_id", model.config.eos_token_id)
     monkeypatch.setattr(model.config, "eos_token_id", end)  # the engine stops at the config's
