@@ -88,19 +88,7 @@ class SeededBlockState(CausalRow, _BlockDiffusion):
                 self.pending = x
                 self.room = self.policy.max_new_tokens - len(self.reply)
             return events
-        # As RequestState._new_block, with the seed given: the schedule counts its masks only.
-        policy, plen = self.policy, len(self.request.prompt_ids)
-        self.block = BlockState(
-            policy,
-            length,
-            info.mask_id,
-            end_id=info.end_id if policy.early_stop else None,
-            fill_id=info.fill_id,
-            offset=plen + len(self.reply),
-            seq_len=plen + policy.max_new_tokens,
-            x=x,
-            device=info.device,
-        )
+        self.block = self._new_block(length, x)  # the schedule counts its masks only
         self.seeding = False
         self.steps += 1
         start = len(self.reply)

@@ -205,7 +205,9 @@ class RequestState(ABC):
 
     # --- shared helpers -----------------------------------------------------------------
 
-    def _new_block(self, length: int) -> BlockState:
+    def _new_block(self, length: int, x: torch.Tensor | None = None) -> BlockState:
+        """A block of ``length`` masks at the reply's end (or the given ``x``, whose masks alone
+        the schedule counts)."""
         policy, info = self.policy, self.info
         plen = len(self.request.prompt_ids)
         return BlockState(
@@ -216,6 +218,7 @@ class RequestState(ABC):
             fill_id=info.fill_id,
             offset=plen + len(self.reply),
             seq_len=plen + policy.max_new_tokens,
+            x=x,
             device=info.device,
         )
 

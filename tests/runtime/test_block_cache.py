@@ -16,7 +16,14 @@ from dlm_runtime.engine import Draft, Engine, Event, KVPool, Pattern
 from dlm_runtime.engine.batching import CacheWrite
 from dlm_runtime.modeling import DLMModel
 from dlm_runtime.policies import BlockState, DecodingPolicy, fast, fast_revise
-from tests.runtime.test_engine import collect, final, prefix_causal_without_cache, prompt, req
+from tests.runtime.test_engine import (
+    collect,
+    final,
+    prefix_causal_without_cache,
+    prompt,
+    reply_block,
+    req,
+)
 from tests.tiny_models import Slow
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,15 +41,7 @@ def block_cache_by_hand(
     reply: list[int] = []
     forwards = 0
     for length in policy.block_lengths():
-        block = BlockState(
-            policy,
-            length,
-            cfg.mask_token_id,
-            end_id=cfg.eos_token_id if policy.early_stop else None,
-            fill_id=cfg.pad_token_id,
-            offset=len(prompt_ids) + len(reply),
-            seq_len=len(prompt_ids) + policy.max_new_tokens,
-        )
+        block = reply_block(cfg, policy, length, len(prompt_ids), len(reply))
         context = torch.tensor(prompt_ids + reply)
         n = int(context.shape[0])
         ranks = torch.arange(n)

@@ -291,6 +291,21 @@ async def test_only_the_logits_a_query_reads_are_computed(dlm: DLMModel) -> None
 # --- equivalences ----------------------------------------------------------------------------
 
 
+def reply_block(
+    cfg: Any, policy: DecodingPolicy, length: int, prompt_len: int, reply_len: int
+) -> BlockState:
+    """The block the engine starts after ``reply_len`` tokens of a reply to ``prompt_len``."""
+    return BlockState(
+        policy,
+        length,
+        cfg.mask_token_id,
+        end_id=cfg.eos_token_id if policy.early_stop else None,
+        fill_id=cfg.pad_token_id,
+        offset=prompt_len + reply_len,
+        seq_len=prompt_len + policy.max_new_tokens,
+    )
+
+
 def prefix_causal_without_cache(
     model: nn.Module, prompt_ids: list[int], policy: DecodingPolicy, seed: int
 ) -> list[int]:
@@ -299,15 +314,7 @@ def prefix_causal_without_cache(
     gen = torch.Generator().manual_seed(seed)
     reply: list[int] = []
     for length in policy.block_lengths():
-        block = BlockState(
-            policy,
-            length,
-            cfg.mask_token_id,
-            end_id=cfg.eos_token_id if policy.early_stop else None,
-            fill_id=cfg.pad_token_id,
-            offset=len(prompt_ids) + len(reply),
-            seq_len=len(prompt_ids) + policy.max_new_tokens,
-        )
+        block = reply_block(cfg, policy, length, len(prompt_ids), len(reply))
         context = prompt_ids + reply
         n = len(context)
         ranks = torch.tensor(list(range(n)) + [n] * length)
