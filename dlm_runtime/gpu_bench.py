@@ -58,14 +58,14 @@ from dlm_runtime.bench import cpu_name, load_average, run_engine
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.diffusion_gemma import DiffusionGemmaModel, check_config, diffusion_gemma_policy
 from dlm_runtime.diffusion_gemma import generate as diffusion_gemma_generate
-from dlm_runtime.dream import DreamConfigView, DreamModel
+from dlm_runtime.dream import DreamModel
 from dlm_runtime.dream_generate import diffusion_generate
 from dlm_runtime.dream_policy import dream_policy
 from dlm_runtime.engine import GenerationRequest
-from dlm_runtime.llada import LLaDAConfigView, LLaDAModel
+from dlm_runtime.llada import LLaDAModel
 from dlm_runtime.llada_generate import generate as llada_generate
 from dlm_runtime.modeling import DLMConfig, DLMModel
-from dlm_runtime.nemotron import NemotronConfigView, NemotronModel
+from dlm_runtime.nemotron import NemotronModel
 from dlm_runtime.policies import DecodingPolicy, fast, fixed_schedule
 from dlm_runtime.tokenizer import special_token_ids, train_tokenizer
 
@@ -129,6 +129,18 @@ DREAM_7B = {
     "pad_token_id": 151643,
 }
 
+# The smallest vision tower DiffusionGemma's class builds (one layer): prompts are text only.
+ONE_LAYER_VISION: dict[str, Any] = {
+    "model_type": "gemma4_vision",
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "position_embedding_size": 16,
+}
+
 # google/diffusiongemma-26B-A4B-it's text model, Gemma 4 26B-A4B's shape (25.2B parameters:
 # 128 experts, 8 active). Its config.json could not be read here; these values come from
 # transformers' DiffusionGemmaTextConfig and public descriptions of Gemma 4 26B-A4B, and give
@@ -154,16 +166,7 @@ DIFFUSION_GEMMA_26B = {
         "eos_token_id": 1,
         "bos_token_id": 2,
     },
-    "vision_config": {
-        "model_type": "gemma4_vision",
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 2,
-        "head_dim": 8,
-        "position_embedding_size": 16,
-    },
+    "vision_config": ONE_LAYER_VISION,
 }
 
 # nvidia/Nemotron-Labs-Diffusion-8B: Ministral 3 8B's shape (34 layers, hidden 4096, 32 query
@@ -267,6 +270,10 @@ class Settings:
 # --- random weights -----------------------------------------------------------------------------
 
 
+# A family's model at ``config``'s size on ``device`` in ``dtype``, its weights random.
+Build = Callable[[dict[str, Any], PreTrainedTokenizerFast, torch.device, torch.dtype], nn.Module]
+
+
 def _random_weights(model: nn.Module, device: torch.device, dtype: torch.dtype, seed: int) -> None:
     """Give a module built on the meta device random tensors, assigned as ``load_model`` does.
 
@@ -305,22 +312,18 @@ def build_native(
     return _on_device(lambda: DLMModel(cfg), device, dtype)
 
 
-def build_llada(
-    config: dict[str, Any], tok: PreTrainedTokenizerFast, device: torch.device, dtype: torch.dtype
-) -> nn.Module:
-    return _on_device(lambda: LLaDAModel(LLaDAConfigView.from_dict(config)), device, dtype)
+def build_from_dict(model_class: Callable[[dict[str, Any]], nn.Module]) -> Build:
+    """The build of a family whose model class validates its config.json dict itself."""
 
+    def build(
+        config: dict[str, Any],
+        tok: PreTrainedTokenizerFast,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> nn.Module:
+        return _on_device(lambda: model_class(config), device, dtype)
 
-def build_dream(
-    config: dict[str, Any], tok: PreTrainedTokenizerFast, device: torch.device, dtype: torch.dtype
-) -> nn.Module:
-    return _on_device(lambda: DreamModel(DreamConfigView.from_dict(config)), device, dtype)
-
-
-def build_nemotron(
-    config: dict[str, Any], tok: PreTrainedTokenizerFast, device: torch.device, dtype: torch.dtype
-) -> nn.Module:
-    return _on_device(lambda: NemotronModel(NemotronConfigView.from_dict(config)), device, dtype)
+    return build
 
 
 def build_diffusion_gemma(
@@ -440,7 +443,7 @@ class Family:
     source: str  # the published checkpoint whose config is used
     config: dict[str, Any]
     layers_key: tuple[str, ...]  # path to the layer count inside ``config``
-    build: Callable[[dict[str, Any], PreTrainedTokenizerFast, torch.device, torch.dtype], nn.Module]
+    build: Build
     baseline: Baseline | None  # None: the engine alone, one request at a time, is the baseline
     baseline_name: str
     policy: Callable[[Settings], DecodingPolicy]  # the engine's, for the same decoding
@@ -466,7 +469,7 @@ FAMILIES: dict[str, Family] = {
             "GSAI-ML/LLaDA-8B-Instruct",
             LLADA_8B,
             ("n_layers",),
-            build_llada,
+            build_from_dict(LLaDAModel),
             llada_baseline,
             "llada_generate.generate",
             fixed_policy,
@@ -476,7 +479,7 @@ FAMILIES: dict[str, Family] = {
             "Dream-org/Dream-v0-Instruct-7B",
             DREAM_7B,
             ("num_hidden_layers",),
-            build_dream,
+            build_from_dict(DreamModel),
             dream_baseline,
             "dream_generate.diffusion_generate",
             dream_engine_policy,
@@ -486,7 +489,7 @@ FAMILIES: dict[str, Family] = {
             "nvidia/Nemotron-Labs-Diffusion-8B",
             NEMOTRON_8B,
             ("num_hidden_layers",),
-            build_nemotron,
+            build_from_dict(NemotronModel),
             nemotron_ar_baseline,
             "nemotron_generate.ar_generate",
             left_to_right_policy,
@@ -497,7 +500,7 @@ FAMILIES: dict[str, Family] = {
             "nvidia/Nemotron-Labs-Diffusion-8B",
             NEMOTRON_8B,
             ("num_hidden_layers",),
-            build_nemotron,
+            build_from_dict(NemotronModel),
             nemotron_spec_baseline,
             "nemotron_generate.linear_spec_generate",
             left_to_right_policy,

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from dlm_runtime.gpu_bench import ONE_LAYER_VISION
+
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<|turn>", "<turn|>")
 TURN_END = 4
 VOCAB = 300
@@ -58,18 +60,6 @@ def text_config(**changes: Any) -> dict[str, Any]:
     return config | changes
 
 
-VISION_CONFIG = {
-    "model_type": "gemma4_vision",
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "head_dim": 8,
-    "position_embedding_size": 16,
-}
-
-
 def write_tokenizer(path: Path) -> None:
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -108,7 +98,7 @@ def write_tiny_diffusion_gemma(
     path.mkdir(parents=True, exist_ok=True)
     config = DiffusionGemmaConfig(
         text_config=text_config(max_position_embeddings=context),
-        vision_config=dict(VISION_CONFIG),
+        vision_config=dict(ONE_LAYER_VISION),
         canvas_length=8,
     )
     torch.manual_seed(seed)
