@@ -209,7 +209,11 @@ def self_attention(
 
 
 class Attention(nn.Module):
-    """``q_proj``/``k_proj``/``v_proj``/``o_proj`` around :func:`self_attention`."""
+    """``q_proj``/``k_proj``/``v_proj``/``o_proj`` around :func:`self_attention`.
+
+    ``qk_norm_eps`` adds the per-head ``q_norm``/``k_norm`` (LLaDA-MoE's ``qk_layernorm``) and
+    ``clip`` clamps q, k and v (its ``clip_qkv``); ``o_bias`` biases the output projection.
+    """
 
     def __init__(
         self,
@@ -219,15 +223,23 @@ class Attention(nn.Module):
         head_dim: int,
         *,
         qkv_bias: bool = False,
+        o_bias: bool = False,
         scale: float | None = None,
+        qk_norm_eps: float | None = None,
+        clip: float | None = None,
     ) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.scale = scale
+        self.scale, self.clip = scale, clip
         self.q_proj = nn.Linear(hidden_size, n_heads * head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(n_heads * head_dim, hidden_size, bias=False)
+        self.o_proj = nn.Linear(n_heads * head_dim, hidden_size, bias=o_bias)
+        self.qk_norm: tuple[RMSNorm, RMSNorm] | None = None
+        if qk_norm_eps is not None:
+            self.q_norm = RMSNorm(head_dim, qk_norm_eps)
+            self.k_norm = RMSNorm(head_dim, qk_norm_eps)
+            self.qk_norm = (self.q_norm, self.k_norm)
 
     def forward(
         self,
@@ -238,7 +250,18 @@ class Attention(nn.Module):
         past: KVPair | None,
         q_scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, KVPair]:
-        out, kv = self_attention(self, x, cos, sin, mask, past, q_scale=q_scale, scale=self.scale)
+        out, kv = self_attention(
+            self,
+            x,
+            cos,
+            sin,
+            mask,
+            past,
+            q_scale=q_scale,
+            scale=self.scale,
+            qk_norm=self.qk_norm,
+            clip=self.clip,
+        )
         return self.o_proj(out), kv
 
 
@@ -345,27 +368,49 @@ class DecoderShape(Protocol):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm layer: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``.
+    """Pre-norm layer: ``x + attn(norm(x))``, then ``x + mlp(h) (+ shared_expert(h))`` over
+    ``h = norm(x)``.
 
     ``norms_first`` only orders the parameters (the native model registers
-    ``input_layernorm`` before ``self_attn``, Dream and Nemotron after ``mlp``); the
-    projections are created in the same order either way, so a seeded initialisation draws
-    the same weights.
+    ``input_layernorm`` before ``self_attn``, the others after ``mlp``); the caller creates the
+    modules, so a seeded initialisation draws the same weights either way (the norms draw
+    none). ``shared_expert`` is LLaDA-MoE's, a module beside ``mlp``.
     """
 
     def __init__(
         self,
+        hidden_size: int,
+        eps: float,
+        self_attn: Attention,
+        mlp: nn.Module,
+        *,
+        norms_first: bool = False,
+        shared_expert: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if norms_first:
+            self.input_layernorm = RMSNorm(hidden_size, eps)
+        self.self_attn = self_attn
+        if norms_first:
+            self.post_attention_layernorm = RMSNorm(hidden_size, eps)
+        self.mlp = mlp
+        if not norms_first:
+            self.input_layernorm = RMSNorm(hidden_size, eps)
+            self.post_attention_layernorm = RMSNorm(hidden_size, eps)
+        self.shared_expert = shared_expert
+
+    @classmethod
+    def dense(
+        cls,
         cfg: DecoderShape,
         *,
         qkv_bias: bool = False,
         scale: float | None = None,
         norms_first: bool = False,
-    ) -> None:
-        super().__init__()
-        d, eps = cfg.hidden_size, cfg.rms_norm_eps
-        if norms_first:
-            self.input_layernorm = RMSNorm(d, eps)
-        self.self_attn = Attention(
+    ) -> DecoderLayer:
+        """The dense layer of ``cfg``'s shape: :class:`Attention` and a :class:`SwiGLU`."""
+        d = cfg.hidden_size
+        attn = Attention(
             d,
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
@@ -373,12 +418,9 @@ class DecoderLayer(nn.Module):
             qkv_bias=qkv_bias,
             scale=scale,
         )
-        if norms_first:
-            self.post_attention_layernorm = RMSNorm(d, eps)
-        self.mlp = SwiGLU(d, cfg.intermediate_size)
-        if not norms_first:
-            self.input_layernorm = RMSNorm(d, eps)
-            self.post_attention_layernorm = RMSNorm(d, eps)
+        return cls(
+            d, cfg.rms_norm_eps, attn, SwiGLU(d, cfg.intermediate_size), norms_first=norms_first
+        )
 
     def forward(
         self,
@@ -391,8 +433,11 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, KVPair]:
         att, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past, q_scale)
         x = x + att
-        x = x + self.mlp(self.post_attention_layernorm(x))
-        return x, kv
+        h = self.post_attention_layernorm(x)
+        ff = self.mlp(h)
+        if self.shared_expert is not None:
+            ff = ff + self.shared_expert(h)
+        return x + ff, kv
 
 
 def decoder_layers(
@@ -404,7 +449,7 @@ def decoder_layers(
 ) -> nn.ModuleList:
     """``cfg.num_hidden_layers`` :class:`DecoderLayer` (the options are the layer's)."""
     return nn.ModuleList(
-        DecoderLayer(cfg, qkv_bias=qkv_bias, scale=scale, norms_first=norms_first)
+        DecoderLayer.dense(cfg, qkv_bias=qkv_bias, scale=scale, norms_first=norms_first)
         for _ in range(cfg.num_hidden_layers)
     )
 

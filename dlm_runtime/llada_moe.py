@@ -39,8 +39,9 @@ from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
 from dlm_runtime.layers import (
+    Attention,
+    DecoderLayer,
     EmbeddedModel,
-    KVPair,
     RMSNorm,
     SparseMoE,
     SwiGLU,
@@ -48,7 +49,6 @@ from dlm_runtime.layers import (
     project_out,
     rotary_cos_sin,
     run_layers,
-    self_attention,
 )
 from dlm_runtime.llada import UnsupportedLLaDAConfig
 from dlm_runtime.modeling import prepare_forward
@@ -247,86 +247,36 @@ class LLaDAMoEConfigView:
         )
 
 
-class LLaDAMoEAttention(nn.Module):
-    """``q_proj``/``k_proj``/``v_proj``/``o_proj`` (all biased with ``attention_bias``) and the
-    optional per-head ``q_norm``/``k_norm``."""
-
-    def __init__(self, cfg: LLaDAMoEConfigView) -> None:
-        super().__init__()
-        d, hd, bias = cfg.hidden_size, cfg.head_dim, cfg.attention_bias
-        self.n_heads, self.n_kv_heads, self.head_dim = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            hd,
-        )
-        self.clip = cfg.clip_qkv
-        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=bias)
-        self.k_proj = nn.Linear(d, self.n_kv_heads * hd, bias=bias)
-        self.v_proj = nn.Linear(d, self.n_kv_heads * hd, bias=bias)
-        self.o_proj = nn.Linear(d, d, bias=bias)
-        self.q_norm: RMSNorm | None = None
-        self.k_norm: RMSNorm | None = None
-        if cfg.qk_layernorm:
-            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
-            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        past: KVPair | None,
-    ) -> tuple[torch.Tensor, KVPair]:
-        norms = None
-        if self.q_norm is not None and self.k_norm is not None:
-            norms = (self.q_norm, self.k_norm)
-        out, kv = self_attention(self, x, cos, sin, mask, past, qk_norm=norms, clip=self.clip)
-        return self.o_proj(out), kv
-
-
-class LLaDAMoELayer(nn.Module):
-    """Pre-norm layer: attention, then the dense or sparse feed-forward plus the optional
+def _layer(cfg: LLaDAMoEConfigView, index: int) -> DecoderLayer:
+    """Pre-norm layer: attention (all projections biased with ``attention_bias``, the optional
+    per-head ``q_norm``/``k_norm``), then the dense or sparse feed-forward plus the optional
     ``shared_expert`` (a layer-level module in the checkpoint, beside ``mlp``)."""
-
-    def __init__(self, cfg: LLaDAMoEConfigView, index: int) -> None:
-        super().__init__()
-        d = cfg.hidden_size
-        self.self_attn = LLaDAMoEAttention(cfg)
-        self.mlp: nn.Module
-        if cfg.moe_layers[index]:
-            self.mlp = SparseMoE(
-                d,
-                cfg.expert_intermediate_size,
-                cfg.num_experts,
-                cfg.num_experts_per_tok,
-                expert_bias=cfg.expert_bias,
-            )
-        else:
-            assert cfg.dense_intermediate_size is not None  # checked by from_dict
-            self.mlp = SwiGLU(d, cfg.dense_intermediate_size)
-        self.input_layernorm = RMSNorm(d, cfg.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(d, cfg.rms_norm_eps)
-        self.shared_expert: SwiGLU | None = None
-        shared = cfg.shared_expert_intermediate_size
-        if shared is not None and cfg.moe_layers[index]:
-            self.shared_expert = SwiGLU(d, shared)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        past: KVPair | None,
-    ) -> tuple[torch.Tensor, KVPair]:
-        att, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, past)
-        x = x + att
-        h = self.post_attention_layernorm(x)
-        ff = self.mlp(h)
-        if self.shared_expert is not None:
-            ff = ff + self.shared_expert(h)
-        return x + ff, kv
+    d, bias = cfg.hidden_size, cfg.attention_bias
+    attn = Attention(
+        d,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        qkv_bias=bias,
+        o_bias=bias,
+        qk_norm_eps=cfg.rms_norm_eps if cfg.qk_layernorm else None,
+        clip=cfg.clip_qkv,
+    )
+    mlp: nn.Module
+    if cfg.moe_layers[index]:
+        mlp = SparseMoE(
+            d,
+            cfg.expert_intermediate_size,
+            cfg.num_experts,
+            cfg.num_experts_per_tok,
+            expert_bias=cfg.expert_bias,
+        )
+    else:
+        assert cfg.dense_intermediate_size is not None  # checked by from_dict
+        mlp = SwiGLU(d, cfg.dense_intermediate_size)
+    shared = cfg.shared_expert_intermediate_size
+    shared_expert = SwiGLU(d, shared) if shared is not None and cfg.moe_layers[index] else None
+    return DecoderLayer(d, cfg.rms_norm_eps, attn, mlp, shared_expert=shared_expert)
 
 
 class _Body(nn.Module):
@@ -335,7 +285,7 @@ class _Body(nn.Module):
     def __init__(self, cfg: LLaDAMoEConfigView) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(LLaDAMoELayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(_layer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 

@@ -52,9 +52,9 @@ def test_attend_scale_none_is_the_kernel_default() -> None:
 def test_norms_first_orders_parameters_only(qkv_bias: bool) -> None:
     """The native model's order and Dream's/Nemotron's draw the same seeded weights."""
     torch.manual_seed(0)
-    first = DecoderLayer(Shape(), qkv_bias=qkv_bias, norms_first=True).state_dict()
+    first = DecoderLayer.dense(Shape(), qkv_bias=qkv_bias, norms_first=True).state_dict()
     torch.manual_seed(0)
-    last = DecoderLayer(Shape(), qkv_bias=qkv_bias).state_dict()
+    last = DecoderLayer.dense(Shape(), qkv_bias=qkv_bias).state_dict()
     assert next(iter(first)) == "input_layernorm.weight"
     assert list(last)[-1] == "post_attention_layernorm.weight"
     assert sorted(first) == sorted(last)
