@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput
+from dlm_runtime.config_view import first_id, optional_int, with_defaults
 from dlm_runtime.layers import (
     Decoder,
     EmbeddedModel,
@@ -106,10 +107,7 @@ class DreamConfigView:
         for what the published model supports but this one does not (rope scaling, sliding
         window, activations other than SiLU).
         """
-        for key in DREAM_REQUIRED:
-            if raw.get(key) is None:
-                raise KeyError(key)
-        c = {**DREAM_DEFAULTS, **raw}
+        c = with_defaults(raw, DREAM_REQUIRED, DREAM_DEFAULTS)
         if c["rope_scaling"]:
             raise UnsupportedDreamConfig(
                 f"unsupported Dream config: rope_scaling={c['rope_scaling']!r} (only none)"
@@ -127,9 +125,6 @@ class DreamConfigView:
                 f"unsupported Dream config: hidden_size={d}, num_attention_heads={n_heads}, "
                 f"num_key_value_heads={n_kv}"
             )
-        eos = c["eos_token_id"]
-        if isinstance(eos, list):  # a list of end ids: the runtime stops at the first
-            eos = eos[0] if eos else None
         return cls(
             vocab_size=int(c["vocab_size"]),
             hidden_size=d,
@@ -142,8 +137,8 @@ class DreamConfigView:
             rms_norm_eps=float(c["rms_norm_eps"]),
             tie_word_embeddings=bool(c["tie_word_embeddings"]),
             mask_token_id=int(c["mask_token_id"]),
-            eos_token_id=None if eos is None else int(eos),
-            pad_token_id=None if c["pad_token_id"] is None else int(c["pad_token_id"]),
+            eos_token_id=optional_int(first_id(c["eos_token_id"])),
+            pad_token_id=optional_int(c["pad_token_id"]),
             entity_slots=bool(raw.get("entity_slots", False)),
             model_type=str(raw.get("model_type", "Dream")),
             raw=dict(raw),

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
+from dlm_runtime.config_view import optional_int, with_defaults
 from dlm_runtime.layers import (
     EmbeddedModel,
     KVPair,
@@ -125,11 +126,8 @@ class LLaDAConfigView:
         Raises ``KeyError`` naming a missing required key and :class:`UnsupportedLLaDAConfig`
         for features outside the published "llama" block with RMS norm and rotary embeddings.
         """
-        for key in LLADA_REQUIRED:
-            if raw.get(key) is None:
-                raise KeyError(key)
         # Explicit nulls override defaults too (e.g. "embedding_size": null means "= vocab_size").
-        c = {**LLADA_DEFAULTS, **raw}
+        c = with_defaults(raw, LLADA_REQUIRED, LLADA_DEFAULTS)
 
         def unsupported(what: str) -> UnsupportedLLaDAConfig:
             return UnsupportedLLaDAConfig(f"unsupported LLaDA config: {what}")
@@ -181,7 +179,7 @@ class LLaDAConfigView:
             tie_word_embeddings=bool(c["weight_tying"]),
             mask_token_id=int(c["mask_token_id"]),
             eos_token_id=int(c["eos_token_id"]),
-            pad_token_id=None if c["pad_token_id"] is None else int(c["pad_token_id"]),
+            pad_token_id=optional_int(c["pad_token_id"]),
             activation=str(c["activation_type"]),
             include_bias=include_bias,
             qkv_bias=include_bias or bool(c["include_qkv_bias"]),

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
+from dlm_runtime.config_view import first_id, optional_int, with_defaults
 from dlm_runtime.layers import (
     Attention,
     DecoderLayer,
@@ -173,10 +174,7 @@ class LLaDAMoEConfigView:
         or not at all (rope scaling, activations other than SiLU, a router score function
         other than softmax, a ``moe_layer_freq`` of the wrong length).
         """
-        for key in LLADA_MOE_REQUIRED:
-            if raw.get(key) is None:
-                raise KeyError(key)
-        c = {**LLADA_MOE_DEFAULTS, **raw}
+        c = with_defaults(raw, LLADA_MOE_REQUIRED, LLADA_MOE_DEFAULTS)
 
         def unsupported(what: str) -> UnsupportedLLaDAMoEConfig:
             return UnsupportedLLaDAMoEConfig(f"unsupported LLaDA-MoE config: {what}")
@@ -212,11 +210,7 @@ class LLaDAMoEConfigView:
         n_experts, top_k = int(c["num_experts"]), int(c["num_experts_per_tok"])
         if not 0 < top_k <= n_experts:
             raise unsupported(f"num_experts_per_tok={top_k} with num_experts={n_experts}")
-        shared = c["shared_expert_intermediate_size"]
         clip = c["clip_qkv"]
-        eos = c["eos_token_id"]
-        if isinstance(eos, list):  # a list of end ids: the runtime stops at the first
-            eos = eos[0]
         return cls(
             vocab_size=int(c["vocab_size"]),
             hidden_size=d,
@@ -234,13 +228,13 @@ class LLaDAMoEConfigView:
             num_experts=n_experts,
             num_experts_per_tok=top_k,
             expert_intermediate_size=int(c["expert_intermediate_size"]),
-            dense_intermediate_size=None if dense is None else int(dense),
-            shared_expert_intermediate_size=None if shared is None else int(shared),
+            dense_intermediate_size=optional_int(dense),
+            shared_expert_intermediate_size=optional_int(c["shared_expert_intermediate_size"]),
             expert_bias=bool(c["moe_router_enable_expert_bias"]),
             moe_layers=moe_layers,
             mask_token_id=int(c["mask_token_id"]),
-            eos_token_id=int(eos),
-            pad_token_id=None if c["pad_token_id"] is None else int(c["pad_token_id"]),
+            eos_token_id=int(first_id(c["eos_token_id"])),
+            pad_token_id=optional_int(c["pad_token_id"]),
             entity_slots=bool(raw.get("entity_slots", False)),
             model_type=str(raw.get("model_type", "lladamoe")),
             raw=dict(raw),

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
+from dlm_runtime.config_view import first_id, optional_int, require
 from dlm_runtime.layers import (
     Decoder,
     EmbeddedModel,
@@ -225,9 +226,7 @@ class NemotronConfigView:
         Raises ``KeyError`` naming a missing required key and
         :class:`UnsupportedNemotronConfig` for what this implementation does not provide.
         """
-        for key in NEMOTRON_REQUIRED:
-            if raw.get(key) is None:
-                raise KeyError(key)
+        require(raw, NEMOTRON_REQUIRED)
         c = {**NEMOTRON_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
         for key in ("rope_parameters", "sliding_window", "pad_token_id"):
             if key in raw:
@@ -256,9 +255,6 @@ class NemotronConfigView:
         mask = int(c["mask_token_id"])
         if not 0 <= mask < int(c["vocab_size"]):
             raise unsupported(f"mask_token_id={mask} outside the vocabulary")
-        eos = c["eos_token_id"]
-        if isinstance(eos, list):  # a list of end ids: the samplers stop at the first
-            eos = eos[0] if eos else None
         return cls(
             vocab_size=int(c["vocab_size"]),
             hidden_size=int(c["hidden_size"]),
@@ -272,9 +268,9 @@ class NemotronConfigView:
             rms_norm_eps=float(c["rms_norm_eps"]),
             tie_word_embeddings=bool(c["tie_word_embeddings"]),
             mask_token_id=mask,
-            eos_token_id=None if eos is None else int(eos),
-            pad_token_id=None if c["pad_token_id"] is None else int(c["pad_token_id"]),
-            bos_token_id=None if c["bos_token_id"] is None else int(c["bos_token_id"]),
+            eos_token_id=optional_int(first_id(c["eos_token_id"])),
+            pad_token_id=optional_int(c["pad_token_id"]),
+            bos_token_id=optional_int(c["bos_token_id"]),
             block_size=int(c["block_size"]),
             entity_slots=bool(raw.get("entity_slots", False)),
             raw=dict(raw),
