@@ -6,9 +6,7 @@ greedy and sampled, the end token, and cancellation."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +19,15 @@ from dlm_runtime.nemotron import NemotronModel
 from dlm_runtime.nemotron_policy import nemotron_policy
 from dlm_runtime.policies import DecodingPolicy
 from dlm_runtime.tokenizer import load_tokenizer
-from tests.runtime.recorded import causal_logits_recorded, load_dtypes, skip_bfloat16_elsewhere
+from tests.runtime import test_nemotron
+from tests.runtime.recorded import skip_bfloat16_elsewhere
+from tests.runtime.test_nemotron import CHECKPOINT, EXPECTED
 
-DATA = Path(__file__).parent / "nemotron_data"
-CHECKPOINT = DATA / "checkpoint"
-EXPECTED: dict[str, Any] = json.loads((DATA / "expected.json").read_text())
+# test_nemotron.py's fixtures: the checkpoint in both dtypes, and whether this CPU does the
+# recording machine's arithmetic.
+models = test_nemotron.models
+recording_arithmetic = test_nemotron.recording_arithmetic
+
 # Three lengths; the last two share one, so bfloat16's exact batches still batch something.
 PROMPTS = [
     [1, 10, 120, 133, 147, 160, 11, 10, 171],
@@ -33,16 +35,6 @@ PROMPTS = [
     [1, 10, 129, 200, 11, 10, 177],
     [1, 10, 55, 66, 77, 11, 10, 177, 33, 44, 55],
 ]
-
-
-@pytest.fixture(scope="module")
-def models() -> dict[str, NemotronModel]:
-    return load_dtypes(CHECKPOINT, NemotronModel)
-
-
-@pytest.fixture(scope="module")
-def recording_arithmetic(models: dict[str, NemotronModel]) -> bool:
-    return causal_logits_recorded(models["float32"], EXPECTED)
 
 
 def _final(events: Sequence[Event]) -> Final:
