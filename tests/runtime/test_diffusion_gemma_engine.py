@@ -29,7 +29,7 @@ from dlm_runtime.engine import Draft, Engine, EngineStats, Event, Final, Generat
 from dlm_runtime.engine.canvas import CanvasRunner, CanvasState
 from dlm_runtime.engine.states import Handle, ModelInfo
 from dlm_runtime.tokenizer import load_tokenizer
-from tests.tiny_diffusion_gemma import write_tiny_diffusion_gemma
+from tests.runtime import test_diffusion_gemma
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,16 +44,9 @@ NEW = 16  # two canvases of 8
 PROMPTS = [[2, 3, 40, 41, 42, 4, 3], [2, 50], [2, *range(60, 77)], [2, 9, 90, 91, 92]]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_diffusion_gemma(tmp_path_factory.mktemp("dgemma-engine") / "ckpt")
-
-
-@pytest.fixture(scope="module")
-def model(checkpoint: Path) -> DiffusionGemmaModel:
-    loaded = load_model(checkpoint, dtype="float32")
-    assert isinstance(loaded, DiffusionGemmaModel)
-    return loaded
+# test_diffusion_gemma.py's fixtures: the tiny checkpoint and its model in float32.
+checkpoint = test_diffusion_gemma.checkpoint
+model = test_diffusion_gemma.model
 
 
 @pytest.fixture(scope="module")
