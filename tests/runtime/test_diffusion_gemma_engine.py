@@ -30,6 +30,7 @@ from dlm_runtime.engine.canvas import CanvasRunner, CanvasState
 from dlm_runtime.engine.states import Handle, ModelInfo
 from dlm_runtime.tokenizer import load_tokenizer
 from tests.runtime import test_diffusion_gemma
+from tests.runtime.test_engine import collect, drain, drain_cancelling
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -79,10 +80,6 @@ def request(rid: str, prompt: list[int], seed: int, **settings: Any) -> Generati
     policy = diffusion_gemma_policy(NEW, **{**SETTINGS, "entropy_bound": 0.1, **settings})
     mode = DecodingMode("diffusion-gemma", Pattern.DEFAULT_DIFFUSION, policy)
     return GenerationRequest(rid, prompt, mode, seed)
-
-
-async def collect(engine: Engine, req: GenerationRequest) -> list[Event]:
-    return [event async for event in await engine.submit(req)]
 
 
 def final(events: list[Event]) -> Final:
@@ -170,16 +167,9 @@ async def test_cancel_frees_the_row(
     async with Engine(model, tokenizer) as engine:
         stream_a = await engine.submit(request("a", PROMPTS[0], 3))
         stream_b = await engine.submit(request("b", PROMPTS[1], 4))
-
-        async def drain_a() -> list[Event]:
-            events: list[Event] = []
-            async for event in stream_a:
-                events.append(event)
-                if isinstance(event, Draft) and event.step == 2:
-                    assert engine.cancel("a")
-            return events
-
-        events_a, events_b = await asyncio.gather(drain_a(), _drain(stream_b))
+        events_a, events_b = await asyncio.gather(
+            drain_cancelling(engine, stream_a, "a", 2), drain(stream_b)
+        )
         batches = list(engine.stats.batches)
     last = events_a[-1]
     assert isinstance(last, Final) and last.finish_reason == "cancelled"
@@ -205,10 +195,6 @@ async def test_bfloat16_equals_generate(
         )
     assert alone == wants[0]
     assert [final(r).token_ids for r in together] == wants
-
-
-async def _drain(stream: Any) -> list[Event]:
-    return [event async for event in stream]
 
 
 async def test_bad_requests_are_refused(

@@ -6,7 +6,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -169,6 +169,22 @@ def req(
 
 async def collect(engine: Engine, request: GenerationRequest) -> list[Event]:
     return [event async for event in await engine.submit(request)]
+
+
+async def drain(stream: AsyncIterator[Event]) -> list[Event]:
+    return [event async for event in stream]
+
+
+async def drain_cancelling(
+    engine: Engine, stream: AsyncIterator[Event], request_id: str, step: int
+) -> list[Event]:
+    """``stream``'s events, its request cancelled at its draft of denoising step ``step``."""
+    events: list[Event] = []
+    async for event in stream:
+        events.append(event)
+        if isinstance(event, Draft) and event.step == step:
+            assert engine.cancel(request_id)
+    return events
 
 
 async def run_all(engine: Engine, requests: Sequence[GenerationRequest]) -> dict[str, list[Event]]:

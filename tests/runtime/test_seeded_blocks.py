@@ -14,13 +14,14 @@ import torch
 
 from dlm_runtime import nemotron_generate as sampler
 from dlm_runtime.decoding import DecodingMode, Pattern
-from dlm_runtime.engine import Draft, Engine, Event, Final, GenerationRequest
+from dlm_runtime.engine import Engine, Event, Final, GenerationRequest
 from dlm_runtime.nemotron import NemotronModel
 from dlm_runtime.nemotron_policy import nemotron_policy
 from dlm_runtime.policies import DecodingPolicy
 from dlm_runtime.tokenizer import load_tokenizer
 from tests.runtime import test_nemotron
 from tests.runtime.recorded import skip_bfloat16_elsewhere
+from tests.runtime.test_engine import drain, drain_cancelling
 from tests.runtime.test_nemotron import CHECKPOINT, EXPECTED
 
 # test_nemotron.py's fixtures: the checkpoint in both dtypes, and whether this CPU does the
@@ -193,19 +194,9 @@ async def test_cancel_frees_the_row(models: dict[str, NemotronModel]) -> None:
     async with Engine(model, load_tokenizer(CHECKPOINT)) as engine:
         stream_a = await engine.submit(GenerationRequest("a", PROMPTS[0], mode, 0))
         stream_b = await engine.submit(GenerationRequest("b", PROMPTS[1], mode, 0))
-
-        async def drain_a() -> list[Event]:
-            events: list[Event] = []
-            async for event in stream_a:
-                events.append(event)
-                if isinstance(event, Draft) and event.step == 3:
-                    assert engine.cancel("a")
-            return events
-
-        async def drain_b() -> list[Event]:
-            return [event async for event in stream_b]
-
-        events_a, events_b = await asyncio.gather(drain_a(), drain_b())
+        events_a, events_b = await asyncio.gather(
+            drain_cancelling(engine, stream_a, "a", 3), drain(stream_b)
+        )
         batches = list(engine.stats.batches)
     assert _final(events_a).finish_reason == "cancelled"
     assert _final(events_b).token_ids == want
