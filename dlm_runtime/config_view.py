@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar, cast
 
-__all__ = ["first_id", "optional_int", "require", "with_defaults"]
+__all__ = ["as_view", "first_id", "optional_int", "require", "with_defaults"]
+
+
+class ConfigView(Protocol):
+    """A family's config view: built from its config.json dict by ``from_dict``."""
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Self: ...
+
+
+V = TypeVar("V", bound=ConfigView)
+
+
+def as_view(config: V | Mapping[str, Any], view: type[V]) -> V:
+    """``config`` itself when it is a ``view`` already, else ``view.from_dict(config)``: what a
+    family's model takes as its config."""
+    if isinstance(config, view):
+        return config
+    return view.from_dict(cast(Mapping[str, Any], config))
 
 
 def require(raw: Mapping[str, Any], keys: Iterable[str]) -> None:

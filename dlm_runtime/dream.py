@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput
-from dlm_runtime.config_view import first_id, optional_int, with_defaults
+from dlm_runtime.config_view import as_view, first_id, optional_int, with_defaults
 from dlm_runtime.layers import (
     Decoder,
     EmbeddedModel,
@@ -150,9 +150,7 @@ class DreamModel(EmbeddedModel):
 
     def __init__(self, config: DreamConfigView | Mapping[str, Any]) -> None:
         super().__init__()
-        self.config = (
-            config if isinstance(config, DreamConfigView) else DreamConfigView.from_dict(config)
-        )
+        self.config = as_view(config, DreamConfigView)
         self.model = Decoder(self.config, qkv_bias=True)
         self.lm_head = output_head(
             self.config.hidden_size, self.config.vocab_size, tied=self.config.tie_word_embeddings

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.config_view import optional_int, with_defaults
+from dlm_runtime.config_view import as_view, optional_int, with_defaults
 from dlm_runtime.layers import (
     EmbeddedModel,
     KVPair,
@@ -252,9 +252,7 @@ class LLaDAModel(EmbeddedModel):
 
     def __init__(self, config: LLaDAConfigView | Mapping[str, Any]) -> None:
         super().__init__()
-        self.config = (
-            config if isinstance(config, LLaDAConfigView) else LLaDAConfigView.from_dict(config)
-        )
+        self.config = as_view(config, LLaDAConfigView)
         self.model = _Holder(self.config)
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.config_view import first_id, optional_int, with_defaults
+from dlm_runtime.config_view import as_view, first_id, optional_int, with_defaults
 from dlm_runtime.layers import (
     Attention,
     DecoderLayer,
@@ -288,11 +288,7 @@ class LLaDAMoEModel(EmbeddedModel):
 
     def __init__(self, config: LLaDAMoEConfigView | Mapping[str, Any]) -> None:
         super().__init__()
-        self.config = (
-            config
-            if isinstance(config, LLaDAMoEConfigView)
-            else LLaDAMoEConfigView.from_dict(config)
-        )
+        self.config = as_view(config, LLaDAMoEConfigView)
         self.model = _Body(self.config)
         self.lm_head = output_head(
             self.config.hidden_size, self.config.vocab_size, tied=self.config.tie_word_embeddings

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from dlm_runtime.attention import KV, ForwardOutput, take_positions
-from dlm_runtime.config_view import first_id, optional_int, require
+from dlm_runtime.config_view import as_view, first_id, optional_int, require
 from dlm_runtime.layers import (
     Decoder,
     EmbeddedModel,
@@ -282,11 +282,7 @@ class NemotronModel(EmbeddedModel):
 
     def __init__(self, config: NemotronConfigView | Mapping[str, Any]) -> None:
         super().__init__()
-        self.config = (
-            config
-            if isinstance(config, NemotronConfigView)
-            else NemotronConfigView.from_dict(config)
-        )
+        self.config = as_view(config, NemotronConfigView)
         # transformers passes the attention scale explicitly
         self.encoder = Decoder(self.config, scale=self.config.head_dim**-0.5)
         self.diffusion_head = output_head(
