@@ -235,11 +235,11 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(hidden_size, n_kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(n_heads * head_dim, hidden_size, bias=o_bias)
-        self.qk_norm: tuple[RMSNorm, RMSNorm] | None = None
+        self.q_norm: RMSNorm | None = None
+        self.k_norm: RMSNorm | None = None
         if qk_norm_eps is not None:
             self.q_norm = RMSNorm(head_dim, qk_norm_eps)
             self.k_norm = RMSNorm(head_dim, qk_norm_eps)
-            self.qk_norm = (self.q_norm, self.k_norm)
 
     def forward(
         self,
@@ -250,6 +250,9 @@ class Attention(nn.Module):
         past: KVPair | None,
         q_scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, KVPair]:
+        norms = None
+        if self.q_norm is not None and self.k_norm is not None:
+            norms = (self.q_norm, self.k_norm)
         out, kv = self_attention(
             self,
             x,
@@ -259,7 +262,7 @@ class Attention(nn.Module):
             past,
             q_scale=q_scale,
             scale=self.scale,
-            qk_norm=self.qk_norm,
+            qk_norm=norms,
             clip=self.clip,
         )
         return self.o_proj(out), kv
