@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 SPLITS = ("train", "heldout")
 HELDOUT_EVERY = 5
@@ -41,6 +41,12 @@ class Phrases:
 
     def pick(self, rng: random.Random, split: str, **values: str) -> str:
         return rng.choice(self.of(split)).format(**values)
+
+
+def add_training(pairs: Iterable[tuple[Phrases, Sequence[str]]]) -> None:
+    """Offer each list its extra training phrasings (``Phrases.add_training``)."""
+    for phrases, extra in pairs:
+        phrases.add_training(extra)
 
 
 def maybe(rng: random.Random, probability: float, phrases: Phrases, split: str) -> str:

@@ -7,7 +7,7 @@ import random
 
 from assistant.demo.shop import STORE_NAME
 from assistant.lab.corpus.dialogue import Dialogue
-from assistant.lab.corpus.phrases import Phrases
+from assistant.lab.corpus.phrases import Phrases, add_training
 from assistant.tools.shop import ShopData
 
 OUT_OF_SCOPE = Phrases(
@@ -265,9 +265,4 @@ _EXTRA_TRAINING: list[tuple[Phrases, list[str]]] = [
 ]
 
 
-def _add_training_phrasings() -> None:
-    for phrases, extra in _EXTRA_TRAINING:
-        phrases.add_training(extra)
-
-
-_add_training_phrasings()
+add_training(_EXTRA_TRAINING)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.lab.corpus.dialogue import Dialogue
-from assistant.lab.corpus.phrases import Phrases, join, maybe
+from assistant.lab.corpus.phrases import Phrases, add_training, join, maybe
 from assistant.lab.corpus.refusals import (
     INJECTION,
     INJECTION_REPLY,
@@ -973,8 +973,7 @@ _EXTRA_SMALL_TALK: list[list[str]] = [
 
 
 def _add_training_phrasings() -> None:
-    for phrases, extra in _EXTRA_TRAINING:
-        phrases.add_training(extra)
+    add_training(_EXTRA_TRAINING)
     for category, extra in _EXTRA_PROBLEM_WORDS.items():
         PROBLEM_WORDS[category].add_training(extra)
     for (question, _reply), extra in zip(SMALL_TALK, _EXTRA_SMALL_TALK, strict=True):

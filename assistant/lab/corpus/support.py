@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from assistant.lab.corpus.dialogue import Dialogue
-from assistant.lab.corpus.phrases import Phrases, join, maybe
+from assistant.lab.corpus.phrases import Phrases, add_training, join, maybe
 from assistant.tools.create_ticket import ticket_view
 from assistant.tools.handoff_to_human import handoff_view
 from assistant.tools.lookup_order import NOT_FOUND, order_view
@@ -1723,8 +1723,7 @@ _MORE_PROBLEM: dict[str, list[str]] = {
 
 
 def _add_training_phrasings() -> None:
-    for phrases, extra in _EXTRA_TRAINING + _MORE_TRAINING:
-        phrases.add_training(extra)
+    add_training(_EXTRA_TRAINING + _MORE_TRAINING)
     for topic, extra in _EXTRA_POLICY.items():
         POLICY_QUESTION[topic].add_training(extra + _MORE_POLICY[topic])
     for category, extra in _EXTRA_PROBLEM.items():
