@@ -475,14 +475,7 @@ class Engine:
         leaving: list[int] = []
         for first, end in plan:
             self._forward_rows(first, queries[first:end], out_events, leaving)
-        delivering = time.perf_counter()
-        self._deliver(out_events)
-        delivered = time.perf_counter()
-        log = tuple(s.request.request_id for s in active)
-        self._remove(leaving)
-        with self._stats_lock:
-            stats.batches.append(log)
-        stats.deliver_seconds += delivered - delivering
+        delivered = self._settle(out_events, leaving)
         finished = time.perf_counter()
         stats.schedule_seconds += finished - delivered
         stats.busy_seconds += finished - started
@@ -519,15 +512,22 @@ class Engine:
                 if state.done:
                     leaving.append(row)
             stats.consume_seconds += time.perf_counter() - forwarded
+        self._settle(out_events, leaving)
+        stats.busy_seconds += time.perf_counter() - started
+
+    def _settle(self, out_events: list[tuple[Handle, Update]], leaving: list[int]) -> float:
+        """The end of every step: deliver its events, log its batch, drop the rows that
+        finished; returns when delivery ended."""
+        stats = self._stats
         delivering = time.perf_counter()
         self._deliver(out_events)
         delivered = time.perf_counter()
-        log = tuple(s.request.request_id for s in states)
+        log = tuple(s.request.request_id for s in self._active)
         self._remove(leaving)
         with self._stats_lock:
             stats.batches.append(log)
         stats.deliver_seconds += delivered - delivering
-        stats.busy_seconds += time.perf_counter() - started
+        return delivered
 
     def _forward_rows(
         self,
