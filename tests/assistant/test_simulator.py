@@ -189,20 +189,8 @@ def test_training_only_tasks_never_reach_heldout_conversations(
 
     assert any("unsafe" in d.intent for d in train)
     assert not any("unsafe" in d.intent for d in heldout)
-    # The held-out seed draws its goals from ``TASKS`` alone, as before the extra tasks.
-    rng_a, rng_b = random.Random(3), random.Random(3)
-    assert [simulator.plan_goal(rng_a, "heldout") for _ in range(50)] == [
-        _goal_from(simulator.TASKS, rng_b) for _ in range(50)
-    ]
+    # The held-out split draws its goals from ``TASKS`` alone, so its draws are those from
+    # before the training-only tasks were added.
+    assert simulator.tasks_of("heldout") is simulator.TASKS
+    assert set(simulator.tasks_of("train")) == set(simulator.TASKS) | set(simulator.TRAINING_TASKS)
     assert set(UNSAFE.of("train")) & _user_texts(train)
-
-
-def _goal_from(tasks: dict[str, tuple[simulator.Task, int]], rng: random.Random) -> list[str]:
-    names = list(tasks)
-    goal = [
-        rng.choices(names, [tasks[n][1] for n in names])[0]
-        for _ in range(rng.choice((1, 2, 2, 3, 3, 4)))
-    ]
-    if "order" in goal and rng.random() < 0.5:
-        goal.insert(goal.index("order") + 1, "order")
-    return [g for g in goal if g != "handoff"] + (["handoff"] if "handoff" in goal else [])
