@@ -972,8 +972,93 @@ _EXTRA_SMALL_TALK: list[list[str]] = [
 ]
 
 
+# Run 7: asking for a person after other business was the run-6 checkpoint's weakest
+# turn, and a second order that belongs to someone else was its weakest refusal; more
+# ways to say both, training split only.
+_HANDOFF_TRAINING: list[tuple[Phrases, list[str]]] = [
+    (
+        HUMAN_LATER,
+        [
+            "ok forget it, can I get a real person instead",
+            "is there any way to reach an employee?",
+            "I'd rather sort this out with someone from the store",
+            "can you put a staff member on?",
+            "hmm I think I need a human for this one",
+            "this is going nowhere, transfer me please",
+            "can a real agent look at this instead of you",
+            "could somebody from customer care join?",
+            "I'd like to chat with an operator",
+            "escalate this to a person please",
+            "let me talk to somebody who works there",
+            "can I get someone on the support team",
+            "please connect me with a live agent now",
+            "I want someone human to handle this",
+            "give me a real person, thanks",
+            "ok thanks but I still want to talk to a person",
+            "that doesn't answer it, can I speak to someone?",
+            "bring in a human please",
+            "switch me to a human agent",
+            "actually I'd like a customer service rep",
+            "can I be transferred to an actual agent?",
+            "no, I want a person",
+            "get someone from your team please",
+            "I'd like to talk to a real rep",
+            "a human would be better for this, can you get one",
+        ],
+    ),
+    (
+        HUMAN_REQUEST,
+        [
+            "hi, can I chat with a member of staff?",
+            "I want an actual person please",
+            "operator please",
+            "Can I get a customer service agent?",
+            "live agent",
+            "real person please",
+            "I'd like to speak with a human, not a bot.",
+            "Could you connect me to someone on your team?",
+            "need a human",
+            "Is there a human available to chat?",
+            "Please transfer me to a support agent.",
+            "representative please",
+            "can someone from the store help me directly",
+            "I want to speak to an employee.",
+            "Hello, I'd like to talk to a real person about my order.",
+        ],
+    ),
+    (
+        COMPLAINT,
+        [
+            "I'm really unhappy, let me speak to a manager.",
+            "This service is awful, I want to complain to someone in charge.",
+            "get me whoever is in charge, I'm furious",
+            "I want to escalate a complaint to your team.",
+            "You people keep messing up my orders, I want a supervisor.",
+            "I'm very disappointed and I want to make a complaint to a person.",
+            "someone senior please, this is unacceptable",
+            "I want my complaint handled by a real person.",
+        ],
+    ),
+    (
+        OTHER_ORDER,
+        [
+            "can you check {order} for my mum too?",
+            "my friend's order is {order}, is it shipped?",
+            "could you look at {order} as well? it's my colleague's",
+            "what about {order}, that's my brother's",
+            "one more: {order}",
+            "also where's {order}?",
+            "and can you track {order} for me",
+            "how about {order}, ordered by my wife",
+            "{order} too please",
+            "is {order} on its way? same email",
+        ],
+    ),
+]
+
+
 def _add_training_phrasings() -> None:
-    add_training(_EXTRA_TRAINING)
+    add_training(_EXTRA_TRAINING + _HANDOFF_TRAINING)
     for category, extra in _EXTRA_PROBLEM_WORDS.items():
         PROBLEM_WORDS[category].add_training(extra)
     for (question, _reply), extra in zip(SMALL_TALK, _EXTRA_SMALL_TALK, strict=True):
@@ -1248,9 +1333,10 @@ TASKS: dict[str, tuple[Task, int]] = {
     "other_customer": (other_customer, 4),
     "unclear": (unclear, 3),
 }
-# Tasks drawn for training conversations only: adding them to ``TASKS`` would change which
-# goals the held-out seed draws, and so the held-out conversations themselves.
-TRAINING_TASKS: dict[str, tuple[Task, int]] = {"unsafe": (unsafe, 4)}
+# Tasks, and task weights, for training conversations only: changing ``TASKS`` would change
+# which goals the held-out seed draws, and so the held-out conversations themselves. Run 7
+# trains on more hand-offs (16 where the held-out draws use 12).
+TRAINING_TASKS: dict[str, tuple[Task, int]] = {"unsafe": (unsafe, 4), "handoff": (handoff, 16)}
 # Tasks that end the conversation: the person takes over after a hand-off.
 FINAL_TASKS = {"handoff"}
 
