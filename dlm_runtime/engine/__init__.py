@@ -69,10 +69,13 @@ its guidance row (prompt masked) to the forward, as LLaDA's ``generate()`` does.
 :attr:`Engine.stats` splits the scheduler thread's time (forward, policy, detokenizing, ...).
 
 Modules: :mod:`~dlm_runtime.engine.requests` (what a caller submits and gets back),
-:mod:`~dlm_runtime.engine.scheduler` (the :class:`Engine`: each step schedules, runs the
-forwards, then hands out events), :mod:`~dlm_runtime.engine.states` (per-request decoding
-state, one class per pattern), :mod:`~dlm_runtime.engine.batching` (KV cache pool, prefix
-reuse, batch assembly), :mod:`~dlm_runtime.engine.canvas` (DiffusionGemma's requests),
+:mod:`~dlm_runtime.engine.scheduler` (the :class:`Engine`: each step schedules, has the
+model's runner run the forwards, then hands out events), :mod:`~dlm_runtime.engine.runner`
+(the runner interface, and the runner of every model with a mask token: validates a request,
+makes its state, runs a step), :mod:`~dlm_runtime.engine.states` (per-request decoding
+state, one class per pattern), :mod:`~dlm_runtime.engine.patterns` (which state class each
+pattern uses), :mod:`~dlm_runtime.engine.batching` (KV cache pool, prefix reuse, batch
+assembly), :mod:`~dlm_runtime.engine.canvas` (DiffusionGemma's requests and runner),
 :mod:`~dlm_runtime.engine.seeded_blocks` (the SEEDED_BLOCKS state) and
 :mod:`~dlm_runtime.engine.draft_text` (incremental draft text).
 """

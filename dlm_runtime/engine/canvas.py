@@ -11,13 +11,15 @@ rest, until the canvas is stable and confident (adaptive stopping) or the steps 
 arithmetic and the same random draws in the same order from the request's own generator, so a
 request decodes exactly as ``torch.manual_seed(seed)`` then ``generate`` on its prompt alone.
 
-:class:`CanvasRunner` runs a step for many requests: each new prompt or finished canvas goes
-through the encoder on its own (into the request's own ``DynamicCache``), then one decoder
-forward takes every row's canvas, its positions and its self-conditioning logits (rows at a
-canvas's first step get a zeroed signal through ``self_conditioning_mask``, as upstream's
-first step does), over the rows' caches stacked and left-padded to the longest, with a 2D
-mask hiding the padding: the layout of upstream's own left-padded batch. With
-``exact_batches`` only rows with caches of equal length share a forward (no padding).
+:class:`CanvasRunner` is the engine's :class:`~dlm_runtime.engine.runner.Runner` for the
+model: it checks requests, makes their states and runs a step for many of them: each new
+prompt or finished canvas goes through the encoder on its own (into the request's own
+``DynamicCache``), then one decoder forward takes every row's canvas, its positions and its
+self-conditioning logits (rows at a canvas's first step get a zeroed signal through
+``self_conditioning_mask``, as upstream's first step does), over the rows' caches stacked and
+left-padded to the longest, with a 2D mask hiding the padding: the layout of upstream's own
+left-padded batch. With ``exact_batches`` only rows with caches of equal length share a
+forward (no padding).
 
 Nothing of the model's code is copied: the encoder, the decoder, the mask functions and the
 cache are transformers' own. What is reproduced is the sampler loop of ``generate`` (its
@@ -35,9 +37,11 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
+from dlm_runtime.decoding import Pattern
 from dlm_runtime.diffusion_gemma import DiffusionGemmaModel, generation_settings
 from dlm_runtime.engine.batching import Query
-from dlm_runtime.engine.requests import EngineStats
+from dlm_runtime.engine.requests import EngineStats, GenerationRequest
+from dlm_runtime.engine.runner import Events, Runner
 from dlm_runtime.engine.states import Handle, ModelInfo, RequestState, Update
 
 __all__ = ["CanvasRunner", "CanvasState"]
@@ -171,13 +175,78 @@ class CanvasState(RequestState):
         return []
 
 
-class CanvasRunner:
-    """The encoder and decoder calls of one engine step for DiffusionGemma rows."""
+class CanvasRunner(Runner):
+    """DiffusionGemma's requests (it has no mask token: :data:`mask_id` is -1): one engine
+    step is their encoder calls, then a decoder forward over their canvases."""
 
-    def __init__(self, model: DiffusionGemmaModel) -> None:
+    mask_id = -1
+
+    def __init__(
+        self,
+        model: DiffusionGemmaModel,
+        device: torch.device,
+        stats: EngineStats,
+        exact_batches: bool,
+    ) -> None:
         self.model = model
         self.inner: Any = model.inner
         self.canvas_length = int(self.inner.config.canvas_length)
+        self.device = device
+        self.stats = stats
+        self.exact_batches = exact_batches
+
+    def validate(self, request: GenerationRequest, pattern: Pattern, info: ModelInfo) -> None:
+        """Its own pattern only, and whole canvases within the context."""
+        policy = request.decoding.policy
+        if pattern is not Pattern.BIDIRECTIONAL or policy.cfg_scale > 0:
+            raise ValueError(
+                f"DiffusionGemma decodes only with its own sampler (the DEFAULT_DIFFUSION "
+                f"pattern, dlm_runtime.diffusion_gemma.diffusion_gemma_policy), got "
+                f"{pattern.name} (decoding mode {request.decoding.name!r})"
+            )
+        context, canvas = info.context, self.canvas_length
+        room = -(-policy.max_new_tokens // canvas) * canvas  # it writes whole canvases
+        if context is not None and len(request.prompt_ids) + room > context:
+            raise ValueError(
+                f"prompt too long: {len(request.prompt_ids)} prompt tokens + {room} canvas "
+                f"positions (max_new_tokens={policy.max_new_tokens} in canvases of {canvas}) "
+                f"exceed the model context of {context}"
+            )
+
+    def new_state(self, handle: Handle, info: ModelInfo) -> CanvasState:
+        return CanvasState(handle, info, self.stats, self.model)
+
+    def run(self, active: list[RequestState]) -> tuple[Events, list[int]]:
+        """One denoising step of every row (encoder calls for new canvases first)."""
+        stats = self.stats
+        started = time.perf_counter()
+        states = [s for s in active if isinstance(s, CanvasState)]
+        out_events: Events = []
+        leaving: list[int] = []
+        cpu_started = time.thread_time()
+        try:
+            logits = self.decode(states)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as exc:  # e.g. out of memory: these rows fail, the engine goes on
+            out_events.extend((s.handle, s.final("error", repr(exc))) for s in states)
+            leaving.extend(range(len(states)))
+            return out_events, leaving
+        forwarded = time.perf_counter()
+        stats.forward_seconds += forwarded - started
+        stats.forward_cpu_seconds += time.thread_time() - cpu_started
+        stats.forward_passes += len({s.cached for s in states}) if self.exact_batches else 1
+        stats.rows += len(states)
+        for row, (state, row_logits) in enumerate(zip(states, logits, strict=True)):
+            try:
+                produced = state.consume(row_logits)
+            except Exception as exc:
+                produced = [state.final("error", repr(exc))]
+            out_events.extend((state.handle, event) for event in produced)
+            if state.done:
+                leaving.append(row)
+        stats.consume_seconds += time.perf_counter() - forwarded
+        return out_events, leaving
 
     def encode(self, state: CanvasState) -> None:
         """Write ``state``'s pending tokens into its cache, then draw its new canvas."""
@@ -200,14 +269,14 @@ class CanvasRunner:
         state.pending = []
         state.begin_canvas()
 
-    def decode(self, states: Sequence[CanvasState], exact_batches: bool) -> list[torch.Tensor]:
+    def decode(self, states: Sequence[CanvasState]) -> list[torch.Tensor]:
         """Each state's logits ``[C, V]`` for its current canvas, in order."""
         for state in states:
             if state.pending:
                 self.encode(state)
         groups: dict[int, list[int]] = {}
         for i, state in enumerate(states):
-            groups.setdefault(state.cached if exact_batches else 0, []).append(i)
+            groups.setdefault(state.cached if self.exact_batches else 0, []).append(i)
         logits: list[torch.Tensor] = [torch.empty(0)] * len(states)
         for rows in groups.values():
             out = self._decoder([states[i] for i in rows])

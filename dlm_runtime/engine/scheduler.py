@@ -1,5 +1,5 @@
-"""The engine: one scheduler thread whose every step admits requests, runs the batched
-forwards and hands each request its logits, then its events."""
+"""The engine: one scheduler thread whose every step admits requests, has the model's runner
+run the batched forwards and hand each request its logits, then delivers their events."""
 
 from __future__ import annotations
 
@@ -15,23 +15,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from dlm_runtime.attention import ForwardOutput
 from dlm_runtime.decoding import DecodingMode, Pattern
 from dlm_runtime.diffusion_gemma import DiffusionGemmaModel
-from dlm_runtime.engine.batching import (
-    Batch,
-    BatchBuilder,
-    CacheWrite,
-    CausalPrefixCache,
-    KVPool,
-    Query,
-    plan_exact_forwards,
-    plan_forwards,
-    sort_rows,
-)
+from dlm_runtime.engine.batching import CausalPrefixCache, KVPool
 from dlm_runtime.engine.calibrate import measure_forward_cost
-from dlm_runtime.engine.canvas import CanvasRunner, CanvasState
+from dlm_runtime.engine.canvas import CanvasRunner
 from dlm_runtime.engine.draft_text import DraftDecoder
+from dlm_runtime.engine.patterns import DEFAULT_PATTERNS
 from dlm_runtime.engine.requests import (
     EngineStats,
     Event,
@@ -40,28 +30,18 @@ from dlm_runtime.engine.requests import (
     GenerationRequest,
     Usage,
 )
-from dlm_runtime.engine.seeded_blocks import SeededBlockState
+from dlm_runtime.engine.runner import Runner, TokenRunner
 from dlm_runtime.engine.states import (
-    STATES,
     CausalRow,
     FinalUpdate,
     Handle,
     ModelInfo,
     RequestState,
-    RowCache,
     Update,
 )
 from dlm_runtime.loading import RemoteCodeModel
 from dlm_runtime.parallelism import Parallelism
 from dlm_runtime.policies import DecodingPolicy
-
-# Each family's own diffusion mode (Pattern.DEFAULT_DIFFUSION); BIDIRECTIONAL for the others.
-# Nemotron-Labs-Diffusion's generate() seeds each block causally and writes it in a forward of
-# its own (SeededBlockState).
-_DEFAULT_PATTERNS = {
-    "dlm": Pattern.PREFIX_CAUSAL,
-    "nemotron_labs_diffusion": SeededBlockState.pattern,
-}
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -103,36 +83,39 @@ class Engine:
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device is not None else _model_device(model)
         cfg: Any = model.config
-        # DiffusionGemma denoises its own noise canvas (no mask token) with its own encoder and
-        # decoder calls: its requests are CanvasStates, run by a CanvasRunner.
-        self.canvas = CanvasRunner(model) if isinstance(model, DiffusionGemmaModel) else None
-        if getattr(cfg, "mask_token_id", None) is None and self.canvas is None:
-            raise ValueError("model.config.mask_token_id is not set")
         # Remote-code models accept only the plain uncached full-attention call.
         self.plain_only = isinstance(model, RemoteCodeModel)
         self.max_batch = 1 if self.plain_only else max_batch
+        if exact_batches is None:
+            param = next(iter(model.parameters()), None)
+            exact_batches = param is not None and param.dtype in (torch.bfloat16, torch.float16)
+        self.exact_batches = bool(exact_batches)
+        context = getattr(cfg, "max_position_embeddings", None)
+        self._pool = KVPool(self.max_batch, context)
+        self._prefixes = CausalPrefixCache()
+        self._stats = EngineStats()
+        # DiffusionGemma denoises its own noise canvas (no mask token) with its own encoder and
+        # decoder calls; every other model's requests are query rows of batched forwards.
+        self.runner: Runner = (
+            CanvasRunner(model, self.device, self._stats, self.exact_batches)
+            if isinstance(model, DiffusionGemmaModel)
+            else TokenRunner(
+                model, self.device, self._pool, self._stats, self.exact_batches, self.plain_only
+            )
+        )
         self.info = ModelInfo(
-            mask_id=-1 if self.canvas is not None else int(cfg.mask_token_id),
+            mask_id=self.runner.mask_id,
             end_id=None if cfg.eos_token_id is None else int(cfg.eos_token_id),
             fill_id=None if getattr(cfg, "pad_token_id", None) is None else int(cfg.pad_token_id),
             vocab_size=int(cfg.vocab_size),
-            context=getattr(cfg, "max_position_embeddings", None),
+            context=context,
             device=self.device,
-            default_pattern=_DEFAULT_PATTERNS.get(
+            default_pattern=DEFAULT_PATTERNS.get(
                 getattr(cfg, "model_type", ""), Pattern.BIDIRECTIONAL
             ),
             parallelism=parallelism,
         )
         self.mask_placeholder = mask_placeholder
-        if exact_batches is None:
-            param = next(iter(model.parameters()), None)
-            exact_batches = param is not None and param.dtype in (torch.bfloat16, torch.float16)
-        self.exact_batches = bool(exact_batches)
-        pad = self.info.fill_id if self.info.fill_id is not None else self.info.mask_id
-        self._builder = BatchBuilder(self.device, pad)
-        self._pool = KVPool(self.max_batch, self.info.context)
-        self._prefixes = CausalPrefixCache()
-        self._stats = EngineStats()
         self._stats_lock = threading.Lock()  # the step log is copied from other threads
         self._cv = threading.Condition()
         self._inbox: deque[Handle] = deque()
@@ -240,66 +223,8 @@ class Engine:
             )
         if pattern is Pattern.DEFAULT_DIFFUSION:
             pattern = self.info.default_pattern
-        if self.canvas is not None:
-            self._validate_canvas(request, pattern)
-            return pattern
-        if policy.cfg_scale > 0 and pattern is not Pattern.BIDIRECTIONAL:
-            raise ValueError(
-                f"cfg_scale={policy.cfg_scale} (classifier-free guidance) needs the "
-                f"BIDIRECTIONAL pattern, got {pattern.name} (decoding mode {decoding.name!r})"
-            )
-        needs_both = pattern in (Pattern.ADAPTIVE, Pattern.VERIFIED)
-        if needs_both and self.info.default_pattern is Pattern.BIDIRECTIONAL:
-            raise ValueError(
-                f"the {pattern.name} pattern mixes prefix-causal blocks with causal steps, which "
-                f"only a model trained both ways (model_type 'dlm', Nemotron-Labs-Diffusion) can "
-                f"run (decoding mode {decoding.name!r})"
-            )
-        if self.plain_only and pattern is not Pattern.BIDIRECTIONAL:
-            raise ValueError(
-                "this remote-code model supports only the BIDIRECTIONAL diffusion pattern, "
-                f"got {pattern.name} (decoding mode {decoding.name!r})"
-            )
-        context, new = self.info.context, policy.max_new_tokens
-        if context is not None:
-            if new >= context:
-                raise ValueError(
-                    f"policy max_new_tokens={new} exceeds the model context of {context} positions"
-                )
-            if len(prompt) + new > context:
-                raise ValueError(
-                    f"prompt too long: {len(prompt)} prompt tokens + max_new_tokens={new} = "
-                    f"{len(prompt) + new} positions, but the model context is {context} "
-                    f"(at most {context - new} prompt tokens)"
-                )
-        if policy.early_stop and self.info.end_id is None:
-            raise ValueError(
-                "the policy stops at the end token but model.config.eos_token_id is None"
-            )
-        seed = request.seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        self.runner.validate(request, pattern, self.info)
         return pattern
-
-    def _validate_canvas(self, request: GenerationRequest, pattern: Pattern) -> None:
-        """A DiffusionGemma request: its own pattern, and whole canvases within the context."""
-        policy = request.decoding.policy
-        if pattern is not Pattern.BIDIRECTIONAL or policy.cfg_scale > 0:
-            raise ValueError(
-                f"DiffusionGemma decodes only with its own sampler (the DEFAULT_DIFFUSION "
-                f"pattern, dlm_runtime.diffusion_gemma.diffusion_gemma_policy), got "
-                f"{pattern.name} (decoding mode {request.decoding.name!r})"
-            )
-        context = self.info.context
-        assert self.canvas is not None
-        canvas = self.canvas.canvas_length
-        room = -(-policy.max_new_tokens // canvas) * canvas  # it writes whole canvases
-        if context is not None and len(request.prompt_ids) + room > context:
-            raise ValueError(
-                f"prompt too long: {len(request.prompt_ids)} prompt tokens + {room} canvas "
-                f"positions (max_new_tokens={policy.max_new_tokens} in canvases of {canvas}) "
-                f"exceed the model context of {context}"
-            )
 
     # --- asyncio side ------------------------------------------------------------------------
 
@@ -406,11 +331,7 @@ class Engine:
             try:
                 if handle.pattern is Pattern.ADAPTIVE and self.info.parallelism is None:
                     self._calibrate()
-                state = (
-                    CanvasState(handle, self.info, self._stats, self.canvas.model)
-                    if self.canvas is not None
-                    else STATES[handle.pattern](handle, self.info, self._stats)
-                )
+                state = self.runner.new_state(handle, self.info)
             except Exception as exc:  # e.g. a policy BlockState rejects
                 failed.append((handle, self._idle_final(handle, "error", repr(exc))))
                 continue
@@ -449,76 +370,14 @@ class Engine:
             self._active.pop()
 
     def _step(self) -> None:
+        """Run every active row one step (the runner's forwards), then deliver the events, log
+        the batch and drop the rows that finished."""
         stats = self._stats
         started = time.perf_counter()
         cpu_started = time.thread_time()
-        active = self._active
-        if self.canvas is not None:
-            self._canvas_step()
-            stats.busy_cpu_seconds += time.thread_time() - cpu_started
-            return
         if self.info.parallelism is not None:
-            self.info.parallelism.rows = len(active)
-        queries = [state.query() for state in active]
-        lengths = [int(q.tokens.shape[0]) for q in queries]
-        plan = None if self.exact_batches else plan_forwards(sorted(lengths))
-        # A plan of one forward takes the rows in any order: sorting them would only copy
-        # cache rows (a block's first step is longer than its others, so most steps would).
-        if plan is None or len(plan) > 1:
-            for a, b in sort_rows(lengths):
-                active[a], active[b] = active[b], active[a]
-                queries[a], queries[b] = queries[b], queries[a]
-                self._pool.swap(a, b)
-        if plan is None:
-            plan = plan_exact_forwards(queries)
-        out_events: list[tuple[Handle, Update]] = []
-        leaving: list[int] = []
-        for first, end in plan:
-            self._forward_rows(first, queries[first:end], out_events, leaving)
-        delivered = self._settle(out_events, leaving)
-        finished = time.perf_counter()
-        stats.schedule_seconds += finished - delivered
-        stats.busy_seconds += finished - started
-        stats.busy_cpu_seconds += time.thread_time() - cpu_started
-
-    def _canvas_step(self) -> None:
-        """One denoising step of every DiffusionGemma row (encoder calls for new canvases)."""
-        assert self.canvas is not None
-        stats = self._stats
-        started = time.perf_counter()
-        states = [s for s in self._active if isinstance(s, CanvasState)]
-        out_events: list[tuple[Handle, Update]] = []
-        leaving: list[int] = []
-        cpu_started = time.thread_time()
-        try:
-            logits = self.canvas.decode(states, self.exact_batches)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-        except Exception as exc:  # e.g. out of memory: these rows fail, the engine goes on
-            out_events.extend((s.handle, s.final("error", repr(exc))) for s in states)
-            leaving.extend(range(len(states)))
-        else:
-            forwarded = time.perf_counter()
-            stats.forward_seconds += forwarded - started
-            stats.forward_cpu_seconds += time.thread_time() - cpu_started
-            stats.forward_passes += len({s.cached for s in states}) if self.exact_batches else 1
-            stats.rows += len(states)
-            for row, (state, row_logits) in enumerate(zip(states, logits, strict=True)):
-                try:
-                    produced = state.consume(row_logits)
-                except Exception as exc:
-                    produced = [state.final("error", repr(exc))]
-                out_events.extend((state.handle, event) for event in produced)
-                if state.done:
-                    leaving.append(row)
-            stats.consume_seconds += time.perf_counter() - forwarded
-        self._settle(out_events, leaving)
-        stats.busy_seconds += time.perf_counter() - started
-
-    def _settle(self, out_events: list[tuple[Handle, Update]], leaving: list[int]) -> float:
-        """The end of every step: deliver its events, log its batch, drop the rows that
-        finished; returns when delivery ended."""
-        stats = self._stats
+            self.info.parallelism.rows = len(self._active)
+        out_events, leaving = self.runner.run(self._active)
         delivering = time.perf_counter()
         self._deliver(out_events)
         delivered = time.perf_counter()
@@ -526,87 +385,11 @@ class Engine:
         self._remove(leaving)
         with self._stats_lock:
             stats.batches.append(log)
+        finished = time.perf_counter()
         stats.deliver_seconds += delivered - delivering
-        return delivered
-
-    def _forward_rows(
-        self,
-        first: int,
-        queries: Sequence[Query],
-        out_events: list[tuple[Handle, Update]],
-        leaving: list[int],
-    ) -> None:
-        """One forward over active rows ``first:first + len(queries)``; collects their events."""
-        stats = self._stats
-        started = time.perf_counter()
-        states = self._active[first : first + len(queries)]
-        # Guidance rows (cache_len 0, no cache writes) ride after the real rows, as LLaDA's
-        # generate() stacks [x, un_x]; beside cached rows they get a forward of their own,
-        # since the cache view has one row per request.
-        guided = [i for i, q in enumerate(queries) if q.guidance is not None]
-        extra = [
-            Query(q.guidance, 0, 0, None, q.logits_from) for q in queries if q.guidance is not None
-        ]
-        together = bool(extra) and all(q.cache_len == 0 for q in queries)
-        batch = self._builder.build([*queries, *extra] if together else queries, self._pool, first)
-        built = time.perf_counter()
-        cpu_built = time.thread_time()
-        try:
-            out: ForwardOutput = self._call(batch)
-            un_logits: list[torch.Tensor] = []
-            if together:
-                un_logits = [
-                    out.logits[len(queries) + j, :n]
-                    for j, n in enumerate(batch.logit_rows[len(queries) :])
-                ]
-            elif extra:
-                un_batch = self._builder.build(extra, self._pool, first)
-                un_out = self._call(un_batch)
-                un_logits = [un_out.logits[j, :n] for j, n in enumerate(un_batch.logit_rows)]
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-        except Exception as exc:  # e.g. out of memory: these rows fail, the engine goes on
-            out_events.extend((s.handle, s.final("error", repr(exc))) for s in states)
-            leaving.extend(range(first, first + len(states)))
-            return
-        forwarded = time.perf_counter()
-        stats.forward_cpu_seconds += time.thread_time() - cpu_built
-        writes: list[CacheWrite] = []
-        for offset, (state, n) in enumerate(
-            zip(states, batch.logit_rows[: len(queries)], strict=True)
-        ):
-            row = first + offset
-            try:
-                if offset in guided:
-                    un = un_logits[guided.index(offset)]
-                    produced = state.consume_guided(
-                        out.logits[offset, :n], un, RowCache(row, writes)
-                    )
-                else:
-                    produced = state.consume(out.logits[offset, :n], RowCache(row, writes))
-            except Exception as exc:
-                produced = [state.final("error", repr(exc))]
-            out_events.extend((state.handle, event) for event in produced)
-            if state.done:
-                leaving.append(row)
-        consumed = time.perf_counter()
-        self._pool.write(out.new_key_values, writes, first)
-        stats.forward_passes += 1 + (bool(extra) and not together)
-        stats.rows += len(queries) + len(extra)
-        stats.build_seconds += built - started
-        stats.forward_seconds += forwarded - built
-        stats.consume_seconds += consumed - forwarded
-        stats.schedule_seconds += time.perf_counter() - consumed
-
-    def _call(self, batch: Batch) -> ForwardOutput:
-        out: ForwardOutput = self.model(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            attention_mask=batch.attention_mask,
-            past_key_values=batch.past,
-            logits_index=batch.logits_index,
-        )
-        return out
+        stats.schedule_seconds += finished - delivered
+        stats.busy_seconds += finished - started
+        stats.busy_cpu_seconds += time.thread_time() - cpu_started
 
     def _shutdown(self, reason: FinishReason, error: str | None = None) -> None:
         out: list[tuple[Handle, Update]] = [

@@ -27,7 +27,6 @@ from dlm_runtime.decoding import Pattern
 from dlm_runtime.engine.batching import Query
 from dlm_runtime.engine.requests import EngineStats
 from dlm_runtime.engine.states import (
-    STATES,
     CausalRow,
     Handle,
     ModelInfo,
@@ -102,8 +101,3 @@ class SeededBlockState(CausalRow, _BlockDiffusion):
 
     def _next_block(self, room: int) -> None:
         self.room = room  # the block starts once the causal forward has chosen its seed
-
-
-# Registered here, not in states.py's literal: this module imports states.py (the scheduler
-# imports this module, so the entry exists before any request is admitted).
-STATES[SeededBlockState.pattern] = SeededBlockState

@@ -226,12 +226,12 @@ def test_rows_at_different_steps_share_a_forward(model: DiffusionGemmaModel) -> 
         )
         return CanvasState(handle, info, EngineStats(), model)
 
-    runner = CanvasRunner(model)
+    runner = CanvasRunner(model, torch.device("cpu"), EngineStats(), exact_batches=False)
     with torch.no_grad():
         ahead, fresh = state(PROMPTS[0], 0), state(PROMPTS[2], 1)
-        ahead.consume(runner.decode([ahead], exact_batches=False)[0])
-        alone = [runner.decode([s], exact_batches=False)[0] for s in (ahead, fresh)]
-        together = runner.decode([ahead, fresh], exact_batches=False)
+        ahead.consume(runner.decode([ahead])[0])
+        alone = [runner.decode([s])[0] for s in (ahead, fresh)]
+        together = runner.decode([ahead, fresh])
     assert ahead.self_conditioning is not None and fresh.self_conditioning is None
     for got, want in zip(together, alone, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-4)

@@ -12,6 +12,8 @@ from transformers import PreTrainedTokenizerFast
 
 from dlm_runtime.engine import BatchBuilder, Engine, KVPool, Query
 from dlm_runtime.engine.batching import CacheWrite, causal_ranks, prefix_ranks
+from dlm_runtime.engine.runner import TokenRunner
+from dlm_runtime.engine.states import RequestState
 from dlm_runtime.modeling import DLMModel
 from dlm_runtime.policies import BlockState, fast, fast_revise
 from tests.runtime.test_engine import collect, final, mixed_requests, run_all
@@ -125,23 +127,27 @@ async def test_one_forward_steps_move_no_cache_rows(
         alone = {r.request_id: final(await collect(engine, r)).token_ids for r in requests}
     steps: list[list[object]] = []  # per step: [forwards, swaps, lengths of its rows]
     async with Engine(dlm, tok) as engine:
-        step, forward, swap = engine._step, engine._forward_rows, engine._pool.swap
+        runner = engine.runner
+        assert isinstance(runner, TokenRunner)
+        step, forward, swap = engine._step, runner._forward_rows, engine._pool.swap
 
         def counted_step() -> None:
             steps.append([0, 0, []])
             step()
 
-        def counted_forward(first: int, queries: Sequence[Query], *rest: object) -> None:
+        def counted_forward(
+            active: list[RequestState], first: int, queries: Sequence[Query], *rest: object
+        ) -> None:
             steps[-1][0] += 1  # type: ignore[operator]
             steps[-1][2].extend(int(q.tokens.shape[0]) for q in queries)  # type: ignore[attr-defined]
-            forward(first, queries, *rest)  # type: ignore[arg-type]
+            forward(active, first, queries, *rest)  # type: ignore[arg-type]
 
         def counted_swap(a: int, b: int) -> None:
             steps[-1][1] += 1  # type: ignore[operator]
             swap(a, b)
 
         engine._step = counted_step  # type: ignore[method-assign]
-        engine._forward_rows = counted_forward  # type: ignore[method-assign]
+        runner._forward_rows = counted_forward  # type: ignore[assignment]
         engine._pool.swap = counted_swap  # type: ignore[method-assign]
         together = await run_all(engine, requests)
     assert {rid: final(ev).token_ids for rid, ev in together.items()} == alone
