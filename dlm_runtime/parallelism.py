@@ -14,6 +14,12 @@ calibration) and commit rates learned from the blocks decoded so far (:class:`Co
 ``q = 1`` means a causal step: one token from the autoregressive logits, which costs one
 position instead of a masked position beside the previous token.
 
+Self-speculation chooses the same way how many masks each row drafts with
+(:meth:`Parallelism.draft_masks`): a steady forward of ``m`` masks holds the last token, the
+``m - 1`` tokens the previous forward's masks drafted and the ``m`` masks (``2m`` positions),
+and emits one token plus the drafted ones accepted, which :class:`DraftRate` learns; ``m = 0``
+is a plain causal step. Only the cost changes with ``m``, never the tokens emitted.
+
 Pure logic: no torch, no I/O.
 """
 
@@ -25,7 +31,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["BLOCK_LENGTHS", "CommitRate", "ForwardCost", "Parallelism"]
+__all__ = [
+    "BLOCK_LENGTHS",
+    "CommitRate",
+    "DraftRate",
+    "ForwardCost",
+    "Parallelism",
+    "speculative_positions",
+]
 
 # Block lengths the engine chooses among (and calibrates): powers of two, as trained.
 BLOCK_LENGTHS = (1, 2, 4, 8, 16, 32)
@@ -78,6 +91,42 @@ class ForwardCost:
         share = (rows - lo) / (hi - lo)
         return table[lo] + share * (table[hi] - table[lo])
 
+    def monotone(self) -> ForwardCost:
+        """This table with every entry lowered to the least cost of any shape measured with
+        as many rows and positions or more: a bigger forward never costs less, so an entry
+        above that was slowed by something else (a busy core) and the lower figure stands."""
+        cached: ForwardCost | None = self.__dict__.get("_monotone")
+        if cached is not None:
+            return cached
+        table = self.seconds_by_shape
+        envelope = {
+            (rows, positions): min(
+                seconds for (r, q), seconds in table.items() if r >= rows and q >= positions
+            )
+            for rows, positions in table
+        }
+        result = self if envelope == dict(table) else ForwardCost(envelope)
+        object.__setattr__(self, "_monotone", result)
+        return result
+
+    def seconds_at(self, rows: int, positions: int) -> float:
+        """:meth:`seconds` for any positions per row: interpolated linearly between the
+        measured ones, the smallest's cost below them and in proportion beyond the largest."""
+        if positions < 1:
+            raise ValueError(f"positions must be at least 1, got {positions}")
+        measured = sorted(self._rows_by_positions)
+        if positions in self._rows_by_positions:
+            return self.seconds(rows, positions)
+        if positions < measured[0]:
+            return self.seconds(rows, measured[0])
+        if positions > measured[-1]:
+            return self.seconds(rows, measured[-1]) * positions / measured[-1]
+        i = bisect.bisect_left(measured, positions)
+        lo, hi = measured[i - 1], measured[i]
+        share = (positions - lo) / (hi - lo)
+        low = self.seconds(rows, lo)
+        return low + share * (self.seconds(rows, hi) - low)
+
 
 @dataclass
 class CommitRate:
@@ -118,6 +167,105 @@ class CommitRate:
         return (weight * self.prior(length) + tokens) / (weight + forwards)
 
 
+def speculative_positions(masks: int) -> int:
+    """Positions per row of a steady speculative forward with ``masks`` masks: the last token,
+    the ``masks - 1`` tokens the previous forward's masks drafted, and the masks; one (a
+    plain causal step) without masks."""
+    if masks < 0:
+        raise ValueError(f"masks must be at least 0, got {masks}")
+    return 2 * masks if masks else 1
+
+
+@dataclass
+class DraftRate:
+    """Tokens a speculative forward emits, by the masks its row drafted with the forward before.
+
+    A forward emits one token plus the drafted tokens kept, so with ``masks`` masks at most
+    ``masks`` (its first mask's guess is dropped: the bonus token goes there). Until forwards
+    after ``masks`` masks have been seen, the rate is a prior from two learned figures: the
+    chance that each offered draft position yields a kept token given the ones before it did
+    (the draft stops at a guess below the threshold or at a rejected token), and the share of
+    stops that were rejections, after which the next forward has no draft and emits one token.
+    Observations of a mask count outweigh its prior after ``prior_weight`` forwards; the two
+    figures' own priors count as ``prior_weight`` positions and stops.
+    """
+
+    prior_acceptance: float = 0.8
+    prior_rejected: float = 0.5
+    prior_weight: float = 8.0
+    observations: int = 0
+    _kept: float = 0.0  # offered positions that yielded a kept token
+    _stopped: float = 0.0  # drafts that ended before their offered positions did
+    _rejected: float = 0.0  # of those, the ones that ended at a rejected token
+    _tokens: dict[int, float] = field(default_factory=dict)
+    _forwards: dict[int, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if (
+            not 0.0 <= self.prior_acceptance < 1.0
+            or not 0.0 <= self.prior_rejected <= 1.0
+            or not self.prior_weight > 0
+        ):
+            raise ValueError(
+                f"bad draft rate prior: acceptance {self.prior_acceptance}, rejected "
+                f"{self.prior_rejected}, weight {self.prior_weight}"
+            )
+
+    def acceptance(self) -> float:
+        """The chance that an offered draft position yields a kept token, as learned so far."""
+        with self._lock:
+            kept, stopped = self._kept, self._stopped
+        weight = self.prior_weight
+        return min((weight * self.prior_acceptance + kept) / (weight + kept + stopped), 0.999)
+
+    def rejected_share(self) -> float:
+        """The share of drafts that stopped early at a rejected token, as learned so far."""
+        with self._lock:
+            stopped, rejected = self._stopped, self._rejected
+        weight = self.prior_weight
+        return (weight * self.prior_rejected + rejected) / (weight + stopped)
+
+    def prior(self, masks: int) -> float:
+        """Tokens per forward with ``masks`` masks if every offered position were kept with
+        :meth:`acceptance` and stops were rejections in :meth:`rejected_share` (1 without a
+        draft)."""
+        offered = masks - 1
+        if offered <= 0:
+            return 1.0
+        p = self.acceptance()
+        kept = p * (1.0 - p**offered) / (1.0 - p)  # expected drafted tokens kept
+        draftless = (1.0 - p**offered) * self.rejected_share()  # forwards after a rejection
+        return (1.0 + kept + draftless) / (1.0 + draftless)
+
+    def observe(self, masks: int, offered: int, drafted: int, kept: int) -> None:
+        """A forward whose row drafted with ``masks`` masks the forward before emitted
+        ``kept`` of the ``drafted`` tokens plus one; ``offered``: the positions its draft
+        could fill (0 when the draft before was rejected, its guesses then dropped)."""
+        if masks < 0 or not 0 <= kept <= drafted <= offered or offered > max(0, masks - 1):
+            raise ValueError(
+                f"bad observation: {masks} masks, {kept} of {drafted} kept, {offered} offered"
+            )
+        with self._lock:
+            self._tokens[masks] = self._tokens.get(masks, 0.0) + kept + 1
+            self._forwards[masks] = self._forwards.get(masks, 0.0) + 1
+            if offered:
+                self._kept += kept
+                self._stopped += kept < offered
+                self._rejected += kept < drafted
+            self.observations += 1
+
+    def rate(self, masks: int) -> float:
+        """Expected tokens per forward for rows drafting with ``masks`` masks."""
+        if masks <= 1:
+            return 1.0
+        with self._lock:
+            tokens = self._tokens.get(masks, 0.0)
+            forwards = self._forwards.get(masks, 0.0)
+        weight = self.prior_weight
+        return (weight * self.prior(masks) + tokens) / (weight + forwards)
+
+
 @dataclass
 class Parallelism:
     """Chooses each new block's length from the rows the engine is running.
@@ -129,9 +277,14 @@ class Parallelism:
     cost: ForwardCost
     rates: CommitRate = field(default_factory=CommitRate)
     rows: int = 1
+    # What speculative rows emit per forward by their masks (SPECULATIVE's "adaptive").
+    draft_rates: DraftRate = field(default_factory=DraftRate)
     # Choices by (rows, longest), with the observation count they were made at: a block
     # starts at every few steps of every row, and the rates move slowly.
     _chosen: dict[tuple[int, int], tuple[int, int]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _masks_chosen: dict[tuple[int, int], tuple[int, int]] = field(
         default_factory=dict, init=False, repr=False
     )
 
@@ -162,6 +315,36 @@ class Parallelism:
             rate = self.throughput(rows, q)
             if rate >= best_rate:
                 best, best_rate = q, rate
+        return best
+
+    def draft_throughput(self, rows: int, masks: int) -> float:
+        """Estimated tokens per second with ``rows`` speculative rows drafting with ``masks``
+        (the forward's cost from the :meth:`ForwardCost.monotone` table, interpolated at
+        :func:`speculative_positions`)."""
+        seconds = self.cost.monotone().seconds_at(rows, speculative_positions(masks))
+        return rows * self.draft_rates.rate(masks) / seconds
+
+    def draft_masks(self, longest: int, rows: int | None = None) -> int:
+        """The masks (at most ``longest``; 0: a plain causal step) a speculative row drafts
+        with that maximise throughput at ``rows`` rows (default: the rows now running).
+        Candidates are ``longest`` and the halves of the measured positions (their forwards
+        are measured); one mask drafts nothing, so it is never chosen. Ties go to more masks."""
+        if longest < 0:
+            raise ValueError(f"longest must be at least 0, got {longest}")
+        rows = max(1, self.rows if rows is None else rows)
+        seen = self.draft_rates.observations
+        cached = self._masks_chosen.get((rows, longest))
+        if cached is not None and seen - cached[1] < RECHOOSE_EVERY:
+            return cached[0]
+        choices = {0} | {q // 2 for q in self.cost.positions if 2 <= q // 2 < longest}
+        if longest >= 2:
+            choices.add(longest)
+        best, best_rate = 0, -1.0
+        for masks in sorted(choices):
+            rate = self.draft_throughput(rows, masks)
+            if rate >= best_rate:
+                best, best_rate = masks, rate
+        self._masks_chosen[(rows, longest)] = (best, seen)
         return best
 
     def plan(self, row_counts: Sequence[int], longest: int) -> dict[int, int]:

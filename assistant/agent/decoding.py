@@ -6,7 +6,7 @@ import dataclasses
 
 from assistant.core.errors import UserError
 from dlm_runtime.decoding import DecodingMode, Pattern
-from dlm_runtime.policies import fast, fast_revise, fast_verify, fixed_schedule
+from dlm_runtime.policies import DecodingPolicy, fast, fast_revise, fast_verify, fixed_schedule
 
 __all__ = [
     "BLOCK",
@@ -144,16 +144,28 @@ def decoding_modes(
         # fastest at 8 concurrent requests (1.2x autoregressive; 16 masks 1.0x) and about 2x
         # alone. The threshold barely moves acceptance (3.51 / 3.56 / 3.49 tokens per forward
         # at 0.3 / 0.5 / 0.7) but shortens the drafts that fail, so the verify is cheaper.
+        # The masks follow the load (policy param "adaptive"): SPEC_MASKS while rows are few,
+        # fewer as the batch grows compute-bound, down to plain causal steps; the replies stay
+        # the autoregressive ones (docs/benchmarks.md, "Load-adaptive self-speculation").
         DecodingMode(
             "speculative",
             Pattern.SPECULATIVE,
-            fast(threshold=SPEC_THRESHOLD, block_size=SPEC_MASKS, max_new_tokens=MAX_REPLY_TOKENS),
+            adaptive(
+                fast(
+                    threshold=SPEC_THRESHOLD, block_size=SPEC_MASKS, max_new_tokens=MAX_REPLY_TOKENS
+                )
+            ),
         ),
     ]
     return {mode.name: mode for mode in modes}
 
 
 DEFAULT_MODE = "fast-diffusion"
+
+
+def adaptive(policy: DecodingPolicy) -> DecodingPolicy:
+    """``policy`` with its speculative drafts sized by the load (SpeculativeState)."""
+    return dataclasses.replace(policy, params={**policy.params, "adaptive": True})
 
 
 def for_model(mode: DecodingMode, default_pattern: Pattern) -> DecodingMode:

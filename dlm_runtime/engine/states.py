@@ -687,7 +687,7 @@ class VerifiedState(PrefixCausalState):
         return events
 
 
-class SpeculativeState(RequestState):
+class SpeculativeState(CausalRow, RequestState):
     """Self-speculation: each forward verifies the last draft causally and drafts the next.
 
     A forward's rows are the pending tokens (the prompt at first, then the last emitted
@@ -701,7 +701,16 @@ class SpeculativeState(RequestState):
     was kept, the masks stand right after it, so one diffusion step on them (argmax, kept up
     to the first guess below the policy's threshold) is the next draft; the first mask sits
     where the bonus target goes, so the draft is its followers. Otherwise the next forward
-    drafts afresh (and still emits its first target).
+    drafts afresh (and still emits its first target). The cache row holds only causal K/V
+    (the prompt and the emitted tokens but the last), so a request can start from a stored
+    prompt prefix as an autoregressive one does.
+
+    With the policy param ``adaptive`` (once the engine has a parallelism model) the number of
+    masks follows the load: :meth:`~dlm_runtime.parallelism.Parallelism.draft_masks` weighs
+    what the drafts have emitted per forward against this device's forward costs, so while
+    rows are few every row drafts the policy's block and as the batch grows compute-bound it
+    drafts fewer, down to no masks (a plain causal step). Only the drafts change, never the
+    tokens emitted.
     """
 
     def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
@@ -713,13 +722,21 @@ class SpeculativeState(RequestState):
         self.threshold = float(self.policy.params.get("threshold", 0.0) or 0.0)
         self.rounds = 0
         self.accepted = 0  # drafted tokens accepted, over all rounds
+        # Adaptive only once the engine has measured its forwards; until then the whole block.
+        adaptive = bool(self.policy.params.get("adaptive"))
+        self.parallelism = info.parallelism if adaptive else None
+        self.drafted_with: int | None = None  # masks of the forward that made self.draft
+        self.offered = 0  # positions self.draft could have filled (0 after a rejection)
 
     def _draft_len(self) -> int:
-        """Masks after the draft: the policy's block, never past what is left of the reply
-        (the last pending token's position plus drafted tokens plus masks stays below the
-        prompt + ``max_new_tokens``)."""
+        """Masks after the draft: the policy's block (or, adaptive, what the load calls for),
+        never past what is left of the reply (the last pending token's position plus drafted
+        tokens plus masks stays below the prompt + ``max_new_tokens``)."""
         left = self.policy.max_new_tokens - len(self.reply) - len(self.draft)
-        return max(0, min(self.policy.block_size, left))
+        longest = max(0, min(self.policy.block_size, left))
+        if self.parallelism is None:
+            return longest
+        return self.parallelism.draft_masks(longest)
 
     def query(self) -> Query:
         device, n = self.info.device, int(self.pending.shape[0])
@@ -747,6 +764,9 @@ class SpeculativeState(RequestState):
             j += 1
         self.rounds += 1
         self.accepted += j
+        if self.parallelism is not None and self.drafted_with is not None:
+            self.parallelism.draft_rates.observe(self.drafted_with, self.offered, k, j)
+        self.drafted_with, self.offered = self.masks, 0
         cache.keep(0, n + j)  # causal K/V of the pending and the accepted drafted tokens
         self.cached += n + j
         new = targets[: j + 1]
@@ -778,6 +798,7 @@ class SpeculativeState(RequestState):
         started = time.perf_counter()
         left = self.policy.max_new_tokens - len(self.reply) - 1
         guesses = guesses[: max(0, left)]
+        self.offered = int(guesses.shape[0])
         if guesses.shape[0] == 0:
             return []
         probs = torch.softmax(guesses.float(), dim=-1)

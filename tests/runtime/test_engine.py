@@ -1028,6 +1028,7 @@ def test_row_swaps_sort_by_length_with_few_moves(lengths: list[int]) -> None:
     [
         (Pattern.DEFAULT_DIFFUSION, fast(threshold=0.6, block_size=4, max_new_tokens=12)),
         (Pattern.AUTOREGRESSIVE, fast(block_size=4, max_new_tokens=12)),
+        (Pattern.SPECULATIVE, fast(threshold=0.3, block_size=4, max_new_tokens=12)),
     ],
 )
 async def test_second_round_reuses_the_first_rounds_cache(
