@@ -44,6 +44,8 @@ __all__ = [
 BLOCK_LENGTHS = (1, 2, 4, 8, 16, 32)
 # A cached choice is remade after this many more finished blocks have taught the rates.
 RECHOOSE_EVERY = 32
+# A speculative row drafts with fewer masks only for this much more estimated throughput.
+FEWER_MASKS_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -328,7 +330,9 @@ class Parallelism:
         """The masks (at most ``longest``; 0: a plain causal step) a speculative row drafts
         with that maximise throughput at ``rows`` rows (default: the rows now running).
         Candidates are ``longest`` and the halves of the measured positions (their forwards
-        are measured); one mask drafts nothing, so it is never chosen. Ties go to more masks."""
+        are measured); one mask drafts nothing, so it is never chosen. Fewer masks must
+        promise :data:`FEWER_MASKS_MARGIN` more throughput: near a tie (the costs and the rates
+        are estimates) the longer draft keeps the replies' latency low."""
         if longest < 0:
             raise ValueError(f"longest must be at least 0, got {longest}")
         rows = max(1, self.rows if rows is None else rows)
@@ -339,10 +343,10 @@ class Parallelism:
         choices = {0} | {q // 2 for q in self.cost.positions if 2 <= q // 2 < longest}
         if longest >= 2:
             choices.add(longest)
-        best, best_rate = 0, -1.0
-        for masks in sorted(choices):
+        best, best_rate = -1, -1.0
+        for masks in sorted(choices, reverse=True):
             rate = self.draft_throughput(rows, masks)
-            if rate >= best_rate:
+            if rate > best_rate * (1.0 + FEWER_MASKS_MARGIN):
                 best, best_rate = masks, rate
         self._masks_chosen[(rows, longest)] = (best, seen)
         return best

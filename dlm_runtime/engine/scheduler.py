@@ -38,6 +38,7 @@ from dlm_runtime.engine.states import (
     ModelInfo,
     RequestState,
     Update,
+    needs_parallelism,
 )
 from dlm_runtime.loading import RemoteCodeModel
 from dlm_runtime.parallelism import Parallelism
@@ -329,7 +330,8 @@ class Engine:
         while self._waiting and len(self._active) < self.max_batch:
             handle = self._waiting.popleft()
             try:
-                if handle.pattern is Pattern.ADAPTIVE and self.info.parallelism is None:
+                policy = handle.request.decoding.policy
+                if needs_parallelism(handle.pattern, policy) and self.info.parallelism is None:
                     self._calibrate()
                 state = self.runner.new_state(handle, self.info)
             except Exception as exc:  # e.g. a policy BlockState rejects

@@ -24,7 +24,13 @@ from dlm_runtime.engine.requests import (
     Usage,
 )
 from dlm_runtime.parallelism import Parallelism
-from dlm_runtime.policies import BlockState, StepResult, TorchRandom, masked_rows_suffice
+from dlm_runtime.policies import (
+    BlockState,
+    DecodingPolicy,
+    StepResult,
+    TorchRandom,
+    masked_rows_suffice,
+)
 
 
 @dataclass(frozen=True)
@@ -808,6 +814,14 @@ class SpeculativeState(CausalRow, RequestState):
         self.stats.policy_seconds += time.perf_counter() - started
         draft: list[int] = tokens[:count].tolist()
         return draft
+
+
+def needs_parallelism(pattern: Pattern, policy: DecodingPolicy) -> bool:
+    """Whether a request decodes by the load, so the engine must first measure its forwards:
+    ADAPTIVE, and SPECULATIVE with the policy param ``adaptive``."""
+    if pattern is Pattern.SPECULATIVE:
+        return bool(policy.params.get("adaptive"))
+    return pattern is Pattern.ADAPTIVE
 
 
 STATES: dict[Pattern, type[RequestState]] = {

@@ -218,3 +218,27 @@ def test_a_forward_cost_slowed_by_a_busy_core_is_lowered_to_a_bigger_forwards() 
     assert fixed.monotone() is fixed
     flat = flat_cost()
     assert flat.monotone() is flat
+
+
+async def test_the_engine_calibrates_at_the_first_adaptive_speculative_request(
+    tok: PreTrainedTokenizerFast, dlm: DLMModel
+) -> None:
+    policy = fast(threshold=0.3, block_size=4, max_new_tokens=8)
+    p = prompt(6, seed=2)
+    async with Engine(dlm, tok, max_batch=2) as engine:
+        plain = final(await collect(engine, req("sp", p, policy, Pattern.SPECULATIVE)))
+        assert engine.info.parallelism is None  # plain speculation drafts its whole block
+        got = final(await collect(engine, req("ad", p, adaptive(policy), Pattern.SPECULATIVE)))
+        assert engine.info.parallelism is not None
+    assert got.token_ids == plain.token_ids == greedy_without_cache(dlm, p, 8)
+
+
+def test_fewer_masks_must_promise_a_margin() -> None:
+    """Near a tie the longer draft stays: the costs and rates are estimates."""
+    from dlm_runtime.parallelism import FEWER_MASKS_MARGIN
+
+    rates = DraftRate(prior_acceptance=0.8)
+    ratio = rates.rate(8) / rates.rate(4)  # 16 positions may cost this much more than 8
+    for slower, want in [(1.0 + FEWER_MASKS_MARGIN / 2, 8), (1.0 + 2 * FEWER_MASKS_MARGIN, 4)]:
+        cost = ForwardCost({(1, 8): 0.01, (1, 16): 0.01 * ratio * slower, (1, 1): 1.0})
+        assert Parallelism(cost, draft_rates=rates).draft_masks(8, rows=1) == want
