@@ -133,7 +133,7 @@ def test_cache_and_logits_index(models: dict[tuple[str, str], LLaDAMoEModel]) ->
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 async def test_engine_serves_llada_moe_as_generate(
-    models: dict[tuple[str, str], LLaDAMoEModel], dtype: str
+    models: dict[tuple[str, str], LLaDAMoEModel], dtype: str, recording_arithmetic: bool
 ) -> None:
     """The engine's BIDIRECTIONAL pattern (the family's default: full attention, as LLaDA's)
     with fixed_schedule: prompts of different lengths batched together each equal LLaDA's
@@ -156,7 +156,10 @@ async def test_engine_serves_llada_moe_as_generate(
     recorded = next(
         c for c in EXPECTED["checkpoint"]["cases"] if c["dtype"] == dtype and c["kwargs"] == kw
     )
-    assert wants[0] == recorded["output"][0][len(single) :]
+    # In bfloat16 only where this CPU rounds as the recording machine did (skip_bfloat16_elsewhere);
+    # the engine's agreement with generate() below holds on any CPU.
+    if dtype == "float32" or recording_arithmetic:
+        assert wants[0] == recorded["output"][0][len(single) :]
     async with Engine(model, tok) as engine:
         assert engine.info.default_pattern is Pattern.BIDIRECTIONAL
         got = await run_all(engine, requests)
