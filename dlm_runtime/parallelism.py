@@ -44,7 +44,8 @@ __all__ = [
 BLOCK_LENGTHS = (1, 2, 4, 8, 16, 32)
 # A cached choice is remade after this many more finished blocks have taught the rates.
 RECHOOSE_EVERY = 32
-# A speculative row drafts with fewer masks only for this much more estimated throughput.
+# A speculative row drafts with fewer masks only for this much more estimated throughput
+# (divided by the rows in flight).
 FEWER_MASKS_MARGIN = 0.1
 
 
@@ -289,6 +290,9 @@ class Parallelism:
     _masks_chosen: dict[tuple[int, int], tuple[int, int]] = field(
         default_factory=dict, init=False, repr=False
     )
+    # Seconds per row of a step outside the forward (building queries, choosing tokens,
+    # delivering events), which every step pays whatever its masks: set_row_overhead.
+    row_overhead: float = field(default=0.0, init=False)
 
     def throughput(self, rows: int, length: int) -> float:
         """Estimated tokens per second with ``rows`` rows decoding blocks of ``length``."""
@@ -319,20 +323,30 @@ class Parallelism:
                 best, best_rate = q, rate
         return best
 
+    def set_row_overhead(self, seconds: float) -> None:
+        """The engine's time per row of a step outside the forward; a move of more than a
+        tenth remakes the cached mask choices."""
+        if not seconds >= 0 or math.isinf(seconds):
+            raise ValueError(f"bad row overhead: {seconds}")
+        if abs(seconds - self.row_overhead) > 0.1 * self.row_overhead:
+            self.row_overhead = seconds
+            self._masks_chosen.clear()
+
     def draft_throughput(self, rows: int, masks: int) -> float:
-        """Estimated tokens per second with ``rows`` speculative rows drafting with ``masks``
-        (the forward's cost from the :meth:`ForwardCost.monotone` table, interpolated at
-        :func:`speculative_positions`)."""
-        seconds = self.cost.monotone().seconds_at(rows, speculative_positions(masks))
-        return rows * self.draft_rates.rate(masks) / seconds
+        """Estimated tokens per second with ``rows`` speculative rows drafting with ``masks``:
+        a step costs the forward (the :meth:`ForwardCost.monotone` table, interpolated at
+        :func:`speculative_positions`) and :attr:`row_overhead` per row."""
+        forward = self.cost.monotone().seconds_at(rows, speculative_positions(masks))
+        return rows * self.draft_rates.rate(masks) / (forward + rows * self.row_overhead)
 
     def draft_masks(self, longest: int, rows: int | None = None) -> int:
         """The masks (at most ``longest``; 0: a plain causal step) a speculative row drafts
         with that maximise throughput at ``rows`` rows (default: the rows now running).
         Candidates are ``longest`` and the halves of the measured positions (their forwards
         are measured); one mask drafts nothing, so it is never chosen. Fewer masks must
-        promise :data:`FEWER_MASKS_MARGIN` more throughput: near a tie (the costs and the rates
-        are estimates) the longer draft keeps the replies' latency low."""
+        promise :data:`FEWER_MASKS_MARGIN` (divided by the rows) more throughput: near a tie
+        (the costs and the rates are estimates) the longer draft keeps the replies' latency
+        low, which weighs less the more rows share the device."""
         if longest < 0:
             raise ValueError(f"longest must be at least 0, got {longest}")
         rows = max(1, self.rows if rows is None else rows)
@@ -346,7 +360,7 @@ class Parallelism:
         best, best_rate = -1, -1.0
         for masks in sorted(choices, reverse=True):
             rate = self.draft_throughput(rows, masks)
-            if rate > best_rate * (1.0 + FEWER_MASKS_MARGIN):
+            if rate > best_rate * (1.0 + FEWER_MASKS_MARGIN / rows):
                 best, best_rate = masks, rate
         self._masks_chosen[(rows, longest)] = (best, seen)
         return best

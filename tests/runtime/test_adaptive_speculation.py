@@ -242,3 +242,17 @@ def test_fewer_masks_must_promise_a_margin() -> None:
     for slower, want in [(1.0 + FEWER_MASKS_MARGIN / 2, 8), (1.0 + 2 * FEWER_MASKS_MARGIN, 4)]:
         cost = ForwardCost({(1, 8): 0.01, (1, 16): 0.01 * ratio * slower, (1, 1): 1.0})
         assert Parallelism(cost, draft_rates=rates).draft_masks(8, rows=1) == want
+
+
+def test_time_outside_the_forward_favours_drafting() -> None:
+    """Per-row work that every step pays whatever its masks makes drafting cheaper in
+    proportion: rows compute-bound in the forward alone draft once it counts."""
+    cost = ForwardCost({(32, q): 0.001 * q for q in POSITIONS})
+    chooser = Parallelism(cost, draft_rates=DraftRate(prior_acceptance=0.9))
+    assert chooser.draft_masks(8, rows=32) == 0
+    chooser.set_row_overhead(0.001)  # remakes the cached choice
+    assert chooser.draft_masks(8, rows=32) > 0
+    chooser.set_row_overhead(0.00105)  # too small a move to matter
+    assert chooser.row_overhead == 0.001
+    with pytest.raises(ValueError):
+        chooser.set_row_overhead(-1.0)
