@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -304,13 +304,12 @@ class Parallelism:
         if longest < 1:
             raise ValueError(f"longest must be at least 1, got {longest}")
         rows = max(1, self.rows if rows is None else rows)
-        seen = self.rates.observations
-        cached = self._chosen.get((rows, longest))
-        if cached is not None and seen - cached[1] < RECHOOSE_EVERY:
-            return cached[0]
-        best = self._best_length(rows, longest)
-        self._chosen[(rows, longest)] = (best, seen)
-        return best
+        return _remembered(
+            self._chosen,
+            (rows, longest),
+            self.rates.observations,
+            lambda: self._best_length(rows, longest),
+        )
 
     def _best_length(self, rows: int, longest: int) -> int:
         choices = [q for q in self.cost.positions if q <= longest]
@@ -350,10 +349,14 @@ class Parallelism:
         if longest < 0:
             raise ValueError(f"longest must be at least 0, got {longest}")
         rows = max(1, self.rows if rows is None else rows)
-        seen = self.draft_rates.observations
-        cached = self._masks_chosen.get((rows, longest))
-        if cached is not None and seen - cached[1] < RECHOOSE_EVERY:
-            return cached[0]
+        return _remembered(
+            self._masks_chosen,
+            (rows, longest),
+            self.draft_rates.observations,
+            lambda: self._best_masks(rows, longest),
+        )
+
+    def _best_masks(self, rows: int, longest: int) -> int:
         choices = {0} | {q // 2 for q in self.cost.positions if 2 <= q // 2 < longest}
         if longest >= 2:
             choices.add(longest)
@@ -362,9 +365,24 @@ class Parallelism:
             rate = self.draft_throughput(rows, masks)
             if rate > best_rate * (1.0 + FEWER_MASKS_MARGIN / rows):
                 best, best_rate = masks, rate
-        self._masks_chosen[(rows, longest)] = (best, seen)
         return best
 
     def plan(self, row_counts: Sequence[int], longest: int) -> dict[int, int]:
         """The block length chosen at each row count (for reports)."""
         return {rows: self.block_length(longest, rows) for rows in row_counts}
+
+
+def _remembered(
+    memo: dict[tuple[int, int], tuple[int, int]],
+    key: tuple[int, int],
+    seen: int,
+    choose: Callable[[], int],
+) -> int:
+    """``memo[key]``'s choice while fewer than :data:`RECHOOSE_EVERY` observations have come
+    since it was made (``seen`` counts them), else ``choose()``, remembered."""
+    cached = memo.get(key)
+    if cached is not None and seen - cached[1] < RECHOOSE_EVERY:
+        return cached[0]
+    best = choose()
+    memo[key] = (best, seen)
+    return best
