@@ -49,7 +49,9 @@ class TrainConfig:
     """Everything one training run needs; a JSON file with these keys (all optional)."""
 
     train_file: str = "data/corpus/train.jsonl"
-    eval_file: str = "data/corpus/heldout.jsonl"
+    # Examples for the loss report (and keep_best): dev ones (corpus build --dev), never the
+    # held-out set, which chooses nothing.
+    eval_file: str = "data/corpus/dev.jsonl"
     out_dir: str = "data/train-run"
     # Existing tokenizer directory; empty trains one on train_file into out_dir/tokenizer.
     tokenizer_dir: str = ""
@@ -101,11 +103,11 @@ class TrainConfig:
     checkpoint_every: int = 100
     # Stop after this many seconds of training (checkpointed; run again to resume). 0 = off.
     time_budget_s: float = 0.0
-    # Keep the weights with the lowest held-out loss (ar + diffusion) in OUT_DIR/best and
+    # Keep the weights with the lowest eval_file loss (ar + diffusion) in OUT_DIR/best and
     # export those at the end: the model that generalises best, not the last one.
     keep_best: bool = True
     # Also export a loadable fp16 model every this many steps to OUT_DIR/snapshots/step-N,
-    # to choose among on dev dialogues (held-out loss is a poor guide to task accuracy).
+    # to choose among on dev dialogues (that loss is a poor guide to task accuracy).
     snapshot_every: int = 0
 
     @classmethod
@@ -336,7 +338,7 @@ class Trainer:
             raise ValueError(f"no training examples fit in max_len={config.max_len}")
         self.log(
             f"{len(self.train)} training examples ({dropped} longer than "
-            f"{config.max_len} left out), {len(self.eval)} held-out"
+            f"{config.max_len} left out), {len(self.eval)} for the loss report"
         )
         self.model = DLMModel(self._model_config()).to(config.device)
         if config.init_from:
@@ -456,7 +458,7 @@ class Trainer:
         )
 
     def note_held_out(self, loss: float) -> bool:
-        """Record a held-out loss; keep the weights when it is the lowest so far."""
+        """Record the eval_file loss; keep the weights when it is the lowest so far."""
         if not self.config.keep_best or loss >= self.best_loss:
             return False
         self.best_loss, self.best_step = loss, self.step
@@ -501,7 +503,7 @@ class Trainer:
     ) -> None:
         """Write a loadable checkpoint: config.json, model.safetensors, tokenizer files.
 
-        ``best``: the weights with the lowest held-out loss, when they were kept.
+        ``best``: the weights with the lowest eval_file loss, when they were kept.
         """
         from dlm_runtime.loading import save_model
 
@@ -552,7 +554,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        rng = random.Random(0)  # the same held-out batches every time
+        rng = random.Random(0)  # the same eval batches every time
         totals = {"ar": 0.0, "diffusion": 0.0}
         for _ in range(self.config.eval_batches):
             _, parts = joint_loss(self.model, self._batch(self.eval or self.train, rng))
@@ -603,7 +605,7 @@ class Trainer:
                 held = self.evaluate()
                 improved = self.note_held_out(held["ar"] + held["diffusion"])
                 self.log(
-                    f"step {self.step}: held-out ar {held['ar']:.3f} "
+                    f"step {self.step}: eval ar {held['ar']:.3f} "
                     f"diffusion {held['diffusion']:.3f}" + (" (best so far)" if improved else "")
                 )
             if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
@@ -621,7 +623,7 @@ class Trainer:
     def exported_what(self) -> str:
         if self.config.keep_best and (self.best_dir / "model.safetensors").is_file():
             return (
-                f"best held-out loss {self.best_loss:.3f} at step {self.best_step} "
+                f"best eval loss {self.best_loss:.3f} at step {self.best_step} "
                 f"(trained to step {self.step})"
             )
         return f"step {self.step}"
@@ -640,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--export-only",
         metavar="DIR",
         help="write the checkpoint as a loadable model to DIR and exit (no training): the "
-        "best held-out weights when keep_best, else the latest",
+        "best eval-loss weights when keep_best, else the latest",
     )
     args = parser.parse_args(argv)
     try:
