@@ -37,7 +37,7 @@ Choices:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -114,10 +114,16 @@ def _asserted(text: str, match: re.Match[str]) -> bool:
     return end is None or end.group(0) != "?"
 
 
-def _first_asserted(text: str, patterns: Iterable[re.Pattern[str]]) -> str | None:
+def _first_asserted(
+    text: str,
+    patterns: Iterable[re.Pattern[str]],
+    unless: Callable[[str, re.Match[str]], bool] | None = None,
+) -> str | None:
+    """The first phrase that ``patterns`` find stated in ``text`` (``_asserted``, and not
+    ``unless(text, match)``)."""
     for pattern in patterns:
         for match in pattern.finditer(text):
-            if _asserted(text, match):
+            if _asserted(text, match) and (unless is None or not unless(text, match)):
                 return match.group(0)
     return None
 
@@ -207,8 +213,26 @@ _HANDOFF_ANNOUNCED: Final = _compile(
 )
 
 
+# A sentence that says what the assistant can do ("I can look up orders, ... or hand you over
+# to a human agent"), or offers it ("... connect you with a person if you like"), announces no
+# hand-off, however far the phrase stands from the "can" (a comma ends _clause_before's clause).
+_CAN_SENTENCE: Final = re.compile(r"\s*(?:i|we)\s+(?:can|could)\b", _FLAGS)
+_CONDITION_AFTER: Final = re.compile(r"\bif\s+(?:you|needed|necessary)\b", _FLAGS)
+
+
+def _offered(text: str, match: re.Match[str]) -> bool:
+    starts = [m.end() for m in _SENTENCE_END.finditer(text, 0, match.start())]
+    sentence_start = starts[-1] if starts else 0
+    end = _SENTENCE_END.search(text, match.end())
+    after = text[match.end() : end.start() if end else len(text)]
+    return (
+        _CAN_SENTENCE.match(text, sentence_start) is not None
+        or _CONDITION_AFTER.search(after) is not None
+    )
+
+
 def _handoff_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
-    phrase = _first_asserted(text, _HANDOFF_ANNOUNCED)
+    phrase = _first_asserted(text, _HANDOFF_ANNOUNCED, unless=_offered)
     if phrase is None or _ok(evidence, "handoff_to_human", this_turn_only=True):
         return []
     return [Claim("handoff", phrase, "the conversation was not handed to a person in this turn")]
