@@ -58,7 +58,7 @@ CLOSERS = (
 )
 # Words the extractor reads as parts of amounts, expressions and dates: left untouched.
 _PROTECTED_WORDS = (
-    "of to in x times usd eur gbp dollar dollars euro euros january february march april may "
+    "of to in x y n times usd eur gbp dollar dollars euro euros january february march april may "
     "june july august september october november december jan feb mar apr jun jul aug sep "
     "sept oct nov dec"
 )
