@@ -264,5 +264,76 @@ _EXTRA_TRAINING: list[tuple[Phrases, list[str]]] = [
     ),
 ]
 
+# After run 7 (prepared for the next run, not yet trained on): run 7 declined the held-out
+# set's out-of-scope and non-English questions far less often than dev showed, so more ways
+# to ask something unrelated (sport, news, trivia, everyday help) and more languages,
+# training split only.
+_MORE_TRAINING: list[tuple[Phrases, list[str]]] = [
+    (
+        OUT_OF_SCOPE,
+        [
+            "who won the football last night?",
+            "What's the score in the match?",
+            "who is the best tennis player ever",
+            "what's in the news today?",
+            "Did the election results come out?",
+            "What's the stock price of Apple?",
+            "should I buy bitcoin",
+            "how tall is mount everest",
+            "When did World War 2 end?",
+            "who wrote romeo and juliet?",
+            "Can you recommend a good movie?",
+            "what song is number one right now",
+            "Give me a recipe for pancakes.",
+            "what should I cook for dinner",
+            "Will it rain this weekend?",
+            "how do I learn guitar",
+            "Can you write my essay about climate change?",
+            "translate 'good morning' into Japanese",
+            "What's the meaning of life?",
+            "recommend me a video game",
+            "how do I get rid of a headache",
+            "Is it a good time to sell my house?",
+            "Write a Python script that sorts a list.",
+            "which phone should I buy?",
+            "tell me a fun fact",
+            "How far is the moon?",
+            "What time is it in Tokyo?",
+            "can you book me a flight to Paris",
+            "who is going to win the championship this year?",
+        ],
+    ),
+    (
+        NON_ENGLISH,
+        [
+            "Dove posso trovare il numero di tracciamento?",
+            "Chcę zwrócić zamówienie.",
+            "Var är mitt paket?",
+            "Siparişim nerede?",
+            "注文した商品はいつ届きますか\uff1f",
+            "我的订单在哪里\uff1f",
+            "제 주문은 어디에 있나요?",
+            "Где мой заказ?",
+            "أين طلبي؟",
+            "मेरा ऑर्डर कहाँ है?",
+            "Đơn hàng của tôi ở đâu?",
+            "Di mana pesanan saya?",
+            "Hvor er bestillingen min?",
+            "Missä tilaukseni on?",
+            "Πού είναι η παραγγελία μου;",
+            "Kde je moje objednávka?",
+            "Hol van a rendelésem?",
+            "¿Puedo hablar con una persona?",
+            "Je veux un remboursement, s'il vous plaît.",
+            "Mein Paket ist beschädigt angekommen.",
+            "Posso pagare con PayPal?",
+            "A minha encomenda chegou danificada.",
+            "¿Cuál es su política de devoluciones?",
+            "Quand est-ce que ma commande sera livrée ?",
+            "Kann ich meine Adresse ändern?",
+        ],
+    ),
+]
 
-add_training(_EXTRA_TRAINING)
+
+add_training(_EXTRA_TRAINING + _MORE_TRAINING)

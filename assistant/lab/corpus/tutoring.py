@@ -59,19 +59,20 @@ RIGHT = Phrases(
         "Yes! {explanation} Keep it up.",
     ]
 )
-# Every training template for a wrong or missing answer quotes the hint: with two that did
-# not, the sixth run learnt to prefer them and students stopped getting a tip. The held-out
+# Every training template for a wrong or missing answer quotes the same facts: the answer, the
+# explanation and the hint. Fast diffusion drifts to the shortest template, so any fact one
+# template leaves out is lost (run 6 lost the hint, run 7 the explanation). The held-out
 # templates (index 4 and 9) are unchanged.
 WRONG = Phrases(
     [
         "Not quite: the answer is {expected}. {explanation} Tip: {hint}",
-        "That's not right. {explanation} Next time: {hint}",
-        "Close, but no. The correct answer is {expected}. {hint}",
-        "Not quite, {answer} isn't correct. {explanation} {hint}",
+        "That's not right: the answer is {expected}. {explanation} Next time: {hint}",
+        "Close, but no. The correct answer is {expected}. {explanation} {hint}",
+        "Not quite, {answer} isn't correct. The answer is {expected}. {explanation} {hint}",
         "Sorry, that's incorrect. The answer is {expected}. {explanation} Try this: {hint}",
-        "Not this time. {explanation} {hint}",
-        "Almost! The answer is {expected}, not {answer}. {hint}",
-        "That's not it. {explanation} Hint: {hint}",
+        "Not this time. The answer is {expected}. {explanation} {hint}",
+        "Almost! The answer is {expected}, not {answer}. {explanation} {hint}",
+        "That's not it. The answer is {expected}. {explanation} Hint: {hint}",
         "Incorrect: it should be {expected}. {explanation} {hint}",
         "Not quite. {hint} The answer is {expected}.",
     ]
@@ -80,10 +81,10 @@ SHOW = Phrases(
     [
         "No problem! The answer is {expected}. {explanation} Tip: {hint}",
         "Let's work through it: {explanation} So the answer is {expected}. Tip: {hint}",
-        "Here's how: {explanation} Tip for next time: {hint}",
-        "That's okay. {explanation} {hint}",
+        "Here's how: {explanation} The answer is {expected}. Tip for next time: {hint}",
+        "That's okay. The answer is {expected}. {explanation} {hint}",
         "Don't worry. The answer is {expected}. {explanation}",
-        "Sure, here's the solution: {explanation} Next time: {hint}",
+        "Sure, here's the solution: {explanation} The answer is {expected}. Next time: {hint}",
     ]
 )
 EXERCISE_INTRO = Phrases(
