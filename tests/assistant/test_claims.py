@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -320,17 +320,25 @@ def corpus_replies(dialogue: Dialogue) -> list[tuple[str, list[ToolEvidence]]]:
     return out
 
 
-@pytest.mark.parametrize("split", ["train", "heldout"])
-def test_every_corpus_reply_passes_with_its_dialogues_tool_results(split: str) -> None:
-    """Zero false positives: the corpus's replies (every template, real values) are honest."""
+def flagged_replies(
+    walked: Iterable[Dialogue],
+) -> tuple[int, list[tuple[str, str, list[Any]]]]:
+    """How many replies the dialogues hold, and those the check flags with their evidence."""
     flagged: list[tuple[str, str, list[Any]]] = []
     count = 0
-    for dialogue in dialogues(1500, split, 11, SHOP):
+    for dialogue in walked:
         for text, evidence in corpus_replies(dialogue):
             count += 1
             claims = unsupported_claims(text, dialogue.channel, evidence)
             if claims:
                 flagged.append((dialogue.intent, text, claims))
+    return count, flagged
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_every_corpus_reply_passes_with_its_dialogues_tool_results(split: str) -> None:
+    """Zero false positives: the corpus's replies (every template, real values) are honest."""
+    count, flagged = flagged_replies(dialogues(1500, split, 11, SHOP))
     assert count > 2000
     assert flagged == []
 
@@ -340,14 +348,7 @@ def test_every_simulated_conversation_reply_passes_with_its_tool_results(split: 
     """The simulator's replies too: its small talk offers a person ("I can ... or connect you
     with a person"), which once read as a hand-off announced without the tool, so served
     replies that said what the assistant can do were swapped for HANDOFF_FALLBACK."""
-    flagged: list[tuple[str, str, list[Any]]] = []
-    count = 0
-    for dialogue in conversations(600, split, 11, SHOP):
-        for text, evidence in corpus_replies(dialogue):
-            count += 1
-            claims = unsupported_claims(text, dialogue.channel, evidence)
-            if claims:
-                flagged.append((dialogue.intent, text, claims))
+    count, flagged = flagged_replies(conversations(600, split, 11, SHOP))
     assert count > 2000
     assert flagged == []
 
