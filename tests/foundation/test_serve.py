@@ -162,6 +162,12 @@ def test_first_green_readyz_means_a_worker_consumes(tmp_path: Path) -> None:
         public_key = json.loads((tmp_path / "demo-keys.json").read_text())["public_key"]
         final = asyncio.run(_ask(port, str(public_key)))
         assert final["text"]
+        # serve polls the workers' heartbeats before it prints the URLs: on a busy machine
+        # the first reply can come back before that poll has run.
+        deadline = time.monotonic() + 60
+        while "The assistant is running" not in console.read_text():
+            assert time.monotonic() < deadline, "serve never printed its URLs"
+            time.sleep(0.1)
         text = console.read_text()
         waiting = text.index("Waiting for a worker to load the model")
         consuming = text.index('"worker consuming"')

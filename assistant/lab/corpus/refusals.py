@@ -272,7 +272,6 @@ _MORE_TRAINING: list[tuple[Phrases, list[str]]] = [
     (
         OUT_OF_SCOPE,
         [
-            "who won the football last night?",
             "What's the score in the match?",
             "who is the best tennis player ever",
             "what's in the news today?",

@@ -1134,7 +1134,6 @@ _MORE_TRAINING: list[tuple[Phrases, list[str]]] = [
             "pls check order {order} email {email}",
             "Is my order {order} coming soon? {email}",
             "what's the status of my order please, it's {order} and my email is {email}",
-            "my email is {email}. where is order {order}?",
             "I'm {email}, could you check where {order} is?",
             "hey whats up with {order}? {email}",
             "Would you mind checking order {order}? It was placed with {email}.",
