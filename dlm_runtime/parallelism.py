@@ -132,6 +132,23 @@ class ForwardCost:
 
 
 @dataclass
+class _TokensPerForward:
+    """Tokens and forwards tallied by a key (a block length, a mask count), read as tokens per
+    forward blended with a prior that counts as ``weight`` forwards. Callers hold their lock."""
+
+    _tokens: dict[int, float] = field(default_factory=dict)
+    _forwards: dict[int, float] = field(default_factory=dict)
+
+    def add(self, key: int, tokens: float, forwards: float) -> None:
+        self._tokens[key] = self._tokens.get(key, 0.0) + tokens
+        self._forwards[key] = self._forwards.get(key, 0.0) + forwards
+
+    def blended(self, key: int, prior: float, weight: float) -> float:
+        tokens, forwards = self._tokens.get(key, 0.0), self._forwards.get(key, 0.0)
+        return (weight * prior + tokens) / (weight + forwards)
+
+
+@dataclass
 class CommitRate:
     """Tokens a block of each length commits per forward, learned from finished blocks.
 
@@ -143,8 +160,7 @@ class CommitRate:
     prior_share: float = 0.45
     prior_weight: float = 8.0
     observations: int = 0
-    _tokens: dict[int, float] = field(default_factory=dict)
-    _forwards: dict[int, float] = field(default_factory=dict)
+    _tally: _TokensPerForward = field(default_factory=_TokensPerForward)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def prior(self, length: int) -> float:
@@ -155,8 +171,7 @@ class CommitRate:
         if length < 1 or forwards < 1 or tokens < 0:
             raise ValueError(f"bad observation: length {length}, {tokens} tokens, {forwards}")
         with self._lock:
-            self._tokens[length] = self._tokens.get(length, 0.0) + tokens
-            self._forwards[length] = self._forwards.get(length, 0.0) + forwards
+            self._tally.add(length, tokens, forwards)
             self.observations += 1
 
     def rate(self, length: int) -> float:
@@ -164,10 +179,7 @@ class CommitRate:
         if length == 1:
             return 1.0
         with self._lock:
-            tokens = self._tokens.get(length, 0.0)
-            forwards = self._forwards.get(length, 0.0)
-        weight = self.prior_weight
-        return (weight * self.prior(length) + tokens) / (weight + forwards)
+            return self._tally.blended(length, self.prior(length), self.prior_weight)
 
 
 def speculative_positions(masks: int) -> int:
@@ -200,8 +212,7 @@ class DraftRate:
     _kept: float = 0.0  # offered positions that yielded a kept token
     _stopped: float = 0.0  # drafts that ended before their offered positions did
     _rejected: float = 0.0  # of those, the ones that ended at a rejected token
-    _tokens: dict[int, float] = field(default_factory=dict)
-    _forwards: dict[int, float] = field(default_factory=dict)
+    _tally: _TokensPerForward = field(default_factory=_TokensPerForward)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -250,8 +261,7 @@ class DraftRate:
                 f"bad observation: {masks} masks, {kept} of {drafted} kept, {offered} offered"
             )
         with self._lock:
-            self._tokens[masks] = self._tokens.get(masks, 0.0) + kept + 1
-            self._forwards[masks] = self._forwards.get(masks, 0.0) + 1
+            self._tally.add(masks, kept + 1, 1)
             if offered:
                 self._kept += kept
                 self._stopped += kept < offered
@@ -262,11 +272,9 @@ class DraftRate:
         """Expected tokens per forward for rows drafting with ``masks`` masks."""
         if masks <= 1:
             return 1.0
+        prior = self.prior(masks)  # takes the lock itself
         with self._lock:
-            tokens = self._tokens.get(masks, 0.0)
-            forwards = self._forwards.get(masks, 0.0)
-        weight = self.prior_weight
-        return (weight * self.prior(masks) + tokens) / (weight + forwards)
+            return self._tally.blended(masks, prior, self.prior_weight)
 
 
 @dataclass
