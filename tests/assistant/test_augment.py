@@ -45,7 +45,7 @@ def test_extra_training_phrasings_stay_out_of_heldout() -> None:
     extended = [p for p in _all_phrases() if p.extra_train]
     assert extended
     for phrases in extended:
-        assert set(phrases.extra_train) <= set(phrases.of("train"))
+        assert set(phrases.extra_train) <= set(phrases.of("train")) | set(phrases.of("dev"))
         assert not set(phrases.extra_train) & set(phrases.of("heldout"))
     with pytest.raises(ValueError):
         Phrases(["a", "b", "c", "d", "e"], extra_train=["e"])
@@ -123,12 +123,12 @@ def test_model_view_of_an_augmented_turn_keeps_its_tool_arguments() -> None:
         assert calls == originals
 
 
-def test_dev_dialogues_come_from_training_templates_and_entities(tmp_path: Path) -> None:
-    """The tuning set is training-split material, never held-out, and not the training
-    files' own dialogues."""
+def test_dev_dialogues_come_from_dev_templates_and_training_entities(tmp_path: Path) -> None:
+    """The tuning set is dev-split material (training entities), never held-out, and not
+    the training files' own dialogues."""
     build_corpus(tmp_path, train_dialogues=100, heldout_dialogues=20, seed=3, dev_dialogues=50)
     dev = list(read_dialogues(tmp_path / "dev_dialogues.jsonl"))
-    assert len(dev) == 50 and all(d.split == "train" for d in dev)
+    assert len(dev) == 50 and all(d.split == "dev" for d in dev)
     store = build_shop()
     held_numbers = {o.number for o in store.orders_in("heldout")}
     text = (tmp_path / "dev_dialogues.jsonl").read_text()
@@ -168,3 +168,41 @@ def test_paste_share_buries_some_first_messages(tmp_path: Path) -> None:
     longer = [p for p, d in zip(pasted, source, strict=True) if p.items != d.items]
     assert 10 < len(longer) < 80
     assert all(len(p.items) == len(d.items) for p, d in zip(pasted, source, strict=True))
+
+
+def test_dev_phrasings_are_kept_out_of_training() -> None:
+    """A list of eight or more training phrasings gives every eighth to dev, never to
+    training; held-out phrasings stay every fifth template whatever dev takes."""
+    for phrases in _all_phrases():
+        train, dev, held = (set(phrases.of(s)) for s in ("train", "dev", "heldout"))
+        assert held == set(phrases.templates[4::5])
+        trainable = len(phrases.templates) - len(phrases.templates[4::5]) + len(phrases.extra_train)
+        if trainable >= 8:
+            assert dev and not dev & train and not dev & held
+        else:
+            assert dev == train
+
+
+def test_dev_dialogues_use_dev_phrasings_and_training_entities() -> None:
+    """Dev dialogues say things training never says, about training orders only."""
+    store = build_shop()
+    train_orders = {o.number for o in store.orders_in("train")}
+    held_orders = {o.number for o in store.orders_in("heldout")}
+    dev = list(dialogues(300, "dev", 7, store))
+    seen = set(_texts("train", 3000))
+    dev_texts = [i.text for d in dev for i in d.items if i.role == "user"]
+    assert sum(t not in seen for t in dev_texts) > 0.5 * len(dev_texts)
+    mentioned = {n for d in dev for t in d.turns for n in t.facts if n in train_orders | held_orders}
+    assert mentioned and mentioned <= train_orders
+
+
+def test_word_noise_keeps_entities() -> None:
+    """Synonyms and dropped filler words never touch an order number or an email."""
+    rng = random.Random(3)
+    text = "hello@post.example where is my order NX-864878? please check the status"
+    for _ in range(200):
+        out = augment.drop_word(augment.swap_synonym(text, rng), rng)
+        assert "hello@post.example" in out and "NX-864878" in out
+    assert augment.swap_synonym("can I speak to a person", random.Random(0)) != (
+        "can I speak to a person"
+    )

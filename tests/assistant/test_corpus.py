@@ -101,7 +101,7 @@ def test_dev_dialogues_come_with_training_examples_for_the_loss_report(tmp_path:
     stats = build_corpus(tmp_path, train_dialogues=5, heldout_dialogues=5, seed=3, dev_dialogues=6)
     dev = list(read_dialogues(tmp_path / "dev_dialogues.jsonl"))
     examples = [json.loads(line) for line in (tmp_path / "dev.jsonl").read_text().splitlines()]
-    assert len(dev) == 6 and {d.split for d in dev} == {"train"}
+    assert len(dev) == 6 and {d.split for d in dev} == {"dev"}
     assert stats["dev"]["examples"] == len(examples) >= 6
     assert examples == [e for d in dev for e in training_examples(d)]
 

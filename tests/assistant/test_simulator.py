@@ -157,7 +157,7 @@ def test_corpus_build_writes_conversation_files(tmp_path: Path) -> None:
     held = list(read_dialogues(tmp_path / "heldout_conversations.jsonl"))
     dev = list(read_dialogues(tmp_path / "dev_conversations.jsonl"))
     assert len(held) == 8 and {d.split for d in held} == {"heldout"}
-    assert len(dev) == 4 and {d.split for d in dev} == {"train"}
+    assert len(dev) == 4 and {d.split for d in dev} == {"dev"}
     # The single-turn held-out set does not move when conversations are added.
     alone = tmp_path / "alone"
     build_corpus(alone, train_dialogues=20, heldout_dialogues=10, seed=2)

@@ -137,9 +137,78 @@ def add_closer(text: str, rng: random.Random) -> str:
     return f"{text} {rng.choice(CLOSERS)}"
 
 
+# Words and short phrases customers use for one another (train-only noise): a model that saw
+# only one of each learnt the template's wording, not the request. Each group's members mean
+# the same in every training phrasing they occur in; matched as whole lower-case words.
+SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("order", "purchase"),
+    ("package", "parcel", "delivery"),
+    ("where is", "where's", "wheres", "what happened to"),
+    ("speak to", "talk to", "chat with"),
+    ("a person", "a human", "someone real", "a real person"),
+    ("an agent", "a human agent", "a staff member", "a representative"),
+    ("can you", "could you", "would you", "can u"),
+    ("i want", "i'd like", "i would like"),
+    ("i need", "i want"),
+    ("help me", "assist me"),
+    ("please", "pls", "plz"),
+    ("thanks", "thank you", "thx", "cheers"),
+    ("hello", "hi", "hey"),
+    ("status", "progress"),
+    ("when will", "when's", "when does"),
+    ("arrive", "get here", "be delivered"),
+    ("broken", "damaged", "smashed"),
+    ("wrong", "incorrect"),
+    ("how do i", "how can i", "how would i"),
+    ("tell me", "let me know"),
+    ("what is", "what's"),
+    ("it is", "it's"),
+    ("do not", "don't"),
+    ("i am", "i'm"),
+    ("cannot", "can't"),
+    ("quick", "fast"),
+    ("don't know", "dunno", "have no idea"),
+    ("yes", "yeah", "yep"),
+)
+_SYNONYM_OF: dict[str, tuple[str, ...]] = {
+    member: tuple(m for m in group if m != member) for group in SYNONYMS for member in group
+}
+_SYNONYM_PATTERN = re.compile(
+    r"(?<![\w'@./-])("
+    + "|".join(sorted(map(re.escape, _SYNONYM_OF), key=len, reverse=True))
+    + r")(?![\w'@/-]|\.\w)",
+    re.IGNORECASE,
+)
+# Words a terse customer leaves out without changing what they ask.
+DROPPABLE = frozenset("the a an my is are just so really please".split())
+
+
+def swap_synonym(text: str, rng: random.Random) -> str:
+    """One word or phrase replaced by another that means the same (lower case)."""
+    found = list(_SYNONYM_PATTERN.finditer(text))
+    if not found:
+        return text
+    match = rng.choice(found)
+    replacement = rng.choice(_SYNONYM_OF[match.group(1).lower()])
+    return text[: match.start()] + replacement + text[match.end() :]
+
+
+def drop_word(text: str, rng: random.Random) -> str:
+    """One filler word left out ("where is my order" -> "where is order")."""
+    words = text.split(" ")
+    droppable = [i for i, w in enumerate(words) if w.lower() in DROPPABLE]
+    if not droppable or len(words) < 4:
+        return text
+    del words[rng.choice(droppable)]
+    return " ".join(words)
+
+
 Transform = Callable[[str, random.Random], str]
 # Each transform with its probability per augmented message, applied in this order.
 TRANSFORMS: tuple[tuple[Transform, float], ...] = (
+    (swap_synonym, 0.4),
+    (swap_synonym, 0.2),
+    (drop_word, 0.2),
     (swap_sentences, 0.3),
     (add_opener, 0.3),
     (add_closer, 0.25),

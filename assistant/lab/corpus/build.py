@@ -167,10 +167,11 @@ def build_corpus(
         )
         stats["heldout conversations"] = {"dialogues": heldout_count, "examples": 0, "domains": {}}
     if dev_count:
-        # Training templates and entities, another seed: for choosing a checkpoint.
+        # Dev phrasings (never trained on), training entities, another seed: for choosing a
+        # checkpoint on wording it never saw.
         _write_records(
             out_dir / "dev_conversations.jsonl",
-            conversations(dev_count, "train", seed + 100_003, store),
+            conversations(dev_count, "dev", seed + 100_003, store),
         )
         stats["dev conversations"] = {"dialogues": dev_count, "examples": 0, "domains": {}}
     (out_dir / "added_words.json").write_text(json.dumps(added_words() if entity_slots else []))
@@ -188,10 +189,11 @@ def write_dev_dialogues(
     entity_slots: bool = True,
     fits: Fits = None,
 ) -> int:
-    """Training-split dialogues from a seed the training files never use (not augmented):
-    ``dev_dialogues.jsonl`` to score, ``dev.jsonl`` (training examples) for the trainer's
-    loss report, so that no run watches a held-out loss. Returns the examples written."""
-    chosen = list(dialogues(count, "train", seed + 100_003, store))
+    """Dev-split dialogues (phrasings kept out of training, training entities) from a seed
+    the training files never use (not augmented): ``dev_dialogues.jsonl`` to score,
+    ``dev.jsonl`` (training examples) for the trainer's loss report, so that no run watches a
+    held-out loss. Returns the examples written."""
+    chosen = list(dialogues(count, "dev", seed + 100_003, store))
     _write_records(out_dir / "dev_dialogues.jsonl", iter(chosen))
     examples = 0
     with (out_dir / "dev.jsonl").open("w", encoding="utf-8") as handle:

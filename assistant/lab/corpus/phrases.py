@@ -1,16 +1,35 @@
-"""Template lists split into train and held-out by construction."""
+"""Template lists split into train, dev and held-out by construction.
+
+Held-out phrasings (every fifth template) are for reporting; dev phrasings (every eighth of a
+list's training phrasings, where it has at least eight) are kept out of training too, so that
+a checkpoint can be chosen on wording it never saw without looking at the held-out sets.
+Entities (orders, tickets, exercises) have no dev split: dev dialogues use training ones
+(``entity_split``).
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "dev", "heldout")
 HELDOUT_EVERY = 5
+# Of a list's training phrasings, positions 3, 11, 19, ... go to dev; a list with fewer than
+# eight keeps them all for training and gives dev the same ones (too few to spare any).
+DEV_EVERY = 8
+DEV_OFFSET = 3
+
+
+def entity_split(split: str) -> str:
+    """The split whose orders, tickets and exercises a dialogue of ``split`` uses."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}")
+    return "heldout" if split == "heldout" else "train"
 
 
 class Phrases:
-    """A list of templates; every fifth one (index 4, 9, ...) belongs to the held-out split."""
+    """A list of templates; every fifth one (index 4, 9, ...) belongs to the held-out split,
+    and every eighth of the rest (with the extra training phrasings) to the dev split."""
 
     def __init__(self, templates: Sequence[str], extra_train: Sequence[str] = ()) -> None:
         if len(templates) < HELDOUT_EVERY:
@@ -37,7 +56,13 @@ class Phrases:
             for i, t in enumerate(self.templates)
             if (i % HELDOUT_EVERY == HELDOUT_EVERY - 1) == held
         )
-        return chosen if held else chosen + self.extra_train
+        if held:
+            return chosen
+        trainable = chosen + self.extra_train
+        if len(trainable) < DEV_EVERY:
+            return trainable
+        is_dev = [i % DEV_EVERY == DEV_OFFSET for i in range(len(trainable))]
+        return tuple(t for t, dev in zip(trainable, is_dev) if dev == (split == "dev"))
 
     def pick(self, rng: random.Random, split: str, **values: str) -> str:
         return rng.choice(self.of(split)).format(**values)

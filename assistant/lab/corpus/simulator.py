@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.lab.corpus.dialogue import Dialogue
-from assistant.lab.corpus.phrases import Phrases, add_training, join, maybe
+from assistant.lab.corpus.phrases import Phrases, add_training, entity_split, join, maybe
 from assistant.lab.corpus.refusals import (
     INJECTION,
     INJECTION_REPLY,
@@ -1232,7 +1232,7 @@ def problem(sim: Simulation) -> None:
     category = rng.choice(tuple(PROBLEM_WORDS))
     words = PROBLEM_WORDS[category].pick(rng, split)
     # Held-out tickets come from their own number range.
-    low, high = (10000, 59999) if split == "train" else (60000, 99999)
+    low, high = (10000, 59999) if entity_split(split) == "train" else (60000, 99999)
     ticket = f"T-{rng.randint(low, high)}"
     known = state.found is not None and state.found.number == order.number
     if known or state.order_id == order.number:
@@ -1364,7 +1364,7 @@ def plan_goal(rng: random.Random, split: str) -> list[str]:
 
 def conversation(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     """One simulated support conversation of at most ``MAX_USER_TURNS`` user turns."""
-    orders = [o for o in store.orders_in(split) if o.status != "cancelled"]
+    orders = [o for o in store.orders_in(entity_split(split)) if o.status != "cancelled"]
     order, other = rng.sample(orders, 2)
     while other.email == order.email:
         other = rng.choice(orders)

@@ -24,7 +24,11 @@ _MAX_CHARS = 140
 
 
 def _split_of(key: str) -> str:
-    return "heldout" if zlib.crc32(key.encode()) % 5 == 4 else "train"
+    """Held out: one in five; dev (kept out of training to choose checkpoints): one in 40."""
+    bucket = zlib.crc32(key.encode()) % 40
+    if bucket % 5 == 4:
+        return "heldout"
+    return "dev" if bucket == 3 else "train"
 
 
 def _clean(text: str) -> str:
@@ -95,7 +99,7 @@ def _yaml_pairs(text: str) -> Iterator[tuple[str, str]]:
 
 @cache
 def all_pairs() -> dict[str, list[tuple[str, str]]]:
-    pairs: dict[str, list[tuple[str, str]]] = {"train": [], "heldout": []}
+    pairs: dict[str, list[tuple[str, str]]] = {"train": [], "dev": [], "heldout": []}
     for source in (chatterbot_pairs(), chitchat_pairs()):
         for split, user, reply in source:
             pairs[split].append((user, reply))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from assistant.lab.corpus.dialogue import Dialogue
-from assistant.lab.corpus.phrases import Phrases, add_training, join, maybe
+from assistant.lab.corpus.phrases import Phrases, add_training, entity_split, join, maybe
 from assistant.tools.create_ticket import ticket_view
 from assistant.tools.handoff_to_human import handoff_view
 from assistant.tools.lookup_order import NOT_FOUND, order_view
@@ -664,7 +664,7 @@ def _reply_for(order: Order, rng: random.Random, split: str, angry: bool) -> str
 
 
 def order_status(rng: random.Random, store: ShopData, split: str) -> Dialogue:
-    order = rng.choice(store.orders_in(split))
+    order = rng.choice(store.orders_in(entity_split(split)))
     values = _order_values(order)
     angry = rng.random() < 0.2
     tracking = order.status in REPLY_TRACKING and rng.random() < 0.3
@@ -707,7 +707,7 @@ def _follow_ups(rng: random.Random, dialogue: Dialogue, order: Order, split: str
 
 
 def order_missing_email(rng: random.Random, store: ShopData, split: str) -> Dialogue:
-    order = rng.choice(store.orders_in(split))
+    order = rng.choice(store.orders_in(entity_split(split)))
     values = _order_values(order)
     dialogue = Dialogue(split, "support", "order_missing_email", "widget")
     typed = _typed_order_number(rng, order.number)
@@ -729,7 +729,7 @@ def order_missing_email(rng: random.Random, store: ShopData, split: str) -> Dial
 
 
 def order_missing_id(rng: random.Random, store: ShopData, split: str) -> Dialogue:
-    order = rng.choice(store.orders_in(split))
+    order = rng.choice(store.orders_in(entity_split(split)))
     values = _order_values(order)
     dialogue = Dialogue(split, "support", "order_missing_id", "widget")
     dialogue.user(join(maybe(rng, 0.4, GREETING, split), ASK_STATUS_NO_ID.pick(rng, split)))
@@ -748,7 +748,7 @@ def order_missing_id(rng: random.Random, store: ShopData, split: str) -> Dialogu
 
 def order_not_found(rng: random.Random, store: ShopData, split: str) -> Dialogue:
     """A mistyped number, or someone else's order: the tool says not found either way."""
-    orders = store.orders_in(split)
+    orders = store.orders_in(entity_split(split))
     order, other = rng.sample(orders, 2)
     if rng.random() < 0.5:
         number = order.number[:3] + str(rng.randint(100000, 999999))
@@ -790,10 +790,10 @@ def policy_question(rng: random.Random, store: ShopData, split: str) -> Dialogue
 
 
 def order_problem(rng: random.Random, store: ShopData, split: str) -> Dialogue:
-    order = rng.choice([o for o in store.orders_in(split) if o.status != "cancelled"])
+    order = rng.choice([o for o in store.orders_in(entity_split(split)) if o.status != "cancelled"])
     category = rng.choice(tuple(PROBLEM))
     # Held-out tickets come from their own number range.
-    low, high = (10000, 59999) if split == "train" else (60000, 99999)
+    low, high = (10000, 59999) if entity_split(split) == "train" else (60000, 99999)
     ticket = f"T-{rng.randint(low, high)}"
     dialogue = Dialogue(split, "support", f"ticket_{category}", "widget")
     arguments: dict[str, Any] = {"order_id": order.number, "category": category}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from assistant.lab.corpus.dialogue import Dialogue
-from assistant.lab.corpus.phrases import Phrases, join
+from assistant.lab.corpus.phrases import Phrases, entity_split, join
 from assistant.tools.shop import ShopData
 from assistant.tutoring.checker import check_answer
 from assistant.tutoring.exercises import Exercise, generate, right_answers, wrong_answers
@@ -131,7 +131,7 @@ def _attempt(
 def tutoring(rng: random.Random, _store: ShopData, split: str) -> Dialogue:
     dialogue = Dialogue(split, "tutoring", "tutoring", "tutor")
     for _ in range(rng.choice((1, 1, 1, 2))):
-        exercise = generate(rng.choice(KINDS), rng, split)
+        exercise = generate(rng.choice(KINDS), rng, entity_split(split))
         dialogue.system(EXERCISE_INTRO.pick(rng, split, prompt=exercise.prompt))
         roll = rng.random()
         if roll < 0.1:
