@@ -192,7 +192,8 @@ def test_dev_dialogues_use_dev_phrasings_and_training_entities() -> None:
     seen = set(_texts("train", 3000))
     dev_texts = [i.text for d in dev for i in d.items if i.role == "user"]
     assert sum(t not in seen for t in dev_texts) > 0.5 * len(dev_texts)
-    mentioned = {n for d in dev for t in d.turns for n in t.facts if n in train_orders | held_orders}
+    known = train_orders | held_orders
+    mentioned = {n for d in dev for t in d.turns for n in t.facts if n in known}
     assert mentioned and mentioned <= train_orders
 
 

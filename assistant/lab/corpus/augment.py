@@ -180,7 +180,7 @@ _SYNONYM_PATTERN = re.compile(
     re.IGNORECASE,
 )
 # Words a terse customer leaves out without changing what they ask.
-DROPPABLE = frozenset("the a an my is are just so really please".split())
+DROPPABLE = frozenset(("the", "a", "an", "my", "is", "are", "just", "so", "really", "please"))
 
 
 def swap_synonym(text: str, rng: random.Random) -> str:

@@ -61,8 +61,8 @@ class Phrases:
         trainable = chosen + self.extra_train
         if len(trainable) < DEV_EVERY:
             return trainable
-        is_dev = [i % DEV_EVERY == DEV_OFFSET for i in range(len(trainable))]
-        return tuple(t for t, dev in zip(trainable, is_dev) if dev == (split == "dev"))
+        wanted = split == "dev"
+        return tuple(t for i, t in enumerate(trainable) if (i % DEV_EVERY == DEV_OFFSET) == wanted)
 
     def pick(self, rng: random.Random, split: str, **values: str) -> str:
         return rng.choice(self.of(split)).format(**values)
