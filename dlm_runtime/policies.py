@@ -510,6 +510,11 @@ class DecodingPolicy:
     # prompt masked and decodes from ``un + (cfg_scale + 1) * (cond - un)``; 0 = off. Only the
     # engine's BIDIRECTIONAL pattern offers it (as LLaDA's generate() does).
     cfg_scale: float = 0.0
+    # Two neighbouring positions committed in one step with the same token: keep the more
+    # confident only (the other is redrawn next step, seeing it). Parallel commits cannot see
+    # each other, so an uncertain block writes "the answer answer is"; off in the reference
+    # policies, whose outputs are token-exact to upstream samplers.
+    serial_repeats: bool = False
     params: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -618,8 +623,20 @@ def fast(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    serial_repeats: bool = False,
 ) -> DecodingPolicy:
-    """Confidence-threshold parallel unmasking with early stop (Fast-dLLM style)."""
+    """Confidence-threshold parallel unmasking with early stop (Fast-dLLM style);
+    ``serial_repeats``: see :class:`DecodingPolicy`."""
+    params: dict[str, Any] = {
+        "threshold": threshold,
+        "block_size": block_size,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+    }
+    if serial_repeats:  # only when on, so existing recorded policy dicts stay as they were
+        params["serial_repeats"] = True
     return DecodingPolicy(
         name="fast",
         chooser=_chooser(temperature, top_k, top_p),
@@ -628,14 +645,8 @@ def fast(
         revision=None,
         block_size=block_size,
         max_new_tokens=max_new_tokens,
-        params={
-            "threshold": threshold,
-            "block_size": block_size,
-            "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-        },
+        serial_repeats=bool(serial_repeats),
+        params=params,
     )
 
 
@@ -685,12 +696,13 @@ def fast_verify(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    serial_repeats: bool = False,
 ) -> DecodingPolicy:
     """:func:`fast` whose finished blocks the causal mode verifies (the VERIFIED pattern of
     ``dlm_runtime.engine``): a block token is kept while it is the causal argmax or its causal
     probability is at least ``verify_floor`` (1: argmax only, 0: keep everything)."""
     floor = _float("verify_floor", verify_floor, 0.0, 1.0)
-    policy = fast(threshold, block_size, max_new_tokens, temperature, top_k, top_p)
+    policy = fast(threshold, block_size, max_new_tokens, temperature, top_k, top_p, serial_repeats)
     return replace(policy, name="fast_verify", params={**policy.params, "verify_floor": floor})
 
 
@@ -738,6 +750,21 @@ class StepResult:
     reply_done: bool
     end_index: int | None
     forced: bool  # the step hit the hard step bound and committed everything left
+
+
+def serialize_repeats(
+    commit: torch.Tensor, tokens: torch.Tensor, confidence: torch.Tensor
+) -> torch.Tensor:
+    """``commit`` without the less confident of each neighbouring pair committed together
+    with the same token (ties: the later one waits); at least one of each pair stays."""
+    pair = commit[1:] & commit[:-1] & (tokens[1:] == tokens[:-1])
+    if not bool(pair.any()):
+        return commit
+    later_waits = confidence[1:] <= confidence[:-1]
+    out = commit.clone()
+    out[1:][pair & later_waits] = False
+    out[:-1][pair & ~later_waits] = False
+    return out
 
 
 def masked_rows_suffice(policy: DecodingPolicy) -> bool:
@@ -911,6 +938,8 @@ class BlockState:
                 _spread(confidence, rows, self.block_len, _NEG_INF),
             )
         commit = self._select(confidence, masked) & masked
+        if self.policy.serial_repeats:
+            commit = serialize_repeats(commit, tokens, confidence)
         # Safety net for the step bound: the last allowed step commits whatever is left and
         # does not revise. The bound is chosen so that correct policies never need it.
         last = self.step_index + 1 >= self.max_steps

@@ -56,6 +56,9 @@ def reply_room(mode: DecodingMode) -> int:
     return mode.policy.max_new_tokens
 
 
+# Two neighbours committed in one step with the same token: the less confident waits a step
+# (DecodingPolicy.serial_repeats); the fast modes wrote "The answer answer is".
+SERIAL_REPEATS = False
 # Self-revision re-masks a committed token whose probability fell below this.
 REVISE_BELOW = 0.1
 # Verified fast diffusion keeps a block token while the causal mode gives it at least this
@@ -75,10 +78,12 @@ def decoding_modes(
     verify_floor: float = VERIFY_FLOOR,
     verify_threshold: float = VERIFY_THRESHOLD,
     verify_block: int = VERIFY_BLOCK,
+    serial_repeats: bool = SERIAL_REPEATS,
 ) -> dict[str, DecodingMode]:
     """The named modes; ``threshold``, ``revise_below`` and ``block_size`` set the fast
     diffusion modes', ``verify_*`` the verified one's (for sweeps: ``assistant eval
-    --fast-threshold --fast-block``, which set both, ``--revise-below --verify-floor``)."""
+    --fast-threshold --fast-block``, which set both, ``--revise-below --verify-floor``);
+    ``serial_repeats`` their repeated-neighbour guard (``--serial-repeats on|off``)."""
     vanilla = dataclasses.replace(
         fixed_schedule(steps=MAX_REPLY_TOKENS, gen_length=MAX_REPLY_TOKENS, block_length=BLOCK),
         name="vanilla",
@@ -96,7 +101,12 @@ def decoding_modes(
         DecodingMode(
             "fast-diffusion",
             Pattern.PREFIX_CAUSAL,
-            fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
+            fast(
+                threshold=threshold,
+                block_size=block_size,
+                max_new_tokens=MAX_REPLY_TOKENS,
+                serial_repeats=serial_repeats,
+            ),
         ),
         # Fast diffusion whose block steps after the first compute only the masked positions
         # and reuse the committed ones' K/V (Pattern.BLOCK_CACHE, approximate); accuracy and
@@ -105,7 +115,12 @@ def decoding_modes(
         DecodingMode(
             "fast-diffusion+cache",
             Pattern.BLOCK_CACHE,
-            fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
+            fast(
+                threshold=threshold,
+                block_size=block_size,
+                max_new_tokens=MAX_REPLY_TOKENS,
+                serial_repeats=serial_repeats,
+            ),
         ),
         DecodingMode(
             "fast-diffusion+revision",
@@ -128,6 +143,7 @@ def decoding_modes(
                 verify_floor=verify_floor,
                 block_size=verify_block,
                 max_new_tokens=MAX_REPLY_TOKENS,
+                serial_repeats=serial_repeats,
             ),
         ),
         # Fast diffusion whose block shrinks as the batch grows, down to causal steps: the
@@ -135,7 +151,12 @@ def decoding_modes(
         DecodingMode(
             "adaptive-diffusion",
             Pattern.ADAPTIVE,
-            fast(threshold=threshold, block_size=block_size, max_new_tokens=MAX_REPLY_TOKENS),
+            fast(
+                threshold=threshold,
+                block_size=block_size,
+                max_new_tokens=MAX_REPLY_TOKENS,
+                serial_repeats=serial_repeats,
+            ),
         ),
         # Each forward verifies the last draft and drafts the next from SPEC_MASKS masks in one
         # step. On 24 dev prompts (not the held-out set), 1 thread, the emitted tokens per

@@ -193,6 +193,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             ("verify_floor", args.verify_floor),
             ("verify_threshold", args.fast_threshold),
             ("verify_block", args.fast_block),
+            (
+                "serial_repeats",
+                None if args.serial_repeats is None else args.serial_repeats == "on",
+            ),
         )
         if value is not None
     }
@@ -407,6 +411,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="fast diffusion's (and verified fast diffusion's) block length in positions "
         "(default: the served ones)",
+    )
+    evaluate.add_argument(
+        "--serial-repeats",
+        choices=("on", "off"),
+        help="in the fast modes, of two neighbours committed in one step with the same token "
+        "the less confident waits a step (default: the served setting)",
     )
     evaluate.add_argument(
         "--revise-below",

@@ -33,6 +33,7 @@ from dlm_runtime.policies import (
     fixed_schedule,
     num_transfer_tokens,
     policy_from_dict,
+    serialize_repeats,
 )
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -557,3 +558,41 @@ def test_reducing_only_masked_rows_changes_nothing(
     monkeypatch.setattr(policies, "masked_rows_suffice", lambda _policy: False)
     assert decode() == reduced
     assert len(reduced) > 1
+
+
+def test_serialize_repeats_keeps_the_more_confident_of_a_repeated_pair() -> None:
+    """ "the answer answer is": two neighbours drawn at once with one token; one waits."""
+    commit = torch.tensor([True, True, True, True, False, True])
+    tokens = torch.tensor([3, 5, 5, 2, 2, 2])
+    confidence = torch.tensor([0.9, 0.6, 0.8, 0.9, 0.1, 0.95])
+    kept = serialize_repeats(commit, tokens, confidence)
+    # 1 and 2 repeat: 1 (less confident) waits; 3 and 5 are not neighbours committed together.
+    assert kept.tolist() == [True, False, True, True, False, True]
+    assert serialize_repeats(commit, torch.arange(6), confidence) is commit
+
+
+@SETTINGS
+@given(length=st.integers(2, 16), seed=st.integers(0, 2**16))
+def test_serial_repeats_never_commits_a_repeated_pair_in_one_step(length: int, seed: int) -> None:
+    """With the option on, no step commits two neighbours with the same token, every step
+    still commits something, and the block finishes within its step bound."""
+    g = torch.Generator().manual_seed(seed)
+    policy = dataclasses.replace(
+        _policy(ConfidenceThreshold(0.05), block_size=length), serial_repeats=True
+    )
+    state = BlockState(policy, length, MASK)
+    while not state.done:
+        logits = torch.randn(length, 3, generator=g) * 0.1  # few tokens: repeats are common
+        logits = torch.cat([logits, torch.full((length, V - 3), -30.0)], dim=-1)
+        result = state.step(logits)
+        assert result.committed and not result.forced
+        now = set(result.committed)
+        x = state.x.tolist()
+        assert not any(i in now and i + 1 in now and x[i] == x[i + 1] for i in range(length))
+    assert not state.masked.any()
+
+
+def test_fast_preset_offers_serial_repeats() -> None:
+    assert not fast().serial_repeats and "serial_repeats" not in fast().params
+    on = policy_from_dict({"name": "fast", "serial_repeats": True})
+    assert on.serial_repeats and on.to_dict()["serial_repeats"] is True
