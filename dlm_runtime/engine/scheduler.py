@@ -44,6 +44,10 @@ from dlm_runtime.loading import RemoteCodeModel
 from dlm_runtime.parallelism import Parallelism
 from dlm_runtime.policies import DecodingPolicy
 
+# Adaptive speculation reads the engine's time per row outside the forward once this many
+# rows have been stepped (the first steps include warm-up); once per step, for all rows.
+OVERHEAD_AFTER_ROWS = 256
+
 
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
@@ -377,8 +381,12 @@ class Engine:
         stats = self._stats
         started = time.perf_counter()
         cpu_started = time.thread_time()
-        if self.info.parallelism is not None:
-            self.info.parallelism.rows = len(self._active)
+        parallelism = self.info.parallelism
+        if parallelism is not None:
+            parallelism.rows = len(self._active)
+            if stats.rows >= OVERHEAD_AFTER_ROWS:  # the engine's own time per row, once steady
+                outside = stats.busy_seconds - stats.forward_seconds
+                parallelism.set_row_overhead(max(0.0, outside / stats.rows))
         out_events, leaving = self.runner.run(self._active)
         delivering = time.perf_counter()
         self._deliver(out_events)

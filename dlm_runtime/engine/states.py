@@ -693,11 +693,6 @@ class VerifiedState(PrefixCausalState):
         return events
 
 
-# Adaptive speculation reads the engine's time per row outside the forward once this many
-# rows have been stepped (the first steps include warm-up).
-OVERHEAD_AFTER_ROWS = 256
-
-
 class SpeculativeState(CausalRow, RequestState):
     """Self-speculation: each forward verifies the last draft causally and drafts the next.
 
@@ -747,10 +742,6 @@ class SpeculativeState(CausalRow, RequestState):
         longest = max(0, min(self.policy.block_size, left))
         if self.parallelism is None:
             return longest
-        stats = self.stats
-        if stats.rows >= OVERHEAD_AFTER_ROWS:  # the engine's own time per row, once steady
-            outside = stats.busy_seconds - stats.forward_seconds
-            self.parallelism.set_row_overhead(max(0.0, outside / stats.rows))
         return self.parallelism.draft_masks(longest)
 
     def query(self) -> Query:
