@@ -308,8 +308,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--dev",
         type=int,
         default=0,
-        help="also write N dev dialogues from the training templates (another seed) to "
-        "dev_dialogues.jsonl, for tuning decoding settings (default 0)",
+        help="also write N dev dialogues to dev_dialogues.jsonl (dev phrasings, which "
+        "training never uses, with training entities; another seed), for tuning decoding "
+        "settings and choosing a checkpoint (default 0)",
     )
     build.add_argument(
         "--no-slots",
@@ -346,8 +347,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=int,
         default=0,
         metavar="N",
-        help="write N dev conversations (training templates, another seed) to "
-        "dev_conversations.jsonl, for choosing a checkpoint (default 0)",
+        help="write N dev conversations (dev phrasings, training entities, another seed) "
+        "to dev_conversations.jsonl, for choosing a checkpoint (default 0)",
     )
     build.add_argument(
         "--max-tokens",
