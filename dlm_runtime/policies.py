@@ -753,11 +753,18 @@ class StepResult:
 
 
 def serialize_repeats(
-    commit: torch.Tensor, tokens: torch.Tensor, confidence: torch.Tensor
+    commit: torch.Tensor,
+    tokens: torch.Tensor,
+    confidence: torch.Tensor,
+    exempt: tuple[int, ...] = (),
 ) -> torch.Tensor:
     """``commit`` without the less confident of each neighbouring pair committed together
-    with the same token (ties: the later one waits); at least one of each pair stays."""
+    with the same token (ties: the later one waits); at least one of each pair stays.
+    ``exempt`` tokens (the end of reply and its fill, which close a block in a run) may
+    repeat."""
     pair = commit[1:] & commit[:-1] & (tokens[1:] == tokens[:-1])
+    for token in exempt:
+        pair &= tokens[1:] != token
     if not bool(pair.any()):
         return commit
     later_waits = confidence[1:] <= confidence[:-1]
@@ -939,7 +946,13 @@ class BlockState:
             )
         commit = self._select(confidence, masked) & masked
         if self.policy.serial_repeats:
-            commit = serialize_repeats(commit, tokens, confidence)
+            stop = self.stop
+            ends = (
+                ()
+                if stop is None
+                else tuple(t for t in (stop.end_id, stop.fill_id) if t is not None)
+            )
+            commit = serialize_repeats(commit, tokens, confidence, ends)
         # Safety net for the step bound: the last allowed step commits whatever is left and
         # does not revise. The bound is chosen so that correct policies never need it.
         last = self.step_index + 1 >= self.max_steps

@@ -80,6 +80,7 @@ class ConversationReport:
             "repeated": pct([r for c in convs for r in c.repeated]),
             "short_replies": pct([s.short for s in scores]),
             "unfinished_replies": pct([s.unfinished for s in scores]),
+            "doubled_words": pct([s.doubled for s in scores]),
             "tokens_per_s": tokens / self.wall_s if self.wall_s else float("nan"),
             "forward_passes_per_token": sum(s.forward_passes for s in scores) / max(1, tokens),
         }
@@ -196,6 +197,7 @@ COLUMNS = [
     ("repeated", "repeated %", "{:.1f}"),
     ("short_replies", "short %", "{:.1f}"),
     ("unfinished_replies", "unfinished %", "{:.1f}"),
+    ("doubled_words", "doubled %", "{:.1f}"),
     ("tokens_per_s", "tokens/s", "{:.0f}"),
     ("forward_passes_per_token", "fwd/token", "{:.2f}"),
 ]

@@ -21,8 +21,10 @@ handled when the turn passes every check above, so a leaked or invented value fa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -80,6 +82,7 @@ class TurnScore:
     problem: str | None = None
     short: bool = False  # under three words
     unfinished: bool = False  # no closing punctuation
+    doubled: bool = False  # a word written twice in a row
 
     @property
     def failed(self) -> bool:
@@ -115,6 +118,7 @@ class ModeReport:
             "fallbacks": self.rate([x.problem is not None for x in s]),
             "short_replies": self.rate([x.short for x in s]),
             "unfinished_replies": self.rate([x.unfinished for x in s]),
+            "doubled_words": self.rate([x.doubled for x in s]),
             "tokens_per_s": tokens / self.wall_s if self.wall_s else float("nan"),
             "forward_passes_per_token": sum(x.forward_passes for x in s) / max(1, tokens),
             "latency_p50_ms": _percentile(latencies, 50),
@@ -201,6 +205,20 @@ def unfinished(reply: str) -> bool:
     return not reply.rstrip().rstrip("\"')]").endswith((".", "!", "?", ":", "\u2026"))
 
 
+_WORD = re.compile(r"[A-Za-z][A-Za-z']*")
+# Words people do double ("bye bye", "very very"); single letters are left out too.
+_DOUBLED_ON_PURPOSE = frozenset(("bye", "ha", "no", "very", "so", "really"))
+
+
+def doubled_word(reply: str) -> bool:
+    """A word written twice in a row ("The answer answer is"): parallel commits that could
+    not see each other."""
+    words = [w.lower() for w in _WORD.findall(reply)]
+    return any(
+        a == b and len(a) > 1 and a not in _DOUBLED_ON_PURPOSE for a, b in itertools.pairwise(words)
+    )
+
+
 def too_short(reply: str) -> bool:
     """Under three words: no answer to a message that asked something."""
     return len(reply.split()) < 3
@@ -247,6 +265,7 @@ def judge_turn(
         problem=finished.problem,
         short=too_short(reply) and asks_something(turn, history[-1].text),
         unfinished=unfinished(reply),
+        doubled=doubled_word(reply),
         detail={
             "intent": dialogue.intent,
             "history": [[item.role, item.text] for item in history[:-1]],
@@ -384,6 +403,7 @@ COLUMNS = [
     ("fallbacks", "fallback %", "{:.1f}"),
     ("short_replies", "short %", "{:.1f}"),
     ("unfinished_replies", "unfinished %", "{:.1f}"),
+    ("doubled_words", "doubled %", "{:.1f}"),
 ]
 
 

@@ -19,7 +19,13 @@ from assistant.lab.conversation_eval import (
 )
 from assistant.lab.corpus.build import build_corpus, conversations, read_dialogues
 from assistant.lab.corpus.dialogue import Dialogue
-from assistant.lab.evaluation import TurnScore, serving_loops, too_short, unfinished
+from assistant.lab.evaluation import (
+    TurnScore,
+    doubled_word,
+    serving_loops,
+    too_short,
+    unfinished,
+)
 
 
 def _score(
@@ -120,3 +126,9 @@ def test_eval_command_scores_conversations(tmp_path: Path) -> None:
     assert "| autoregressive |" in done.stdout and "| fast-diffusion |" in done.stdout
     for line in dump.read_text().splitlines():
         assert json.loads(line)["turns"]
+
+
+def test_doubled_words_are_counted_but_not_words_people_double() -> None:
+    assert doubled_word("The answer answer is 3.") and doubled_word("Your order Order is here.")
+    assert not doubled_word("Bye bye!") and not doubled_word("It is a a-ok.")
+    assert not doubled_word("The answer is 3. The answer is right.")
