@@ -135,10 +135,13 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def invented_figures(reply: str, context: str) -> list[str]:
-    """Entity-like values in the reply that the context never mentioned."""
-    table = SlotTable()
+    """Entity-like values in the reply that the context never mentioned, compared in the
+    extractor's normal form too: a customer's "NX218535" is the reply's "NX-218535"."""
+    table, seen = SlotTable(), SlotTable()
     table.delexicalize(reply)
-    return [value for value in table.values.values() if value not in context]
+    seen.delexicalize(context)
+    known = set(seen.values.values())
+    return [v for v in table.values.values() if v not in context and v not in known]
 
 
 def says_correct(reply: str, tool_values: Sequence[str]) -> bool:

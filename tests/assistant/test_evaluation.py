@@ -27,6 +27,10 @@ def test_invented_figures() -> None:
     context = 'order NW-123456 {"tracking_number": "1Z999AA10123456784", "total": "$12.00"}'
     assert invented_figures("Order NW-123456, tracking 1Z999AA10123456784.", context) == []
     assert invented_figures("Order NW-654321 costs $13.00.", context) == ["NW-654321", "$13.00"]
+    # The customer typed the number without its dash; the reply writes it as the store does.
+    typed = "where is nw123456?"
+    assert invented_figures("Which email was order NW-123456 placed with?", typed) == []
+    assert invented_figures("Which email was order NW-123457 placed with?", typed) == ["NW-123457"]
 
 
 def test_says_correct_ignores_tool_quotes() -> None:
