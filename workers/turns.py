@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from assistant.agent.decoding import DecodingMode
+from assistant.agent.decoding import DecodingMode, redraft_mode
 from assistant.agent.loop import (
     FALLBACK_REPLY,
     AgentLoop,
@@ -201,6 +201,7 @@ class TurnRelay:
             # Optional in the Generator protocol: test doubles and null engines have none.
             context=getattr(self.handler.generator, "context", None),
             entity_slots=self.handler.entity_slots,
+            redraft=redraft_mode(self.mode),
         )
         context = ToolContext(self.turn.tenant_id, self.turn.conversation_id)
         request_id = f"{self.turn.turn_id}-{uuid.uuid4().hex[:8]}"

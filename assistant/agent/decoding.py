@@ -59,6 +59,20 @@ def reply_room(mode: DecodingMode) -> int:
 # Two neighbours committed in one step with the same token: the less confident waits a step
 # (DecodingPolicy.serial_repeats); the fast modes wrote "The answer answer is".
 SERIAL_REPEATS = False
+# A round whose parallel output is unusable (a malformed tool call, an unknown placeholder,
+# nothing left) is redrafted once by the autoregressive mode of the same weights
+# (AgentLoop's ``redraft``; assistant eval --redraft on|off).
+REDRAFT_UNUSABLE = False
+
+
+def redraft_mode(mode: DecodingMode, enabled: bool = REDRAFT_UNUSABLE) -> DecodingMode | None:
+    """The causal mode that rewrites ``mode``'s unusable output, or None: when off, and for
+    modes that decode causally already (autoregressive, speculative)."""
+    if not enabled or mode.pattern in (Pattern.AUTOREGRESSIVE, Pattern.SPECULATIVE):
+        return None
+    return decoding_modes()["autoregressive"]
+
+
 # Self-revision re-masks a committed token whose probability fell below this.
 REVISE_BELOW = 0.1
 # Verified fast diffusion keeps a block token while the causal mode gives it at least this

@@ -145,6 +145,7 @@ class AgentLoop:
         max_rounds: int = 3,
         context: int | None = None,
         entity_slots: bool = True,
+        redraft: DecodingMode | None = None,
     ) -> None:
         self.submit = submit
         self.tokenizer = tokenizer
@@ -158,6 +159,11 @@ class AgentLoop:
         # The native chat format, or a foreign checkpoint's own template and end tokens.
         self.chat = chat_format(tokenizer)
         self.tool_call_open = self.chat.tool_call_open
+        # The causal mode of the same weights, asked once to rewrite a round whose parallel
+        # output is unusable (malformed tool call, unknown placeholder, nothing left): a
+        # diffusion block that garbles a tool name fails the turn, a causal pass rarely does.
+        # Native checkpoints only (trained both ways); a foreign one's unusable call is a reply.
+        self.redraft = redraft if self.chat.native else None
 
     async def run(
         self,
@@ -182,53 +188,35 @@ class AgentLoop:
                 log.warning("prompt does not fit the context even trimmed", error=str(exc))
                 yield TurnFinished(FALLBACK_REPLY, "failed", usage, PROMPT_TOO_LONG, first_draft)
                 return
-            final: Final | None = None
-            request = GenerationRequest(
-                request_id=f"{request_id}:{round_}",
-                prompt_ids=prompt,
-                decoding=self.decoding,
-                seed=seed,
-            )
-            stream = self.submit(request)
-            submitted = time.perf_counter()
-            try:
-                async for event in stream:
-                    if isinstance(event, Final):
-                        final = event
-                        break
-                    if not self._is_tool_call(event):
-                        if first_draft is None:
-                            first_draft = (time.perf_counter() - started) * 1000
-                        yield DraftUpdate(
-                            text=table.resolve_draft(self._draft_text(event)),
-                            step=event.step,
-                            round=round_,
-                            revised=len(event.revised),
-                        )
-                    final = self._ended(event, submitted)
-                    if final is not None:
-                        break
-            finally:
-                # Closed now: a reply that ended at its end token frees its engine row at once.
-                close = getattr(stream, "aclose", None)
-                if close is not None:
-                    await close()
-            assert final is not None, "the engine ended a request without a Final event"
-            if final.finish_reason == "error":
-                # Not a reply: the worker decides whether another delivery could do better.
-                raise GenerationFailed(request.request_id, final.error or "unknown error")
-            usage.add(final)
-            if final.finish_reason == "cancelled":
-                yield TurnFinished("", "cancelled", usage, None, first_draft)
-                return
-            known = {tool.name for tool in tools_for(channel)} or None
-            parsed: Reply | ToolRequest | ParseError
-            if self.chat.native:
-                output = self.tokenizer.decode(final.token_ids, skip_special_tokens=False)
-                parsed = parse_output(output, known)
-            else:
-                # Cut at the checkpoint's end token; no usable call is a reply, never an error.
-                parsed = parse_foreign_output(self.chat.reply_text(final.token_ids), known)
+            attempts = [self.decoding] + ([self.redraft] if self.redraft is not None else [])
+            for attempt, decoding in enumerate(attempts):
+                request = GenerationRequest(
+                    request_id=f"{request_id}:{round_}" + (":redraft" if attempt else ""),
+                    prompt_ids=prompt,
+                    decoding=decoding,
+                    seed=seed,
+                )
+                final: Final | None = None
+                async for item in self._generate(request, table, round_):
+                    if isinstance(item, Final):
+                        final = item
+                        continue
+                    if first_draft is None:
+                        first_draft = (time.perf_counter() - started) * 1000
+                    yield item
+                assert final is not None, "the engine ended a request without a Final event"
+                if final.finish_reason == "error":
+                    # Not a reply: the worker decides whether another delivery could do better.
+                    raise GenerationFailed(request.request_id, final.error or "unknown error")
+                usage.add(final)
+                if final.finish_reason == "cancelled":
+                    yield TurnFinished("", "cancelled", usage, None, first_draft)
+                    return
+                parsed = self._parse(final, channel)
+                unusable = _unusable(parsed, table)
+                if unusable is None or attempt + 1 == len(attempts):
+                    break
+                log.info("unusable output; redrafting causally", problem=unusable, round=round_)
             if isinstance(parsed, ParseError):
                 log.warning("unusable model output", code=parsed.code, detail=parsed.message)
                 yield TurnFinished(FALLBACK_REPLY, "failed", usage, parsed.code, first_draft)
@@ -267,6 +255,44 @@ class AgentLoop:
             history.append(
                 HistoryItem("tool_result", tool=parsed.name, payload=outcome.for_model())
             )
+
+    async def _generate(
+        self, request: GenerationRequest, table: SlotTable, round_: int
+    ) -> AsyncIterator[DraftUpdate | Final]:
+        """The request's drafts (a tool call's are not shown), then its Final."""
+        stream = self.submit(request)
+        submitted = time.perf_counter()
+        final: Final | None = None
+        try:
+            async for event in stream:
+                if isinstance(event, Final):
+                    final = event
+                    break
+                if not self._is_tool_call(event):
+                    yield DraftUpdate(
+                        text=table.resolve_draft(self._draft_text(event)),
+                        step=event.step,
+                        round=round_,
+                        revised=len(event.revised),
+                    )
+                final = self._ended(event, submitted, request.decoding)
+                if final is not None:
+                    break
+        finally:
+            # Closed now: a reply that ended at its end token frees its engine row at once.
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        if final is not None:
+            yield final
+
+    def _parse(self, final: Final, channel: str) -> Reply | ToolRequest | ParseError:
+        known = {tool.name for tool in tools_for(channel)} or None
+        if self.chat.native:
+            output = self.tokenizer.decode(final.token_ids, skip_special_tokens=False)
+            return parse_output(output, known)
+        # Cut at the checkpoint's end token; no usable call is a reply, never an error.
+        return parse_foreign_output(self.chat.reply_text(final.token_ids), known)
 
     @staticmethod
     def _honest(
@@ -343,7 +369,7 @@ class AgentLoop:
             return bool(draft.token_ids) and draft.token_ids[0] == self.tool_call_open
         return self._draft_text(draft).lstrip().startswith(FOREIGN_CALL_STARTS)
 
-    def _ended(self, draft: Draft, started: float) -> Final | None:
+    def _ended(self, draft: Draft, started: float, decoding: DecodingMode) -> Final | None:
         """A foreign reply settled up to one of its end tokens, as the request's Final.
 
         The engine stops only at the config's ``eos_token_id``; an instruct model ends its
@@ -352,7 +378,7 @@ class AgentLoop:
         cannot re-mask it, the reply is done and the request is closed. Usage counts the
         steps so far (one forward each).
         """
-        if self.chat.native or self.decoding.policy.revision is not None:
+        if self.chat.native or decoding.policy.revision is not None:
             return None
         for index, token in enumerate(draft.token_ids):
             if index >= len(draft.spans) or draft.spans[index].masked:
@@ -373,3 +399,21 @@ class AgentLoop:
             if token in self.chat.end_ids and index < len(draft.spans):
                 return draft.text[: draft.spans[index].start]
         return draft.text
+
+
+def _unusable(parsed: Reply | ToolRequest | ParseError, table: SlotTable) -> str | None:
+    """Why an output cannot be used as it is (the problem code the turn would report), or
+    None: a parse error, a reply naming placeholders the prompt never had or with nothing
+    left, a tool call whose arguments name such placeholders."""
+    if isinstance(parsed, ParseError):
+        return parsed.code
+    if isinstance(parsed, Reply):
+        resolved = table.resolve(parsed.text)
+        if resolved.unresolved:
+            return "unresolved_slot"
+        return None if resolved.text else "empty_output"
+    try:
+        table.resolve_arguments(parsed.arguments)
+    except UnresolvedSlot:
+        return "unresolved_slot"
+    return None

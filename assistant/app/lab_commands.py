@@ -94,6 +94,11 @@ def cmd_corpus_build(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _on_off(value: str | None) -> bool | None:
+    """An --x on|off flag: True, False, or None when not given (the served setting)."""
+    return None if value is None else value == "on"
+
+
 def _eval_conversations(
     args: argparse.Namespace,
     path: Path,
@@ -118,6 +123,7 @@ def _eval_conversations(
             concurrency,
             entity_slots=uses_entity_slots(path, settings.entity_slots),
             known=known,
+            redraft=_on_off(args.redraft),
         )
     )
     print(format_conversations(reports))
@@ -193,10 +199,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             ("verify_floor", args.verify_floor),
             ("verify_threshold", args.fast_threshold),
             ("verify_block", args.fast_block),
-            (
-                "serial_repeats",
-                None if args.serial_repeats is None else args.serial_repeats == "on",
-            ),
+            ("serial_repeats", _on_off(args.serial_repeats)),
         )
         if value is not None
     }
@@ -214,6 +217,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             bad_input=args.bad_input,
             known=decoding_modes(**sweep),
             natural=args.natural,
+            redraft=_on_off(args.redraft),
         )
     )
     print(format_table(reports))
@@ -412,6 +416,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="fast diffusion's (and verified fast diffusion's) block length in positions "
         "(default: the served ones)",
+    )
+    evaluate.add_argument(
+        "--redraft",
+        choices=("on", "off"),
+        help="redraft a parallel mode's unusable output (malformed tool call, unknown "
+        "placeholder) once in the autoregressive mode (default: the served setting)",
     )
     evaluate.add_argument(
         "--serial-repeats",

@@ -143,11 +143,12 @@ async def run_conversation_evaluation(
     concurrency: int = 1,
     entity_slots: bool = True,
     known: Mapping[str, DecodingMode] | None = None,
+    redraft: bool | None = None,
 ) -> list[ConversationReport]:
     """The first ``limit`` conversations of ``path``, replayed in each decoding mode."""
     conversations = list(read_dialogues(path))[:limit]
     reports: list[ConversationReport] = []
-    async with serving_loops(model_path, modes, concurrency, entity_slots, known) as loops:
+    async with serving_loops(model_path, modes, concurrency, entity_slots, known, redraft) as loops:
         for name, loop in loops:
             reports.append(await evaluate_conversations(loop, name, conversations, concurrency))
     return reports

@@ -452,9 +452,11 @@ async def serving_loops(
     max_batch: int,
     entity_slots: bool = True,
     known: Mapping[str, DecodingMode] | None = None,
+    redraft: bool | None = None,
 ) -> AsyncIterator[list[tuple[str, AgentLoop]]]:
-    """One engine on the model, and the serving agent loop of each named decoding mode."""
-    from assistant.agent.decoding import decoding_modes
+    """One engine on the model, and the serving agent loop of each named decoding mode
+    (``redraft``: whether unusable parallel output is redrafted causally; None: served)."""
+    from assistant.agent.decoding import REDRAFT_UNUSABLE, decoding_modes, redraft_mode
     from assistant.agent.loop import engine_submit
     from dlm_runtime.engine import Engine
     from dlm_runtime.loading import load_model
@@ -474,6 +476,9 @@ async def serving_loops(
                     known[name],
                     context=engine.info.context,
                     entity_slots=entity_slots,
+                    redraft=redraft_mode(
+                        known[name], REDRAFT_UNUSABLE if redraft is None else redraft
+                    ),
                 ),
             )
             for name in modes
@@ -491,6 +496,7 @@ async def run_evaluation(
     bad_input: int = 0,
     known: Mapping[str, DecodingMode] | None = None,
     natural: bool = False,
+    redraft: bool | None = None,
 ) -> tuple[list[ModeReport], list[ModeReport]]:
     """The reports per mode and concurrency, and per mode on ``bad_input`` turns per case.
 
@@ -505,7 +511,9 @@ async def run_evaluation(
     reports: list[ModeReport] = []
     bad_reports: list[ModeReport] = []
     bad_turns = bad_input_turns(heldout, bad_input) if bad_input else []
-    async with serving_loops(model_path, modes, max(concurrency), entity_slots, known) as loops:
+    async with serving_loops(
+        model_path, modes, max(concurrency), entity_slots, known, redraft
+    ) as loops:
         for name, loop in loops:
             for level in concurrency:
                 subset = turns if level == concurrency[0] else turns[:speed_limit]

@@ -64,10 +64,17 @@ def _call(name: str, **arguments: str) -> str:
     return f"{TOOL_CALL_OPEN_TOKEN}{body}{TOOL_CALL_CLOSE_TOKEN}"
 
 
-async def _run(tokenizer, outputs: Sequence[str], text: str, slots: bool = True):  # type: ignore[no-untyped-def]
+async def _run(tokenizer, outputs: Sequence[str], text: str, slots: bool = True, redraft=None):  # type: ignore[no-untyped-def]
     script = Script(tokenizer, outputs)
     runner = ToolRunner(MemoryShop(build_shop()))
-    loop = AgentLoop(script, tokenizer, runner, DecodingMode.diffusion(fast()), entity_slots=slots)
+    loop = AgentLoop(
+        script,
+        tokenizer,
+        runner,
+        DecodingMode.diffusion(fast()),
+        entity_slots=slots,
+        redraft=redraft,
+    )
     events = [
         event
         async for event in loop.run(
@@ -162,6 +169,25 @@ async def test_malformed_tool_call_gives_a_fallback_reply(tokenizer) -> None:  #
     final = events[-1]
     assert isinstance(final, TurnFinished) and final.status == "failed"
     assert final.problem == "bad_json" and final.text
+
+
+async def test_unusable_parallel_output_is_redrafted_causally_once(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """A garbled tool call from the diffusion mode is asked again of the causal mode (same
+    prompt); its usable call goes ahead. A second unusable output is the fallback."""
+    causal = DecodingMode.autoregressive(fast())
+    good = _call("lookup_order", order_id=ORDER.number, email=ORDER.email)
+    garbled = f'{TOOL_CALL_OPEN_TOKEN}{{"name": "create.ticket"}}{TOOL_CALL_CLOSE_TOKEN}'
+    events, script = await _run(
+        tokenizer, [garbled, good, "Your order has shipped with UPS."], "x", redraft=causal
+    )
+    assert [e.name for e in events if isinstance(e, ToolCalled)] == ["lookup_order"]
+    assert script.prompts[0] == script.prompts[1]
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.status == "complete" and not final.problem
+    events, script = await _run(tokenizer, [garbled, "[ORDER_ID_7]"], "x", redraft=causal)
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.problem == "unresolved_slot"
+    assert len(script.prompts) == 2
 
 
 async def test_unknown_slot_in_arguments_is_a_tool_error(tokenizer) -> None:  # type: ignore[no-untyped-def]
