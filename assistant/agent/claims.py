@@ -7,7 +7,8 @@ call backs:
 * ``ticket``: a ticket announced ("I've opened ticket ...", "Ticket ... is open") without a
   successful ``create_ticket`` in this turn; a ticket spoken of ("your ticket number is",
   "support ticket") without one in the conversation; a ticket number (``T-12345``) that no
-  successful ``create_ticket`` of the conversation issued;
+  successful ``create_ticket`` of the conversation issued; a ticket announced as just opened
+  under an earlier turn's number while this turn's ``create_ticket`` issued another;
 * ``handoff``: a person announced ("connecting you with", "a human agent will take over",
   "I've asked a human agent to join") without a successful ``handoff_to_human`` in this turn;
 * ``order``: order facts (a status such as "has shipped", "in transit", "was delivered"; a
@@ -188,6 +189,16 @@ def _ticket_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
         if match.group(0) not in issued:
             claims.append(Claim("ticket", match.group(0), "no ticket with this number was opened"))
             break
+    announced = _first_asserted(text, _TICKET_ANNOUNCED)
+    if not claims and announced is not None and this_turn:
+        # "I've logged this as ticket T-1" when this turn opened T-3: an earlier ticket's
+        # number copied from the conversation, announced as the new one.
+        fresh = {str(e.result.get("ticket_id")) for e in this_turn}
+        named = _TICKET_ID.findall(text)
+        if named and not fresh & set(named):
+            claims.append(
+                Claim("ticket", named[0], "this turn opened a ticket with another number")
+            )
     return claims
 
 
@@ -423,6 +434,14 @@ VERDICT_FALLBACK: Final = (
 def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
     """A short reply for a turn whose reply made ``claim``: it claims nothing unsupported."""
     if claim.kind == "ticket":
+        opened = _ok(evidence, "create_ticket", this_turn_only=True)
+        if opened:  # the tool did open one: say which
+            ticket = opened[-1].result
+            order = f" for order {ticket['order_id']}" if ticket.get("order_id") else ""
+            return (
+                f"I've opened ticket {ticket.get('ticket_id')}{order}. "
+                "Our team will email you the next steps."
+            )
         return TICKET_FALLBACK
     if claim.kind == "handoff":
         return HANDOFF_FALLBACK

@@ -86,6 +86,21 @@ def test_an_earlier_ticket_may_be_quoted_but_not_announced_again() -> None:
     assert kinds("I've opened a new ticket for this.", [earlier(TICKET)]) == ["ticket"]
 
 
+def test_the_new_ticket_is_not_announced_under_an_earlier_number() -> None:
+    """Seen on dev conversations: a second problem's ticket announced as the first one."""
+    second = ToolEvidence("create_ticket", "ok", ticket_view("T-12347", "missing_item", "NW-1"))
+    evidence = [earlier(TICKET), second]
+    text = "I've logged this as ticket T-12345 for order NW-1. We'll email you the next steps."
+    assert kinds(text, evidence) == ["ticket"]
+    assert kinds(text.replace("T-12345", "T-12347"), evidence) == []
+    # Quoting both, the new one included, is fine.
+    assert kinds("I've opened ticket T-12347; your earlier one is T-12345.", evidence) == []
+    claim = unsupported_claims(text, "widget", evidence)[0]
+    assert honest_reply(claim, evidence) == (
+        "I've opened ticket T-12347 for order NW-1. Our team will email you the next steps."
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     [
