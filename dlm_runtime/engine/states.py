@@ -693,6 +693,12 @@ class VerifiedState(PrefixCausalState):
         return events
 
 
+# An adaptive speculative row that had this many drafts in a row rejected outright rests
+# (plain causal steps) for REST_STEPS, twice as long at each further rejection (up to 16x).
+REJECTED_BEFORE_REST = 3
+REST_STEPS = 4
+
+
 class SpeculativeState(CausalRow, RequestState):
     """Self-speculation: each forward verifies the last draft causally and drafts the next.
 
@@ -733,6 +739,11 @@ class SpeculativeState(CausalRow, RequestState):
         self.parallelism = info.parallelism if adaptive else None
         self.drafted_with: int | None = None  # masks of the forward that made self.draft
         self.offered = 0  # positions self.draft could have filled (0 after a rejection)
+        # Adaptive rows judge their own drafts too: after REJECTED_BEFORE_REST drafts in a
+        # row with nothing kept, the row takes causal steps for a while (doubling each time
+        # it fails again), since the engine's shared draft rate speaks for the other rows.
+        self.rejected = 0  # drafts in a row with nothing kept
+        self.resting = 0  # causal steps left before this row drafts again
 
     def _draft_len(self) -> int:
         """Masks after the draft: the policy's block (or, adaptive, what the load calls for),
@@ -742,6 +753,9 @@ class SpeculativeState(CausalRow, RequestState):
         longest = max(0, min(self.policy.block_size, left))
         if self.parallelism is None:
             return longest
+        if self.resting:
+            self.resting -= 1
+            return 0
         return self.parallelism.draft_masks(longest)
 
     def query(self) -> Query:
@@ -770,6 +784,10 @@ class SpeculativeState(CausalRow, RequestState):
             j += 1
         self.rounds += 1
         self.accepted += j
+        if k and self.parallelism is not None:
+            self.rejected = 0 if j else self.rejected + 1
+            if self.rejected >= REJECTED_BEFORE_REST:
+                self.resting = REST_STEPS << min(self.rejected - REJECTED_BEFORE_REST, 4)
         if self.parallelism is not None and self.drafted_with is not None:
             self.parallelism.draft_rates.observe(self.drafted_with, self.offered, k, j)
         self.drafted_with, self.offered = self.masks, 0

@@ -256,3 +256,32 @@ def test_time_outside_the_forward_favours_drafting() -> None:
     assert chooser.row_overhead == 0.001
     with pytest.raises(ValueError):
         chooser.set_row_overhead(-1.0)
+
+
+async def test_a_row_whose_drafts_are_always_rejected_rests_from_drafting(
+    tok: PreTrainedTokenizerFast,
+) -> None:
+    """Latency-bound, where the shared draft rate says drafting pays, a reply none of whose
+    drafts is ever kept stops drafting after a few rejections (causal steps, fewer masks
+    computed) and emits the autoregressive reply all the same."""
+    sp = special_token_ids(tok)
+    masks_seen = [0]
+
+    def always_wrong(ids: torch.Tensor, pos: torch.Tensor, call: int) -> torch.Tensor:
+        masked = ids == sp.mask
+        masks_seen[0] += int(masked.sum())
+        right = agreeing(sp.mask)(ids, pos, call)
+        return torch.where(masked, right + 1, right)
+
+    model = ScriptedModel(tok, always_wrong)
+    policy = fast(threshold=0.5, block_size=8, max_new_tokens=40)
+    p = prompt(6, seed=0)
+    want = chain(torch.arange(6, 46)).tolist()
+    async with Engine(model, tok) as engine:
+        plain = final(await collect(engine, req("sp", p, policy, Pattern.SPECULATIVE)))
+    plain_masks, masks_seen[0] = masks_seen[0], 0
+    async with Engine(model, tok, parallelism=Parallelism(flat_cost())) as engine:
+        got = final(await collect(engine, req("ad", p, adaptive(policy), Pattern.SPECULATIVE)))
+    assert plain.token_ids == got.token_ids == want
+    assert got.usage.forward_passes <= plain.usage.forward_passes
+    assert masks_seen[0] < plain_masks / 2
