@@ -226,7 +226,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         cases = NATURAL_BAD_INPUT_CASES if args.natural else BAD_INPUT_CASES
         print(format_bad_input(bad_reports, cases))
     if args.dump:
-        first = [r for r in reports if r.concurrency == levels[0]]
+        # The bad-input runs' failed turns too (their intent names the case).
+        first = [r for r in reports if r.concurrency == levels[0]] + list(bad_reports)
         count = write_failures(first, Path(args.dump))
         print(f"{count} failed turns written to {args.dump}")
     return 0
@@ -401,7 +402,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evaluate.add_argument(
         "--dump",
         metavar="FILE",
-        help="write each failed turn (first concurrency level) as JSON lines to FILE",
+        help="write each failed turn (first concurrency level, and bad-input turns) as JSON "
+        "lines to FILE",
     )
     evaluate.add_argument(
         "--fast-threshold",
