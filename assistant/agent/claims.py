@@ -179,9 +179,9 @@ def _ticket_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
     claims = []
     this_turn = _ok(evidence, "create_ticket", this_turn_only=True)
     issued = {str(e.result.get("ticket_id")) for e in _ok(evidence, "create_ticket", False)}
-    phrase = _first_asserted(text, _TICKET_ANNOUNCED)
-    if phrase is not None and not this_turn:
-        claims.append(Claim("ticket", phrase, "no ticket was opened in this turn"))
+    announced = _first_asserted(text, _TICKET_ANNOUNCED)
+    if announced is not None and not this_turn:
+        claims.append(Claim("ticket", announced, "no ticket was opened in this turn"))
     phrase = _first_asserted(text, _TICKET_MENTIONED)
     if phrase is not None and not issued and not claims:
         claims.append(Claim("ticket", phrase, "no ticket was opened in this conversation"))
@@ -189,7 +189,6 @@ def _ticket_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
         if match.group(0) not in issued:
             claims.append(Claim("ticket", match.group(0), "no ticket with this number was opened"))
             break
-    announced = _first_asserted(text, _TICKET_ANNOUNCED)
     if not claims and announced is not None and this_turn:
         # "I've logged this as ticket T-1" when this turn opened T-3: an earlier ticket's
         # number copied from the conversation, announced as the new one.

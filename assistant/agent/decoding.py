@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from assistant.core.errors import UserError
 from dlm_runtime.decoding import DecodingMode, Pattern
@@ -74,6 +75,12 @@ def redraft_mode(mode: DecodingMode, enabled: bool = REDRAFT_UNUSABLE) -> Decodi
     modes that decode causally already (autoregressive, speculative)."""
     if not enabled or mode.pattern in (Pattern.AUTOREGRESSIVE, Pattern.SPECULATIVE):
         return None
+    return _causal_mode()
+
+
+@functools.cache
+def _causal_mode() -> DecodingMode:
+    """The served autoregressive mode, built once (a worker asks for it every turn)."""
     return decoding_modes()["autoregressive"]
 
 

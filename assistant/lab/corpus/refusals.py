@@ -264,7 +264,7 @@ _EXTRA_TRAINING: list[tuple[Phrases, list[str]]] = [
     ),
 ]
 
-# After run 7 (prepared for the next run, not yet trained on): run 7 declined the held-out
+# After run 7 (trained on from run 8): run 7 declined the held-out
 # set's out-of-scope and non-English questions far less often than dev showed, so more ways
 # to ask something unrelated (sport, news, trivia, everyday help) and more languages,
 # training split only.
