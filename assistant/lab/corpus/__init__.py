@@ -5,3 +5,7 @@ conversations use the store's held-out orders and exercises, so the evaluation n
 template or an entity value that training saw. Every eighth of the remaining phrasings is
 the dev split, also never trained on, for choosing checkpoints (``phrases.Phrases``).
 """
+
+# Every list gets its written training phrasings whichever corpus module is imported first, so
+# the corpus, the evaluation's dev sets and the split tests all see the same lists.
+from assistant.lab.corpus import written_phrasings as _written_phrasings  # noqa: F401

@@ -45,7 +45,9 @@ class Phrases:
         overlap = set(extra) & set(self.of("heldout"))
         if overlap:
             raise ValueError(f"extra training phrasings repeat held-out ones: {overlap}")
-        self.extra_train += tuple(t for t in extra if t not in self.templates)
+        self.extra_train += tuple(
+            t for t in dict.fromkeys(extra) if t not in self.templates and t not in self.extra_train
+        )
 
     def of(self, split: str) -> tuple[str, ...]:
         if split not in SPLITS:

@@ -1335,8 +1335,13 @@ TASKS: dict[str, tuple[Task, int]] = {
 }
 # Tasks, and task weights, for training conversations only: changing ``TASKS`` would change
 # which goals the held-out seed draws, and so the held-out conversations themselves. Run 7
-# trains on more hand-offs (16 where the held-out draws use 12).
-TRAINING_TASKS: dict[str, tuple[Task, int]] = {"unsafe": (unsafe, 4), "handoff": (handoff, 16)}
+# trains on more hand-offs (16 where the held-out draws use 12), run 11 on more out-of-scope
+# questions (7 for 5: run 9 answered more of them with a help article than run 8 had).
+TRAINING_TASKS: dict[str, tuple[Task, int]] = {
+    "unsafe": (unsafe, 4),
+    "handoff": (handoff, 16),
+    "out_of_scope": (out_of_scope, 7),
+}
 # Tasks that end the conversation: the person takes over after a hand-off.
 FINAL_TASKS = {"handoff"}
 
