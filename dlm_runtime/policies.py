@@ -692,6 +692,7 @@ def fast_verify(
     threshold: float = 0.9,
     verify_floor: float = 1.0,
     block_size: int = 32,
+    verify_trust: float = 1.0,
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -700,10 +701,15 @@ def fast_verify(
 ) -> DecodingPolicy:
     """:func:`fast` whose finished blocks the causal mode verifies (the VERIFIED pattern of
     ``dlm_runtime.engine``): a block token is kept while it is the causal argmax or its causal
-    probability is at least ``verify_floor`` (1: argmax only, 0: keep everything)."""
+    probability is at least ``verify_floor`` (1: argmax only, 0: keep everything). The last
+    block skips its own causal forward when each of its tokens was committed with probability
+    at least ``verify_trust`` (1: every block verified; below 1 the reply's tail may differ
+    from what the floor alone keeps)."""
     floor = _float("verify_floor", verify_floor, 0.0, 1.0)
+    trust = _float("verify_trust", verify_trust, 0.0, 1.0)
     policy = fast(threshold, block_size, max_new_tokens, temperature, top_k, top_p, serial_repeats)
-    return replace(policy, name="fast_verify", params={**policy.params, "verify_floor": floor})
+    params = {**policy.params, "verify_floor": floor, "verify_trust": trust}
+    return replace(policy, name="fast_verify", params=params)
 
 
 PRESETS: dict[str, Callable[..., DecodingPolicy]] = {
@@ -845,6 +851,10 @@ class BlockState:
         self.initial_masked = int(masked.sum())
         # Step at which each position was last committed by sampling; -1 = masked or given.
         self.committed_at = torch.full((block_len,), -1, dtype=torch.long, device=self.x.device)
+        # The confidence each committed position had when committed; -inf = masked or given.
+        self.commit_confidence = torch.full(
+            (block_len,), _NEG_INF, dtype=torch.float32, device=self.x.device
+        )
         self.revision_counts = torch.zeros(block_len, dtype=torch.long, device=self.x.device)
         if revision_budget is not None:
             _int("revision_budget", revision_budget, 0, MAX_NEW_TOKENS)
@@ -883,6 +893,7 @@ class BlockState:
         if self.x.device != device:
             self.x = self.x.to(device)
             self.committed_at = self.committed_at.to(device)
+            self.commit_confidence = self.commit_confidence.to(device)
             self.revision_counts = self.revision_counts.to(device)
 
     def _select(self, confidence: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -961,6 +972,7 @@ class BlockState:
             commit = masked.clone()
         self.x[commit] = tokens[commit]
         self.committed_at[commit] = self.step_index
+        self.commit_confidence[commit] = confidence[commit].float()
 
         # Built only when a revision can happen: a tensor, a nonzero and a list per step that
         # no revising policy needs (one step of a request is a few dozen small ops).
@@ -983,6 +995,7 @@ class BlockState:
                 if n_revised:
                     self.x[revised] = self.mask_id
                     self.committed_at[revised] = -1
+                    self.commit_confidence[revised] = _NEG_INF
                     self.revision_counts[revised] += 1
                     self.revision_budget_left -= n_revised
                     revised_at = torch.nonzero(revised).flatten().tolist()

@@ -94,6 +94,8 @@ VERIFY_FLOOR = 0.05
 # passes per token, against 0.33 with the fast modes' block 8 / threshold 0.8 (same section).
 VERIFY_BLOCK = 32
 VERIFY_THRESHOLD = 0.1
+# The last block is verified however confident its draft was (1: always; see fast_verify).
+VERIFY_TRUST = 1.0
 
 
 def decoding_modes(
@@ -104,6 +106,7 @@ def decoding_modes(
     verify_threshold: float = VERIFY_THRESHOLD,
     verify_block: int = VERIFY_BLOCK,
     serial_repeats: bool = SERIAL_REPEATS,
+    verify_trust: float = VERIFY_TRUST,
 ) -> dict[str, DecodingMode]:
     """The named modes; ``threshold``, ``revise_below`` and ``block_size`` set the fast
     diffusion modes', ``verify_*`` the verified one's (for sweeps: ``assistant eval
@@ -167,6 +170,7 @@ def decoding_modes(
                 threshold=verify_threshold,
                 verify_floor=verify_floor,
                 block_size=verify_block,
+                verify_trust=verify_trust,
                 max_new_tokens=MAX_REPLY_TOKENS,
                 serial_repeats=serial_repeats,
             ),

@@ -20,29 +20,39 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from assistant.agent.decoding import FAST_BLOCK, decoding_modes
+from assistant.agent.decoding import FAST_BLOCK, VERIFY_TRUST, decoding_modes
 from dlm_runtime.decoding import DecodingMode
 
 
 def sweep_modes(
-    thresholds: Sequence[float], floors: Sequence[float], block: int = FAST_BLOCK
-) -> dict[str, tuple[DecodingMode, float | None, float | None]]:
-    """Mode name -> (mode, threshold, floor); floor 0 is plain fast diffusion."""
-    modes: dict[str, tuple[DecodingMode, float | None, float | None]] = {
-        "autoregressive": (decoding_modes()["autoregressive"], None, None)
+    thresholds: Sequence[float],
+    floors: Sequence[float],
+    block: int = FAST_BLOCK,
+    trusts: Sequence[float] = (VERIFY_TRUST,),
+) -> dict[str, tuple[DecodingMode, float | None, float | None, float | None]]:
+    """Mode name -> (mode, threshold, floor, trust); floor 0 is plain fast diffusion, and each
+    verified point is taken at every ``trusts`` value (``verify_trust``)."""
+    modes: dict[str, tuple[DecodingMode, float | None, float | None, float | None]] = {
+        "autoregressive": (decoding_modes()["autoregressive"], None, None, None)
     }
     for threshold in thresholds:
         for floor in floors:
-            if floor <= 0:
-                mode = decoding_modes(threshold=threshold, block_size=block)["fast-diffusion"]
-            else:
-                mode = decoding_modes(
-                    verify_threshold=threshold, verify_block=block, verify_floor=floor
-                )["fast-diffusion+verify"]
-            name = f"{mode.name}@t{threshold:g}" + (f",f{floor:g}" if floor > 0 else "")
-            if block != FAST_BLOCK:
-                name += f",b{block}"
-            modes[name] = (dataclasses.replace(mode, name=name), threshold, floor)
+            for trust in trusts if floor > 0 else (None,):
+                if trust is None:
+                    mode = decoding_modes(threshold=threshold, block_size=block)["fast-diffusion"]
+                else:
+                    mode = decoding_modes(
+                        verify_threshold=threshold,
+                        verify_block=block,
+                        verify_floor=floor,
+                        verify_trust=trust,
+                    )["fast-diffusion+verify"]
+                name = f"{mode.name}@t{threshold:g}" + (f",f{floor:g}" if floor > 0 else "")
+                if block != FAST_BLOCK:
+                    name += f",b{block}"
+                if trust is not None and trust < 1:
+                    name += f",trust{trust:g}"
+                modes[name] = (dataclasses.replace(mode, name=name), threshold, floor, trust)
     return modes
 
 
@@ -52,6 +62,7 @@ def sweep(
     thresholds: Sequence[float],
     floors: Sequence[float],
     block: int = FAST_BLOCK,
+    trusts: Sequence[float] = (VERIFY_TRUST,),
 ) -> list[dict[str, Any]]:
     """One point per mode: its settings and ``ModeReport.summary()``."""
     from assistant.checkpoints import model_dir, uses_entity_slots
@@ -60,8 +71,8 @@ def sweep(
 
     settings = Settings.load()
     path = model_dir(settings.model_path)
-    modes = sweep_modes(thresholds, floors, block)
-    known = {name: mode for name, (mode, _, _) in modes.items()}
+    modes = sweep_modes(thresholds, floors, block, trusts)
+    known = {name: mode for name, (mode, *_) in modes.items()}
     reports, _ = asyncio.run(
         run_evaluation(
             path,
@@ -80,11 +91,18 @@ def sweep(
             "mode": r.mode,
             "threshold": modes[r.mode][1],
             "floor": modes[r.mode][2],
+            "trust": modes[r.mode][3],
             "block": block,
             **r.summary(),
         }
         for r in reports
     ]
+
+
+def _trust(point: dict[str, Any]) -> float:
+    """A point's ``verify_trust`` (sweeps before it existed always verified: 1)."""
+    trust = point.get("trust")
+    return 1.0 if trust is None else float(trust)
 
 
 def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
@@ -99,34 +117,44 @@ def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(12, 5.5))
     reference = [p for p in points if p["floor"] is None][:1]  # one per sweep: the first
     lines = sorted(
-        {(p.get("block", FAST_BLOCK), p["floor"]) for p in points if p["floor"] is not None}
+        {
+            (p.get("block", FAST_BLOCK), p["floor"], _trust(p))
+            for p in points
+            if p["floor"] is not None
+        }
     )
-    blocks = sorted({block for block, _ in lines})
-    floors = sorted({floor for _, floor in lines})
+    blocks = sorted({block for block, _, _ in lines})
+    colours = sorted({(floor, trust) for _, floor, trust in lines})
     several_blocks = len(blocks) > 1
     markers, styles = "os^D", ["-", "-.", (0, (5, 1)), (0, (1, 1))]
     for ax, (key, label) in zip(axes, metrics, strict=True):
         for ref in reference:
             ax.axhline(ref[key], color="black", linestyle="--", linewidth=1, label="autoregressive")
             ax.axhline(ref[key] - 1, color="grey", linestyle=":", linewidth=1, label="AR - 1 point")
-        for block, floor in lines:
+        for block, floor, trust in lines:
             line = sorted(
-                (p for p in points if p["floor"] == floor and p.get("block", FAST_BLOCK) == block),
+                (
+                    p
+                    for p in points
+                    if (p.get("block", FAST_BLOCK), p["floor"], _trust(p)) == (block, floor, trust)
+                ),
                 key=lambda p: p["forward_passes_per_token"],
             )
             name = "fast diffusion (no verify)" if floor == 0 else f"verify, floor {floor:g}"
             if several_blocks:
                 name += f", block {block}"
+            if trust < 1:
+                name += f", trust {trust:g}"
             xs = [p["forward_passes_per_token"] for p in line]
             ax.plot(
                 xs,
                 [p[key] for p in line],
                 marker=markers[blocks.index(block) % len(markers)],
-                color=f"C{floors.index(floor)}",
+                color=f"C{colours.index((floor, trust)) % 10}",
                 linestyle=styles[blocks.index(block) % len(styles)],
                 label=name,
             )
-            for p in line if floor in (0, max(f for _, f in lines)) else []:
+            for p in line if floor in (0, max(f for _, f, _ in lines)) else []:
                 ax.annotate(
                     f"t{p['threshold']:g}",
                     (p["forward_passes_per_token"], p[key]),
@@ -155,6 +183,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument("--thresholds", default="0.2,0.3,0.5,0.8")
     run.add_argument("--floors", default="0,0.01,0.05,0.2,1")
     run.add_argument("--block", type=int, default=FAST_BLOCK, help="fast diffusion's block")
+    run.add_argument(
+        "--trusts",
+        default=str(VERIFY_TRUST),
+        help="verify_trust values: the last block skips its verify forward when each of its "
+        "tokens was committed with at least this probability (1: never skips)",
+    )
     run.add_argument("--out", required=True, type=Path)
     draw = sub.add_parser("plot", help="draw the points of one or more sweeps")
     draw.add_argument("points", nargs="+", type=Path)
@@ -163,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "sweep":
         thresholds = [float(x) for x in args.thresholds.split(",")]
         floors = [float(x) for x in args.floors.split(",")]
-        points = sweep(args.heldout, args.limit, thresholds, floors, args.block)
+        trusts = [float(x) for x in args.trusts.split(",")]
+        points = sweep(args.heldout, args.limit, thresholds, floors, args.block, trusts)
         args.out.write_text(json.dumps(points, indent=1) + "\n", encoding="utf-8")
     else:
         points = [p for f in args.points for p in json.loads(f.read_text(encoding="utf-8"))]

@@ -584,14 +584,16 @@ class VerifiedState(PrefixCausalState):
     first that fails, only the kept ones join the cache, the failing one becomes the causal
     choice (the policy's chooser), and the rest are dropped with the new block's step (it saw
     them): a fresh block starts after the corrected token. The last block gets one causal
-    forward of its own. At temperature 0, ``verify_floor`` 1 (argmax only) is the
-    autoregressive reply token for token, and 0 (everything kept) the PREFIX_CAUSAL reply
-    with its forwards.
+    forward of its own, unless each of its tokens was committed with probability at least the
+    policy's ``verify_trust`` (below 1). At temperature 0, ``verify_floor`` 1 (argmax only)
+    with ``verify_trust`` 1 is the autoregressive reply token for token, and floor 0
+    (everything kept) the PREFIX_CAUSAL reply with its forwards.
     """
 
     def __init__(self, handle: Handle, info: ModelInfo, stats: EngineStats) -> None:
         super().__init__(handle, info, stats)
         self.floor = float(self.policy.params.get("verify_floor", 0.0) or 0.0)
+        self.trust = float(self.policy.params.get("verify_trust", 1.0))
         self.first_target: torch.Tensor | None = None  # causal logits at the block's start
         self.unverified: list[int] = []  # the finished block's tokens, from reply[checked]
         self.checked = 0  # leading reply tokens verified
@@ -639,7 +641,7 @@ class VerifiedState(PrefixCausalState):
         self.unverified = block.x.tolist()
 
     def _finish(self, reason: FinishReason, tokens: list[int]) -> list[Update]:
-        if self.floor <= 0:
+        if self.floor <= 0 or (len(tokens) > 1 and self._trusted(len(tokens))):
             return super()._finish(reason, tokens)
         self.unverified, self.closing = tokens, reason
         self.pending = torch.tensor(tokens[:-1], dtype=torch.long, device=self.info.device)
@@ -648,6 +650,13 @@ class VerifiedState(PrefixCausalState):
         assert self.first_target is not None
         verdict = self._verify(None, None)
         return verdict if verdict is not None else [self.final(reason)]
+
+    def _trusted(self, count: int) -> bool:
+        """Whether the last block's first ``count`` tokens were all committed confidently
+        enough (``verify_trust``) to skip the causal forward that would verify them."""
+        if self.trust >= 1.0:
+            return False
+        return bool((self.block.commit_confidence[:count] >= self.trust).all())
 
     def _verify(self, rows: torch.Tensor | None, cache: RowCache | None) -> list[Update] | None:
         """Judge the unverified tokens by their causal logits (the block's first target, then

@@ -112,3 +112,34 @@ async def test_wrong_blocks_are_corrected_and_good_ones_cost_few_forwards(
         good = final(await collect(engine, req("g", p, strict, Pattern.VERIFIED)))
     assert good.token_ids == want
     assert good.usage.forward_passes <= 40 // 8 + 1  # one step per block, one final verify
+
+
+async def test_a_confident_last_block_skips_its_verify_forward(
+    tok: PreTrainedTokenizerFast,
+) -> None:
+    """verify_trust below 1: a last block drafted confidently ends without its own causal
+    forward (one forward fewer, the same reply when the drafts agree); a wrong but confident
+    last block is kept unverified, which is what the setting trades."""
+    sp = special_token_ids(tok)
+    p = prompt(6, seed=3)
+    end_at = len(p) + 1 + 11
+    ends = ScriptedModel(tok, spec_rule("agreeing", sp.mask, end_at, sp.end))
+    verified = fast_verify(0.5, verify_floor=1.0, block_size=8, max_new_tokens=40)
+    trusted = fast_verify(0.5, verify_floor=1.0, block_size=8, max_new_tokens=40, verify_trust=0.5)
+    async with Engine(ends, tok) as engine:
+        always = final(await collect(engine, req("a", p, verified, Pattern.VERIFIED)))
+        skipped = final(await collect(engine, req("t", p, trusted, Pattern.VERIFIED)))
+    assert skipped.token_ids == always.token_ids
+    assert skipped.finish_reason == always.finish_reason == "end"
+    assert skipped.usage.forward_passes == always.usage.forward_passes - 1
+    want = chain(torch.arange(6, 46)).tolist()
+    async with Engine(ScriptedModel(tok, sloppy_drafts(sp.mask)), tok) as engine:
+        fixed = final(await collect(engine, req("s", p, verified, Pattern.VERIFIED)))
+        tail = final(await collect(engine, req("u", p, trusted, Pattern.VERIFIED)))
+    assert fixed.token_ids == want
+    assert tail.token_ids[:32] == want[:32] and tail.token_ids != want
+
+
+def test_verify_trust_is_checked() -> None:
+    with pytest.raises(ValueError, match="verify_trust"):
+        fast_verify(verify_trust=1.5)
