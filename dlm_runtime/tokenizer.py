@@ -22,8 +22,9 @@ import json
 import os
 import re
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -415,13 +416,16 @@ def encode_chat(
     tok: PreTrainedTokenizerFast,
     messages: Sequence[Mapping[str, Any]],
     add_generation_prompt: bool = True,
+    text_ids: Callable[[str], list[int]] | None = None,
 ) -> list[int]:
     """Token ids of ``messages`` in the chat format; identical to the template for benign text.
 
     Unlike ``apply_chat_template(tokenize=True)`` (whose return type changed between
     transformers 4 and 5) this always returns ``list[int]`` and never lets message text
-    produce control tokens.
+    produce control tokens. ``text_ids`` replaces ``encode_text(tok, ...)`` for the texts (a
+    memo of it, when many chats share their messages).
     """
+    encode = text_ids if text_ids is not None else partial(encode_text, tok)
     sp = special_token_ids(tok)
     ids = [sp.bos]
     for i, message in enumerate(messages):
@@ -433,11 +437,11 @@ def encode_chat(
         if content is not None:
             if not isinstance(content, str):
                 raise ValueError(f"message {i}: content must be a string")
-            ids.extend(encode_text(tok, content))
+            ids.extend(encode(content))
         if role == "assistant":
             for call in message.get("tool_calls") or ():
                 ids.append(sp.tool_call_open)
-                ids.extend(encode_text(tok, tool_call_json(call)))
+                ids.extend(encode(tool_call_json(call)))
                 ids.append(sp.tool_call_close)
         ids.append(sp.end)
     if add_generation_prompt:

@@ -36,6 +36,7 @@ from dlm_runtime.modeling import DLMConfig, DLMModel
 from dlm_runtime.tokenizer import (
     SPECIAL_TOKENS,
     encode_chat,
+    encode_text,
     extend_tokenizer,
     load_tokenizer,
     save_tokenizer,
@@ -140,9 +141,23 @@ def tokenize_examples(
     left out for being longer than ``max_len``."""
     examples: list[Example] = []
     too_long = 0
-    for messages in conversations:
-        prompt = encode_chat(tokenizer, messages[:-1], add_generation_prompt=True)
-        full = encode_chat(tokenizer, messages, add_generation_prompt=False)
+    # A conversation gives one example per assistant turn, each repeating the turns before
+    # it, and prompt and full chat share all but one message: encode each text once.
+    memo: dict[str, list[int]] = {}
+
+    def text_ids(text: str) -> list[int]:
+        ids = memo.get(text)
+        if ids is None:
+            ids = memo[text] = encode_text(tokenizer, text)
+        return ids
+
+    for messages in tqdm(
+        conversations, desc="tokenizing", unit="example", file=sys.stderr, leave=False
+    ):
+        prompt = encode_chat(
+            tokenizer, messages[:-1], add_generation_prompt=True, text_ids=text_ids
+        )
+        full = encode_chat(tokenizer, messages, add_generation_prompt=False, text_ids=text_ids)
         if full[: len(prompt)] != prompt:
             raise ValueError("the chat encoding of a prompt is not a prefix of the full chat")
         if len(full) > max_len:
