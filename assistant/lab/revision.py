@@ -4,9 +4,10 @@
 scores autoregressive mode and, at each ``--thresholds`` value, fast diffusion (floor 0: no
 verification) and ``fast-diffusion+verify`` at each ``--floors`` value, on one engine, one
 request at a time (as ``assistant eval --concurrency 1 --bad-input 0`` does per mode);
-``python -m assistant.lab.revision plot points.json --out docs/img/revision.png`` draws tool
-selection and facts against forward passes per token, one line per floor, with
-autoregressive mode as a reference line. Choose settings on dev dialogues only.
+``python -m assistant.lab.revision plot points.json --out docs/img/revision.png`` draws facts,
+tool selection and arguments against forward passes per token, one line per floor (and
+``--trusts`` value), with autoregressive mode as a reference line. Choose settings on dev
+dialogues only.
 """
 
 from __future__ import annotations
@@ -106,15 +107,19 @@ def _trust(point: dict[str, Any]) -> float:
 
 
 def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
-    """Tool selection and facts against forwards per token: a line per floor over the
-    thresholds, autoregressive mode dashed."""
+    """Facts, tool selection and arguments against forwards per token: a line per floor (and
+    trust) over the thresholds, autoregressive mode dashed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 
-    metrics = [("fact_accuracy", "facts %"), ("tool_selection", "tool selection %")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(12, 5.5))
+    metrics = [
+        ("fact_accuracy", "facts %"),
+        ("tool_selection", "tool selection %"),
+        ("argument_match", "arguments exact %"),
+    ]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(17, 5.5))
     reference = [p for p in points if p["floor"] is None][:1]  # one per sweep: the first
     lines = sorted(
         {
