@@ -14,7 +14,8 @@ call backs:
 * ``order``: order facts (a status such as "has shipped", "in transit", "was delivered"; a
   tracking number; a delivery date; an order total) without a successful ``lookup_order``
   that found the order, in this turn or earlier in the conversation (a follow-up such as
-  "how much did I pay?" is answered from the earlier lookup);
+  "how much did I pay?" is answered from the earlier lookup); or, when this turn's lookup
+  found an order, facts naming only other order numbers (a corrected number ignored);
 * ``verdict``: a tutoring verdict ("Correct!", "that's right", "well done" / "not quite",
   "incorrect") that disagrees with the check of the student's answer (the turn's first
   ``check_answer``), or any verdict when the checker could not judge (tool error or timeout,
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from assistant.agent.prompting import HistoryItem, current_exercise
+from assistant.entities.slots import SlotKind, SlotTable
 
 __all__ = [
     "KINDS",
@@ -51,6 +53,7 @@ __all__ = [
     "conversation_evidence",
     "evidence_from_history",
     "honest_reply",
+    "order_status_reply",
     "unsupported_claims",
 ]
 
@@ -298,9 +301,26 @@ def _order_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
     phrase = _first_asserted(text, _ORDER_FACTS)
     if phrase is None:
         return []
+    found_now = [e for e in _ok(evidence, "lookup_order", this_turn_only=True) if _order_found(e)]
+    if found_now:
+        # This turn looked an order up: facts told of another order only (a correction the
+        # reply ignored, or the previous order's number) are not what the lookup found.
+        wanted = str(found_now[-1].result["order_id"])
+        named = _order_numbers(text)
+        if named and wanted not in named:
+            return [Claim("order", named[0], f"this turn's lookup found order {wanted}")]
+        return []
     if any(_order_found(e) for e in _ok(evidence, "lookup_order", this_turn_only=False)):
         return []
     return [Claim("order", phrase, "no lookup in this conversation found the order")]
+
+
+def _order_numbers(text: str) -> list[str]:
+    """The order numbers ``text`` names, in the extractor's normal form (``NW-123456``)."""
+    table = SlotTable()
+    table.delexicalize(text)
+    prefix = f"[{SlotKind.ORDER_ID.value}_"
+    return [value for slot, value in table.values.items() if slot.startswith(prefix)]
 
 
 # --- tutoring verdicts ------------------------------------------------------------------------
@@ -430,6 +450,31 @@ VERDICT_FALLBACK: Final = (
 )
 
 
+_STATUS_WORDS: Final = {
+    "processing": "is being prepared and hasn't shipped yet",
+    "shipped": "has shipped",
+    "in_transit": "is in transit",
+    "out_for_delivery": "is out for delivery today",
+    "delivered": "was delivered",
+    "cancelled": "was cancelled",
+}
+
+
+def order_status_reply(result: Mapping[str, Any]) -> str:
+    """The status of the order a lookup found, in its own words: carrier, tracking and the
+    expected delivery where the result has them."""
+    status = str(result.get("status", ""))
+    words = _STATUS_WORDS.get(status, f"has the status {status.replace('_', ' ')}")
+    parts = [f"Order {result['order_id']} {words}."]
+    if result.get("carrier"):
+        parts.append(
+            f"Carrier: {result['carrier']}, tracking number {result.get('tracking_number')}."
+        )
+    if result.get("estimated_delivery"):
+        parts.append(f"It should arrive by {result['estimated_delivery']}.")
+    return " ".join(parts)
+
+
 def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
     """A short reply for a turn whose reply made ``claim``: it claims nothing unsupported."""
     if claim.kind == "ticket":
@@ -446,6 +491,8 @@ def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
         return HANDOFF_FALLBACK
     if claim.kind == "order":
         lookups = [e for e in evidence if e.name == "lookup_order" and e.this_turn]
+        if lookups and _order_found(lookups[-1]):  # facts of another order than it found
+            return order_status_reply(lookups[-1].result)
         if lookups and lookups[-1].status == "ok":  # it ran and found nothing
             return ORDER_NOT_FOUND_FALLBACK
         return ORDER_FALLBACK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from assistant.agent.claims import (
     conversation_evidence,
     evidence_from_history,
     honest_reply,
+    order_status_reply,
     unsupported_claims,
 )
 from assistant.agent.prompting import HistoryItem
@@ -180,8 +182,36 @@ def test_order_facts_need_a_lookup_that_found_the_order(text: str) -> None:
     assert kinds(text, []) == ["order"]
     assert kinds(text, [NOT_FOUND_]) == ["order"]
     assert kinds(text, [ToolEvidence("lookup_order", "error")]) == ["order"]
-    assert kinds(text, [FOUND]) == []
+    assert kinds(re.sub(r"N[OW]-\d{6}", ORDER.number, text), [FOUND]) == []
     assert kinds(text, [earlier(FOUND)]) == []  # a follow-up to an earlier lookup
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Your order NW-123456 has shipped with UPS.",
+        "Order NO-123456 was delivered yesterday.",
+        "The total for order nw123456 was $108.00.",
+    ],
+)
+def test_facts_of_another_order_than_this_turns_lookup_found_are_a_claim(text: str) -> None:
+    """A corrected order number looked up, the reply still about the old one: the honest
+    reply tells the found order's status with its own carrier, tracking and date."""
+    claims = unsupported_claims(text, "widget", [earlier(FOUND), FOUND])
+    assert [c.kind for c in claims] == ["order"]
+    reply = honest_reply(claims[0], [earlier(FOUND), FOUND])
+    assert reply == order_status_reply(FOUND.result)
+    assert ORDER.number in reply and str(ORDER.tracking_number) in reply
+    assert str(ORDER.carrier) in reply and "NW-123456" not in reply
+    assert kinds(reply, [FOUND]) == []
+    # Naming the found order too (beside another) is not this claim.
+    assert kinds(f"{text} Order {ORDER.number} has shipped.", [FOUND]) == []
+
+
+def test_every_status_reads_as_a_sentence() -> None:
+    for order in {o.status: o for o in SHOP.orders}.values():
+        reply = order_status_reply(order_view(order))
+        assert reply.startswith(f"Order {order.number} ") and "_" not in reply
 
 
 @pytest.mark.parametrize(
