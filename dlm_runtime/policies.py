@@ -692,12 +692,12 @@ def fast_verify(
     threshold: float = 0.9,
     verify_floor: float = 1.0,
     block_size: int = 32,
-    verify_trust: float = 1.0,
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
     serial_repeats: bool = False,
+    verify_trust: float = 1.0,
 ) -> DecodingPolicy:
     """:func:`fast` whose finished blocks the causal mode verifies (the VERIFIED pattern of
     ``dlm_runtime.engine``): a block token is kept while it is the causal argmax or its causal
