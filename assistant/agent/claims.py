@@ -19,7 +19,8 @@ call backs:
 * ``verdict``: a tutoring verdict ("Correct!", "that's right", "well done" / "not quite",
   "incorrect") that disagrees with the check of the student's answer (the turn's first
   ``check_answer``), or any verdict when the checker could not judge (tool error or timeout,
-  an exercise it could not read, no check).
+  an exercise it could not read, no check); or an answer given ("the answer is 42") whose
+  numbers are not those of the checker's expected answer.
 
 Choices:
 
@@ -398,6 +399,33 @@ def _verdict_claims(text: str, channel: str, evidence: Sequence[ToolEvidence]) -
     return []
 
 
+# "The answer is 9000 g." / "so the correct answer is 3/4": what a reply gives as the answer.
+_STATED_ANSWER: Final = re.compile(
+    r"\b(?:the\s+(?:correct\s+|right\s+)?answer\s+is|answer:)\s*(.+?)(?=,\s|[;!?]|\.\s|\.$|$)",
+    _FLAGS,
+)
+_OTHER_ANSWER: Final = "the checker's answer is "
+_NUMBER: Final = re.compile(r"\d+(?:[./]\d+)?")
+
+
+def _numbers(text: str) -> list[str]:
+    return _NUMBER.findall(text.replace(",", ""))
+
+
+def _answer_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
+    """A reply that gives as the answer numbers other than the checker's expected answer."""
+    check = _student_check(evidence)
+    if check is None or check.status != "ok" or "expected" not in check.result:
+        return []
+    expected = _numbers(str(check.result["expected"]))
+    for match in _STATED_ANSWER.finditer(text):
+        stated = _numbers(match.group(1))
+        if stated and stated != expected:
+            answer = check.result["expected"]
+            return [Claim("verdict", match.group(0), f"{_OTHER_ANSWER}{answer}")]
+    return []
+
+
 # --- the check ------------------------------------------------------------------------------
 
 
@@ -410,7 +438,7 @@ def unsupported_claims(text: str, channel: str, evidence: Sequence[ToolEvidence]
     exercise's history (``prompting.current_exercise``), as the model sees it.
     """
     text = text.replace("\u2019", "'")
-    claims = _verdict_claims(text, channel, evidence)
+    claims = _verdict_claims(text, channel, evidence) or _answer_claims(text, evidence)
     claims += _ticket_claims(text, evidence)
     claims += _handoff_claims(text, evidence)
     claims += _order_claims(text, evidence)
@@ -502,6 +530,10 @@ def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
     result = check.result
     explanation = str(result.get("explanation") or "")
     hint = result.get("hint")
+    if claim.reason.startswith(_OTHER_ANSWER):  # the reply gave another answer than this one
+        if result.get("correct") is True and "error" not in result:
+            return f"That's correct! {explanation}".strip()
+        return f"The answer is {result['expected']}. {explanation}".strip()
     if result.get("error") == "empty_answer" and "expected" in result:
         return f"The answer is {result['expected']}. {explanation}".strip()
     if "error" in result or _judged(check) is None:

@@ -428,3 +428,36 @@ def test_a_second_check_of_the_shown_solution_does_not_make_the_student_right() 
         honest_reply(claim, [unreadable, recheck])
         == "I couldn't check that answer. Write a number."
     )
+
+
+GAVE_UP = ToolEvidence("check_answer", "ok", check_answer("9 kg to g", "no idea, show me"))
+
+
+@pytest.mark.parametrize(
+    ("text", "evidence"),
+    [
+        ("Let's work through it: 1 kg = 1000 g, so 9 kg = 9000 g. So the answer is 42.", GAVE_UP),
+        ("Not quite: the answer is 5. 2 + 2 = 4.", WRONG),
+        ("The correct answer is 22, since 2 + 2 = 4.", WRONG),
+    ],
+)
+def test_an_answer_other_than_the_checkers_is_a_claim(text: str, evidence: ToolEvidence) -> None:
+    """Seen served with run 11: "no idea, show me" got "So the answer is 42" (the student's
+    earlier guess). The honest reply gives the checker's answer and explanation."""
+    claims = unsupported_claims(text, "tutor", [evidence])
+    assert [c.kind for c in claims] == ["verdict"]
+    reply = honest_reply(claims[0], [evidence])
+    assert reply.startswith(f"The answer is {evidence.result['expected']}.")
+    assert kinds(reply, [evidence], channel="tutor") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No problem! The answer is 9000 g. 1 kg = 1000 g, so 9 kg = 9000 g.",
+        "The answer is 9,000 g.",
+        "Let's see: the answer is in the explanation. 1 kg = 1000 g.",
+    ],
+)
+def test_the_checkers_answer_is_no_claim(text: str) -> None:
+    assert kinds(text, [GAVE_UP], channel="tutor") == []
