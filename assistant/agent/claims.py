@@ -19,8 +19,9 @@ call backs:
 * ``verdict``: a tutoring verdict ("Correct!", "that's right", "well done" / "not quite",
   "incorrect") that disagrees with the check of the student's answer (the turn's first
   ``check_answer``), or any verdict when the checker could not judge (tool error or timeout,
-  an exercise it could not read, no check); or an answer given ("the answer is 42") whose
-  numbers are not those of the checker's expected answer.
+  an exercise it could not read, no check);
+* ``answer``: an answer given ("the answer is 42") whose numbers are not those of the
+  checker's expected answer (only looked for where the reply's verdict is not a claim).
 
 Choices:
 
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 # In the order a turn's problem names them when a reply makes several.
-KINDS: Final = ("verdict", "ticket", "handoff", "order")
+KINDS: Final = ("verdict", "answer", "ticket", "handoff", "order")
 
 
 @dataclass(frozen=True)
@@ -381,8 +382,9 @@ def _judged(check: ToolEvidence) -> bool | None:
     return False if correct is False else None
 
 
-def _verdict_claims(text: str, channel: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
-    check = _student_check(evidence)
+def _verdict_claims(
+    text: str, channel: str, check: ToolEvidence | None, evidence: Sequence[ToolEvidence]
+) -> list[Claim]:
     if check is None and channel != "tutor":
         return []
     said = _verdict(_without(text, _strings(evidence, ("check_answer",))))
@@ -404,7 +406,6 @@ _STATED_ANSWER: Final = re.compile(
     r"\b(?:the\s+(?:correct\s+|right\s+)?answer\s+is|answer:)\s*(.+?)(?=,\s|[;!?]|\.\s|\.$|$)",
     _FLAGS,
 )
-_OTHER_ANSWER: Final = "the checker's answer is "
 _NUMBER: Final = re.compile(r"\d+(?:[./]\d+)?")
 
 
@@ -412,9 +413,8 @@ def _numbers(text: str) -> list[str]:
     return _NUMBER.findall(text.replace(",", ""))
 
 
-def _answer_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
+def _answer_claims(text: str, check: ToolEvidence | None) -> list[Claim]:
     """A reply that gives as the answer numbers other than the checker's expected answer."""
-    check = _student_check(evidence)
     if check is None or check.status != "ok" or "expected" not in check.result:
         return []
     expected = _numbers(str(check.result["expected"]))
@@ -422,7 +422,7 @@ def _answer_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
         stated = _numbers(match.group(1))
         if stated and stated != expected:
             answer = check.result["expected"]
-            return [Claim("verdict", match.group(0), f"{_OTHER_ANSWER}{answer}")]
+            return [Claim("answer", match.group(0), f"the checker's answer is {answer}")]
     return []
 
 
@@ -438,7 +438,9 @@ def unsupported_claims(text: str, channel: str, evidence: Sequence[ToolEvidence]
     exercise's history (``prompting.current_exercise``), as the model sees it.
     """
     text = text.replace("\u2019", "'")
-    claims = _verdict_claims(text, channel, evidence) or _answer_claims(text, evidence)
+    check = _student_check(evidence)
+    # A reply that misjudges the answer and also states another one needs one correction.
+    claims = _verdict_claims(text, channel, check, evidence) or _answer_claims(text, check)
     claims += _ticket_claims(text, evidence)
     claims += _handoff_claims(text, evidence)
     claims += _order_claims(text, evidence)
@@ -530,7 +532,7 @@ def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
     result = check.result
     explanation = str(result.get("explanation") or "")
     hint = result.get("hint")
-    if claim.reason.startswith(_OTHER_ANSWER):  # the reply gave another answer than this one
+    if claim.kind == "answer":  # the reply gave another answer than the checker's
         if result.get("correct") is True and "error" not in result:
             return f"That's correct! {explanation}".strip()
         return f"The answer is {result['expected']}. {explanation}".strip()

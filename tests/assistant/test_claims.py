@@ -445,7 +445,7 @@ def test_an_answer_other_than_the_checkers_is_a_claim(text: str, evidence: ToolE
     """Seen served with run 11: "no idea, show me" got "So the answer is 42" (the student's
     earlier guess). The honest reply gives the checker's answer and explanation."""
     claims = unsupported_claims(text, "tutor", [evidence])
-    assert [c.kind for c in claims] == ["verdict"]
+    assert [c.kind for c in claims] == ["answer"]
     reply = honest_reply(claims[0], [evidence])
     assert reply.startswith(f"The answer is {evidence.result['expected']}.")
     assert kinds(reply, [evidence], channel="tutor") == []
