@@ -427,6 +427,42 @@ def test_console_on_a_narrow_screen(browser: Any, server: Server, artifacts: Pat
         shop_ctx.close()
 
 
+def test_console_shows_a_handoff_waiting_until_an_operator_takes_it(
+    browser: Any, server: Server
+) -> None:
+    """Seen by hand: after the bot handed off, the console said "an operator owns it" and
+    badged the row "operator" while no operator had taken it yet."""
+    shop_ctx, shop, shop_errors = open_page(browser, server.base_url + "/")
+    console_ctx, console, errors = open_page(browser, server.base_url + "/console")
+    try:
+        widget = WidgetDriver(shop)
+        widget.open()
+        widget.wait_online()
+        conversation_id = widget.conversation_id()
+        widget.send("Can I speak to a real person please?")
+        widget.wait_finals(1)
+        widget.host.locator(".notice.handoff").first.wait_for(timeout=REPLY_TIMEOUT_MS)
+        console.get_by_label("Operator key").fill(server.operator_key)
+        console.get_by_label("Operator key").press("Enter")
+        row = console.locator(f'li[data-conversation="{conversation_id}"]')
+        row.locator(".badge.waiting").wait_for()
+        assert row.locator(".badge.human").count() == 0
+        row.locator("button").click()
+        owner = console.locator("#owner")
+        console.wait_for_function("() => document.querySelector('#owner').textContent !== ''")
+        assert owner.inner_text() == "waiting for a human"
+        console.get_by_role("button", name="Take over").click()
+        console.wait_for_function(
+            "() => document.querySelector('#owner').textContent === 'you own it'"
+        )
+        row.locator(".badge.human").filter(has_text="yours").wait_for()
+        assert row.locator(".badge.waiting").count() == 0
+        assert errors.errors == [] and shop_errors.errors == []
+    finally:
+        console_ctx.close()
+        shop_ctx.close()
+
+
 def test_widget_embedded_on_another_site(browser: Any, server: Server, artifacts: Path) -> None:
     """One script tag on a page of another origin: the widget talks to its own gateway."""
     page_html = (

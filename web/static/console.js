@@ -219,7 +219,7 @@
       var badges = el("span", "badges");
       if (fresh[c.id]) badges.appendChild(el("span", "badge new", "new"));
       if (c.waiting) badges.appendChild(el("span", "badge waiting", "waiting for a human"));
-      if (c.owner === "human") {
+      if (c.owner === "human" && c.operator_id) {  // waiting ones have no operator yet
         var mine = isMe(c.operator_id);
         badges.appendChild(el("span", "badge human", mine ? "yours" : "operator"));
       }
@@ -297,7 +297,8 @@
       return;
     }
     var mine = ownedByMe();
-    var label = current.owner === "human" ? (mine ? "you own it" : "an operator owns it")
+    var label = current.owner === "human"
+      ? (mine ? "you own it" : current.operator_id ? "an operator owns it" : "waiting for a human")
       : current.owner === "closed" ? "closed" : "the bot answers";
     ui.owner.textContent = label;
     ui.owner.setAttribute("data-owner", current.owner + (mine ? "-me" : ""));
