@@ -1,6 +1,7 @@
-"""Training-only customer phrasings written in one batch by a writer shown only the training
-phrasings of each list (never the held-out or dev ones), 20 per list and 40 for the requests
-to decline, to hand over and about another customer's order.
+"""Training-only customer phrasings written in batches (this module holds the first,
+``written_phrasings_second`` the second) by a writer shown only the training
+phrasings of each list (never the held-out or dev ones); the first batch has 20 per list and 40 for
+the requests to decline, to hand over and about another customer's order.
 
 Each list's phrasings are keyed by where the list lives (``module.NAME`` or
 ``module.NAME[key]``); ``add_written_phrasings`` offers them to those lists' training split
@@ -14,6 +15,7 @@ import importlib
 import re
 
 from assistant.lab.corpus.phrases import Phrases
+from assistant.lab.corpus.written_phrasings_second import SECOND
 
 _KEY = re.compile(r"\[([^\]]+)\]")
 
@@ -31,8 +33,16 @@ def phrase_list(name: str) -> Phrases:
 
 
 def add_written_phrasings() -> None:
-    for name, phrasings in WRITTEN.items():
-        phrase_list(name).add_training(phrasings)
+    """Offer every batch to its lists in order: a later batch only appends, so the earlier
+    batches' dev phrasings stay dev."""
+    for batch in batches():
+        for name, phrasings in batch.items():
+            phrase_list(name).add_training(phrasings)
+
+
+def batches() -> tuple[dict[str, tuple[str, ...]], ...]:
+    """The batches of written phrasings, oldest first."""
+    return (WRITTEN, SECOND)
 
 
 WRITTEN: dict[str, tuple[str, ...]] = {
