@@ -35,6 +35,7 @@ from assistant.agent.toolcall import (
     ToolRequest,
     parse_foreign_output,
     parse_output,
+    stops_mid_sentence,
 )
 from assistant.agent.trimming import fit_history
 from assistant.entities.slots import SlotTable, UnresolvedSlot
@@ -403,15 +404,17 @@ class AgentLoop:
 
 def _unusable(parsed: Reply | ToolRequest | ParseError, table: SlotTable) -> str | None:
     """Why an output cannot be used as it is (the problem code the turn would report), or
-    None: a parse error, a reply naming placeholders the prompt never had or with nothing
-    left, a tool call whose arguments name such placeholders."""
+    None: a parse error, a reply naming placeholders the prompt never had, with nothing
+    left or stopping mid-sentence, a tool call whose arguments name such placeholders."""
     if isinstance(parsed, ParseError):
         return parsed.code
     if isinstance(parsed, Reply):
         resolved = table.resolve(parsed.text)
         if resolved.unresolved:
             return "unresolved_slot"
-        return None if resolved.text else "empty_output"
+        if not resolved.text:
+            return "empty_output"
+        return "unfinished_reply" if stops_mid_sentence(resolved.text) else None
     try:
         table.resolve_arguments(parsed.arguments)
     except UnresolvedSlot:

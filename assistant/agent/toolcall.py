@@ -37,6 +37,14 @@ class ParseError:
 
 ParsedOutput = Reply | ToolRequest | ParseError
 
+_CLOSING = (".", "!", "?", ":", "\u2026")
+
+
+def stops_mid_sentence(text: str) -> bool:
+    """A reply without closing punctuation ("It should arrive by"): parallel decoding ended
+    the reply before its sentence did."""
+    return not text.rstrip().rstrip("\"')]").endswith(_CLOSING)
+
 
 def parse_output(text: str, known_tools: Collection[str] | None = None) -> ParsedOutput:
     """Classify decoded model output (special tokens kept) as reply, tool call or error."""

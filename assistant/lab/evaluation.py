@@ -34,6 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.agent.loop import AgentLoop, ToolCalled, ToolFinished, TurnFinished
 from assistant.agent.prompting import HistoryItem
+
+# The served loop redrafts such replies; the evaluation counts those left.
+from assistant.agent.toolcall import stops_mid_sentence as unfinished
 from assistant.demo.shop import build_shop
 from assistant.entities.slots import SlotTable
 from assistant.lab.corpus.build import read_dialogues
@@ -201,11 +204,6 @@ async def run_turn(loop: AgentLoop, channel: str, history: Sequence[HistoryItem]
     assert finished is not None
     latency = (time.perf_counter() - started) * 1000
     return TurnRun(calls[0] if calls else None, calls, results, finished, latency)
-
-
-def unfinished(reply: str) -> bool:
-    """A reply that stops mid-sentence (no closing punctuation)."""
-    return not reply.rstrip().rstrip("\"')]").endswith((".", "!", "?", ":", "\u2026"))
 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z']*")

@@ -190,6 +190,25 @@ async def test_unusable_parallel_output_is_redrafted_causally_once(tokenizer) ->
     assert len(script.prompts) == 2
 
 
+async def test_a_parallel_reply_that_stops_mid_sentence_is_redrafted_causally(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Seen with run 14: fast diffusion ended 2.3% of held-out conversation replies before
+    their sentence ended; the causal mode redrafts them. A second unfinished reply is kept
+    (the fallback would say less)."""
+    causal = DecodingMode.autoregressive(fast())
+    events, script = await _run(
+        tokenizer, ["Hello! What can I", "Hello! What can I do for you?"], "hi", redraft=causal
+    )
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.text == "Hello! What can I do for you?"
+    assert script.prompts[0] == script.prompts[1] and not final.problem
+    events, script = await _run(
+        tokenizer, ["Hello! What can I", "Hello! What"], "hi", redraft=causal
+    )
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.text == "Hello! What"
+    assert final.status == "complete" and len(script.prompts) == 2
+
+
 async def test_unknown_slot_in_arguments_is_a_tool_error(tokenizer) -> None:  # type: ignore[no-untyped-def]
     """Arguments naming an unknown slot are recorded as an error and the model is told."""
     events, script = await _run(
