@@ -536,8 +536,14 @@
   Widget.prototype._renderHistory = function (messages) {
     var self = this;
     (messages || []).forEach(function (m) {
-      if (m.role === "user") self._addUser(m.text, m.client_id, m.id, "sent");
-      else if (m.role === "assistant") {
+      if (m.role === "user") {
+        // One drawn unconfirmed (restored from storage at load, or its echo lost in a drop)
+        // moves to its place in the stored order, after the messages before it.
+        var drawn = m.client_id && self.byClientId[m.client_id];
+        var unconfirmed = drawn && drawn.node.classList.contains("sending");
+        var record = self._addUser(m.text, m.client_id, m.id, "sent");
+        if (unconfirmed) self._append(record.node);
+      } else if (m.role === "assistant") {
         if (m.status === "complete" || m.status === "cancelled" || m.status === "failed") {
           self._addAssistant(m.id, m.text, m.status);
         }
