@@ -532,16 +532,16 @@ def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
     result = check.result
     explanation = str(result.get("explanation") or "")
     hint = result.get("hint")
+    right = f"That's correct! {explanation}".strip()
+    shown = f"The answer is {result.get('expected')}. {explanation}".strip()
     if claim.kind == "answer":  # the reply gave another answer than the checker's
-        if result.get("correct") is True and "error" not in result:
-            return f"That's correct! {explanation}".strip()
-        return f"The answer is {result['expected']}. {explanation}".strip()
+        return right if _judged(check) is True else shown
     if result.get("error") == "empty_answer" and "expected" in result:
-        return f"The answer is {result['expected']}. {explanation}".strip()
+        return shown
     if "error" in result or _judged(check) is None:
         if isinstance(hint, str) and hint:
             return f"I couldn't check that answer. {hint}"
         return VERDICT_FALLBACK
     if result.get("correct") is True:
-        return f"That's correct! {explanation}".strip()
+        return right
     return f"Not quite: the answer is {result.get('expected')}. {explanation}".strip()

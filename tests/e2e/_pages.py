@@ -62,6 +62,12 @@ class WidgetDriver:
         self.bubble.click()
         self.panel.wait_for(state="visible")
 
+    def reload(self) -> None:
+        """Reload the page and reopen the widget once it is online again."""
+        self.page.reload()
+        self.open()
+        self.wait_online()
+
     def wait_online(self) -> None:
         self.page.wait_for_function(
             "() => window.DlmWidget && window.DlmWidget.connection"

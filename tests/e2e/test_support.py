@@ -281,10 +281,7 @@ def test_reconnect_mid_reply_shows_each_message_once(
               w.sendText('Do you ship to Canada?');
             }"""
         )
-        page.reload()
-        widget = WidgetDriver(page)
-        widget.open()
-        widget.wait_online()
+        widget.reload()
         # The page redraws the conversation from the stored history and resends the message.
         widget.wait_finals(3)
         page.wait_for_timeout(500)  # let any replayed event arrive before counting
@@ -336,10 +333,7 @@ def test_a_restored_message_the_server_already_has_keeps_its_place(
               w._save();
             }"""
         )
-        page.reload()
-        widget = WidgetDriver(page)
-        widget.open()
-        widget.wait_online()
+        widget.reload()
         widget.wait_finals(2)
         page.wait_for_timeout(500)  # let a replayed event arrive before counting
         assert widget.user_messages().all_inner_texts() == [
