@@ -21,7 +21,10 @@ call backs:
   ``check_answer``), or any verdict when the checker could not judge (tool error or timeout,
   an exercise it could not read, no check);
 * ``answer``: an answer given ("the answer is 42") whose numbers are not those of the
-  checker's expected answer (only looked for where the reply's verdict is not a claim).
+  checker's expected answer (only looked for where the reply's verdict is not a claim);
+* ``article``: a reply to a turn whose last successful call found a help article
+  (``search_kb``) that does not quote it: what it says of the store's policies is then
+  another article's words or the model's own, not what the tool returned.
 
 Choices:
 
@@ -60,7 +63,7 @@ __all__ = [
 ]
 
 # In the order a turn's problem names them when a reply makes several.
-KINDS: Final = ("verdict", "answer", "ticket", "handoff", "order")
+KINDS: Final = ("verdict", "answer", "ticket", "handoff", "order", "article")
 
 
 @dataclass(frozen=True)
@@ -426,6 +429,31 @@ def _answer_claims(text: str, check: ToolEvidence | None) -> list[Claim]:
     return []
 
 
+# --- help articles --------------------------------------------------------------------------
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.replace("\u2019", "'").casefold().split())
+
+
+def _last_article(evidence: Sequence[ToolEvidence]) -> str | None:
+    """The help article this turn's last successful call returned, if that call found one."""
+    calls = [e for e in evidence if e.this_turn and e.status == "ok"]
+    if not calls or calls[-1].name != "search_kb":
+        return None
+    answer = calls[-1].result.get("answer")
+    return answer if isinstance(answer, str) and answer.strip() else None
+
+
+def _article_claims(text: str, evidence: Sequence[ToolEvidence]) -> list[Claim]:
+    """A reply that does not quote the article the turn found (every trained reply to one
+    quotes it whole; one that does not has paraphrased another article or invented one)."""
+    article = _last_article(evidence)
+    if article is None or _plain(article) in _plain(text):
+        return []
+    return [Claim("article", text[:80], "the reply does not quote the help article found")]
+
+
 # --- the check ------------------------------------------------------------------------------
 
 
@@ -444,6 +472,7 @@ def unsupported_claims(text: str, channel: str, evidence: Sequence[ToolEvidence]
     claims += _ticket_claims(text, evidence)
     claims += _handoff_claims(text, evidence)
     claims += _order_claims(text, evidence)
+    claims += _article_claims(text, evidence)
     return sorted(claims, key=lambda claim: KINDS.index(claim.kind))
 
 
@@ -474,6 +503,7 @@ ORDER_NOT_FOUND_FALLBACK: Final = (
     "I couldn't find that order \u2014 could you check the order number and the email address "
     "on it?"
 )
+ARTICLE_LEAD: Final = "Here's what our help article says:"
 VERDICT_FALLBACK: Final = (
     "I couldn't check that answer just now \u2014 could you send the exercise and your answer "
     "again as plain maths, for example 3/4 + 1/8 and 7/8?"
@@ -526,6 +556,8 @@ def honest_reply(claim: Claim, evidence: Sequence[ToolEvidence]) -> str:
         if lookups and lookups[-1].status == "ok":  # it ran and found nothing
             return ORDER_NOT_FOUND_FALLBACK
         return ORDER_FALLBACK
+    if claim.kind == "article":
+        return f"{ARTICLE_LEAD} {_last_article(evidence)}"
     check = _student_check(evidence)
     if check is None or check.status != "ok":
         return VERDICT_FALLBACK

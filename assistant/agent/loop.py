@@ -214,7 +214,7 @@ class AgentLoop:
                     yield TurnFinished("", "cancelled", usage, None, first_draft)
                     return
                 parsed = self._parse(final, channel)
-                unusable = _unusable(parsed, table)
+                unusable = _unusable(parsed, table) or _claiming(parsed, table, channel, evidence)
                 if unusable is None or attempt + 1 == len(attempts):
                     break
                 log.info("unusable output; redrafting causally", problem=unusable, round=round_)
@@ -420,3 +420,17 @@ def _unusable(parsed: Reply | ToolRequest | ParseError, table: SlotTable) -> str
     except UnresolvedSlot:
         return "unresolved_slot"
     return None
+
+
+def _claiming(
+    parsed: Reply | ToolRequest | ParseError,
+    table: SlotTable,
+    channel: str,
+    evidence: Sequence[ToolEvidence],
+) -> str | None:
+    """The problem code of a reply that claims what no tool did (worth a causal redraft
+    before :func:`honest_reply` replaces it), or None."""
+    if not isinstance(parsed, Reply):
+        return None
+    claims = unsupported_claims(table.resolve(parsed.text).text, channel, evidence)
+    return f"unsupported_claim:{claims[0].kind}" if claims else None

@@ -209,6 +209,26 @@ async def test_a_parallel_reply_that_stops_mid_sentence_is_redrafted_causally(to
     assert final.status == "complete" and len(script.prompts) == 2
 
 
+async def test_a_parallel_reply_claiming_what_no_tool_did_is_redrafted(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Seen on dev conversations with run 14: fast diffusion announced a ticket it never
+    opened. The causal redraft opens it; a second claiming reply is replaced honestly."""
+    causal = DecodingMode.autoregressive(fast())
+    claim = "Ticket T-60004 is open and someone will follow up soon."
+    opened = _call("create_ticket", order_id=ORDER.number, category="damaged")
+    message = f"my order {ORDER.number} arrived broken"
+    events, script = await _run(
+        tokenizer, [claim, opened, "I've opened ticket [TICKET_1]."], message, redraft=causal
+    )
+    assert [e.name for e in events if isinstance(e, ToolCalled)] == ["create_ticket"]
+    assert script.prompts[0] == script.prompts[1]
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and not final.problem
+    events, script = await _run(tokenizer, [claim, claim], message, redraft=causal)
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.problem == "unsupported_claim:ticket"
+    assert final.text == TICKET_FALLBACK and len(script.prompts) == 2
+
+
 async def test_unknown_slot_in_arguments_is_a_tool_error(tokenizer) -> None:  # type: ignore[no-untyped-def]
     """Arguments naming an unknown slot are recorded as an error and the model is told."""
     events, script = await _run(

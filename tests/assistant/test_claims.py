@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from assistant.agent.claims import (
+    ARTICLE_LEAD,
     HANDOFF_FALLBACK,
     ORDER_FALLBACK,
     ORDER_NOT_FOUND_FALLBACK,
@@ -235,6 +236,36 @@ def test_a_quoted_help_article_claims_nothing_of_an_order() -> None:
     text = f"Sure. {article.answer}"
     assert "charged when the order ships" in text
     assert kinds(text, [ToolEvidence("search_kb", "ok", kb_view(article))]) == []
+
+
+# help articles -------------------------------------------------------------------------------
+
+ARTICLES = {a.topic: a for a in SHOP.articles}
+FOUND_INTERNATIONAL = ToolEvidence("search_kb", "ok", kb_view(ARTICLES["international"]))
+
+
+def test_a_reply_must_quote_the_article_the_turn_found() -> None:
+    """Seen on dev conversations with run 14: search_kb(international) answered with the
+    warranty article's words."""
+    wrong = f"Of course. {ARTICLES['warranty'].answer}"
+    assert kinds(wrong, [FOUND_INTERNATIONAL]) == ["article"]
+    assert kinds("Sure, we ship abroad!", [FOUND_INTERNATIONAL]) == ["article"]
+    right = f"Good question!  {ARTICLES['international'].answer.upper()} Anything else?"
+    assert kinds(right, [FOUND_INTERNATIONAL]) == []
+
+
+def test_only_an_article_found_by_the_turns_last_call_must_be_quoted() -> None:
+    assert kinds("Happy to help!", [earlier(FOUND_INTERNATIONAL)]) == []  # an earlier turn's
+    shipped = f"Order {ORDER.number} has shipped."
+    assert kinds(shipped, [FOUND_INTERNATIONAL, FOUND]) == []  # a lookup came after it
+    not_found = ToolEvidence("search_kb", "ok", {"found": False, "error": "not_found"})
+    assert kinds("I couldn't find an article on that.", [not_found, REJECTED_KB]) == []
+
+
+def test_the_honest_reply_to_a_misquoted_article_quotes_it() -> None:
+    reply = honest_reply(Claim("article", "", ""), [FOUND_INTERNATIONAL])
+    assert reply == f"{ARTICLE_LEAD} {ARTICLES['international'].answer}"
+    assert kinds(reply, [FOUND_INTERNATIONAL]) == []
 
 
 # tutoring verdicts ---------------------------------------------------------------------------
