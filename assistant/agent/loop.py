@@ -38,7 +38,7 @@ from assistant.agent.toolcall import (
     stops_mid_sentence,
 )
 from assistant.agent.trimming import fit_history
-from assistant.entities.slots import SlotTable, UnresolvedSlot
+from assistant.entities.slots import Resolved, SlotTable, UnresolvedSlot
 from assistant.tools.base import ToolContext
 from assistant.tools.registry import tools_for
 from assistant.tools.runner import ToolOutcome, ToolRunner
@@ -214,7 +214,10 @@ class AgentLoop:
                     yield TurnFinished("", "cancelled", usage, None, first_draft)
                     return
                 parsed = self._parse(final, channel)
-                unusable = _unusable(parsed, table) or _claiming(parsed, table, channel, evidence)
+                resolved = table.resolve(parsed.text) if isinstance(parsed, Reply) else None
+                unusable = _unusable(parsed, table, resolved) or _claiming(
+                    resolved, channel, evidence
+                )
                 if unusable is None or attempt + 1 == len(attempts):
                     break
                 log.info("unusable output; redrafting causally", problem=unusable, round=round_)
@@ -222,8 +225,7 @@ class AgentLoop:
                 log.warning("unusable model output", code=parsed.code, detail=parsed.message)
                 yield TurnFinished(FALLBACK_REPLY, "failed", usage, parsed.code, first_draft)
                 return
-            if isinstance(parsed, Reply):
-                resolved = table.resolve(parsed.text)
+            if resolved is not None:
                 if resolved.unresolved:
                     log.warning("reply named unknown placeholders", slots=resolved.unresolved)
                 problem = "unresolved_slot" if resolved.unresolved else None
@@ -402,19 +404,22 @@ class AgentLoop:
         return draft.text
 
 
-def _unusable(parsed: Reply | ToolRequest | ParseError, table: SlotTable) -> str | None:
+def _unusable(
+    parsed: Reply | ToolRequest | ParseError, table: SlotTable, resolved: Resolved | None
+) -> str | None:
     """Why an output cannot be used as it is (the problem code the turn would report), or
-    None: a parse error, a reply naming placeholders the prompt never had, with nothing
-    left or stopping mid-sentence, a tool call whose arguments name such placeholders."""
+    None: a parse error, a reply (``resolved``: its text with real values) naming
+    placeholders the prompt never had, with nothing left or stopping mid-sentence, a tool
+    call whose arguments name such placeholders."""
     if isinstance(parsed, ParseError):
         return parsed.code
-    if isinstance(parsed, Reply):
-        resolved = table.resolve(parsed.text)
+    if resolved is not None:
         if resolved.unresolved:
             return "unresolved_slot"
         if not resolved.text:
             return "empty_output"
         return "unfinished_reply" if stops_mid_sentence(resolved.text) else None
+    assert isinstance(parsed, ToolRequest)
     try:
         table.resolve_arguments(parsed.arguments)
     except UnresolvedSlot:
@@ -423,14 +428,11 @@ def _unusable(parsed: Reply | ToolRequest | ParseError, table: SlotTable) -> str
 
 
 def _claiming(
-    parsed: Reply | ToolRequest | ParseError,
-    table: SlotTable,
-    channel: str,
-    evidence: Sequence[ToolEvidence],
+    resolved: Resolved | None, channel: str, evidence: Sequence[ToolEvidence]
 ) -> str | None:
     """The problem code of a reply that claims what no tool did (worth a causal redraft
     before :func:`honest_reply` replaces it), or None."""
-    if not isinstance(parsed, Reply):
+    if resolved is None:
         return None
-    claims = unsupported_claims(table.resolve(parsed.text).text, channel, evidence)
+    claims = unsupported_claims(resolved.text, channel, evidence)
     return f"unsupported_claim:{claims[0].kind}" if claims else None
