@@ -1,7 +1,8 @@
 """Training-only customer phrasings written in batches (this module holds the first,
-``written_phrasings_second`` the second) by a writer shown only the training
-phrasings of each list (never the held-out or dev ones); the first batch has 20 per list and 40 for
-the requests to decline, to hand over and about another customer's order.
+``written_phrasings_second`` the second, ``written_phrasings_third`` the third) by writers
+shown only the training phrasings of each list (never the held-out or dev ones); the first
+batch has 20 per list and 40 for the requests to decline, to hand over and about another
+customer's order.
 
 Each list's phrasings are keyed by where the list lives (``module.NAME`` or
 ``module.NAME[key]``); ``add_written_phrasings`` offers them to those lists' training split
@@ -16,6 +17,7 @@ import re
 
 from assistant.lab.corpus.phrases import Phrases
 from assistant.lab.corpus.written_phrasings_second import SECOND
+from assistant.lab.corpus.written_phrasings_third import THIRD
 
 _KEY = re.compile(r"\[([^\]]+)\]")
 
@@ -42,7 +44,7 @@ def add_written_phrasings() -> None:
 
 def batches() -> tuple[dict[str, tuple[str, ...]], ...]:
     """The batches of written phrasings, oldest first."""
-    return (WRITTEN, SECOND)
+    return (WRITTEN, SECOND, THIRD)
 
 
 WRITTEN: dict[str, tuple[str, ...]] = {
