@@ -21,7 +21,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,10 @@ class TrainConfig:
     # Also export a loadable fp16 model every this many steps to OUT_DIR/snapshots/step-N,
     # to choose among on dev dialogues (that loss is a poor guide to task accuracy).
     snapshot_every: int = 0
+    # Training examples whose "domain" (written by the corpus builder) is a key here appear
+    # that many times in the pool: more weight for a small domain without rebuilding the
+    # corpus (the builder's draws, held-out ones included, stay as they are). {} = once each.
+    domain_repeats: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -127,11 +131,17 @@ class Example:
     reply: list[int]  # ends with the end-of-reply token
 
 
-def read_examples(path: str | Path) -> Iterator[list[dict[str, Any]]]:
+def read_examples(
+    path: str | Path, domain_repeats: Mapping[str, int] | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Each example's messages, repeated ``domain_repeats[domain]`` times (default once)."""
+    repeats = domain_repeats or {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
-                yield json.loads(line)["messages"]
+                record = json.loads(line)
+                for _ in range(repeats.get(record.get("domain", ""), 1)):
+                    yield record["messages"]
 
 
 def tokenize_examples(
@@ -340,7 +350,10 @@ class Trainer:
         self.rng = random.Random(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
-        train_conversations = list(read_examples(config.train_file))
+        bad = {k: v for k, v in config.domain_repeats.items() if not isinstance(v, int) or v < 1}
+        if bad:
+            raise ValueError(f"domain_repeats must be whole numbers of at least 1, got {bad}")
+        train_conversations = list(read_examples(config.train_file, config.domain_repeats))
         self.tokenizer = self._tokenizer(train_conversations)
         special = special_token_ids(self.tokenizer)
         self.mask_id, self.end_id, self.pad_id = special.mask, special.end, special.pad

@@ -11,7 +11,14 @@ import torch
 
 from dlm_runtime.loading import load_model
 from dlm_runtime.tokenizer import load_tokenizer
-from dlm_runtime.train import Example, TrainConfig, Trainer, certainty_loss, joint_batch
+from dlm_runtime.train import (
+    Example,
+    TrainConfig,
+    Trainer,
+    certainty_loss,
+    joint_batch,
+    read_examples,
+)
 
 MASK, END, PAD = 1, 7, 0
 
@@ -119,6 +126,21 @@ def _tiny_config(tmp_path: Path, **schedule: Any) -> TrainConfig:
         eval_batches=1,
         **schedule,
     )
+
+
+def test_domain_repeats_weight_a_domain_in_the_pool(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    lines = [
+        {"messages": [{"role": "user", "content": "hi"}], "domain": "refusal"},
+        {"messages": [{"role": "user", "content": "yo"}], "domain": "support"},
+        {"messages": [{"role": "user", "content": "old"}]},  # no domain: once
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    texts = [m[0]["content"] for m in read_examples(path, {"refusal": 3})]
+    assert texts == ["hi", "hi", "hi", "yo", "old"]
+    assert [m[0]["content"] for m in read_examples(path)] == ["hi", "yo", "old"]
+    with pytest.raises(ValueError, match="domain_repeats"):
+        Trainer(_tiny_config(tmp_path, domain_repeats={"refusal": 0}))
 
 
 def test_tiny_training_run_resumes_and_exports(tmp_path: Path) -> None:
