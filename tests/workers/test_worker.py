@@ -133,14 +133,15 @@ async def slow_generator(
 
 
 class Script:
-    """Stands in for the engine: round ``r`` of any turn outputs ``outputs[r]``."""
+    """Stands in for the engine: round ``r`` of any turn outputs ``outputs[r]`` (its causal
+    redraft, ``<id>:<r>:redraft``, the same)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerFast, outputs: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.outputs = list(outputs)
 
     async def submit(self, request: GenerationRequest) -> AsyncIterator[Draft | Final]:
-        round_ = int(request.request_id.rsplit(":", 1)[1])
+        round_ = int(request.request_id.removesuffix(":redraft").rsplit(":", 1)[1])
         ids = self.tokenizer.encode(self.outputs[round_], add_special_tokens=False)
         text = str(self.tokenizer.decode(ids, skip_special_tokens=True))
         yield Draft(request.request_id, 1, ids, text, [], list(range(len(ids))), [], 0)
