@@ -465,7 +465,11 @@ class SlotTable:
         return Resolved(resolved, unresolved)
 
     def resolve_draft(self, text: str, placeholder: str = "░") -> str:
-        """Resolve a draft for display: known slots filled, unknown or half-drafted hidden."""
+        """Resolve a draft for display: known slots filled, unknown or half-drafted hidden.
+        A table that is off shows the draft as its final reply would read (:meth:`resolve`):
+        a model without slots writes no half placeholders, so a bracket is its own text."""
+        if not self.enabled:
+            return self.resolve(text).text
         text = PLACEHOLDER.sub(lambda m: self.values.get(m.group(0), placeholder), text)
         return _PARTIAL_PLACEHOLDER.sub(placeholder, text)
 

@@ -141,3 +141,5 @@ def test_disabled_table_passes_values_through() -> None:
     assert table.delexicalize_fields(result, {"order_id": SlotKind.ORDER_ID}) == result
     assert table.resolve("Order NW-123456 ships.").text == "Order NW-123456 ships."
     assert table.resolve("Order [ORDER_ID_1] ships.").unresolved == ["[ORDER_ID_1]"]
+    # Seen with a random-weight DiffusionGemma: its canvas "[ whatever" drafted as a mask.
+    assert table.resolve_draft("a [ b [ORDER_ID_1] c [ORD") == "a [ b c [ORD"
