@@ -115,6 +115,11 @@ class TrainConfig:
     # corpus (the builder's draws, held-out ones included, stay as they are). {} = once each.
     domain_repeats: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.domain_repeats.items() if not isinstance(v, int) or v < 1}
+        if bad:
+            raise ValueError(f"domain_repeats must be whole numbers of at least 1, got {bad}")
+
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         raw = json.loads(Path(path).read_text())
@@ -350,9 +355,6 @@ class Trainer:
         self.rng = random.Random(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
-        bad = {k: v for k, v in config.domain_repeats.items() if not isinstance(v, int) or v < 1}
-        if bad:
-            raise ValueError(f"domain_repeats must be whole numbers of at least 1, got {bad}")
         train_conversations = list(read_examples(config.train_file, config.domain_repeats))
         self.tokenizer = self._tokenizer(train_conversations)
         special = special_token_ids(self.tokenizer)

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from assistant.agent.claims import (
+    Claim,
     ToolEvidence,
     conversation_evidence,
     honest_reply,
@@ -215,8 +216,13 @@ class AgentLoop:
                     return
                 parsed = self._parse(final, channel)
                 resolved = table.resolve(parsed.text) if isinstance(parsed, Reply) else None
-                unusable = _unusable(parsed, table, resolved) or _claiming(
-                    resolved, channel, evidence
+                # What the reply claims that no tool did: worth a causal redraft, and what
+                # _honest replaces if the last attempt still claims it.
+                claims = []
+                if resolved is not None:
+                    claims = unsupported_claims(resolved.text, channel, evidence)
+                unusable = _unusable(parsed, table, resolved) or (
+                    f"unsupported_claim:{claims[0].kind}" if claims else None
                 )
                 if unusable is None or attempt + 1 == len(attempts):
                     break
@@ -235,7 +241,7 @@ class AgentLoop:
                     problem = problem or "empty_output"
                     yield TurnFinished(FALLBACK_REPLY, "complete", usage, problem, first_draft)
                     return
-                text, claimed = self._honest(resolved.text, channel, evidence, request_id)
+                text, claimed = self._honest(resolved.text, claims, evidence, request_id)
                 yield TurnFinished(text, "complete", usage, claimed or problem, first_draft)
                 return
             assert isinstance(parsed, ToolRequest)
@@ -299,10 +305,10 @@ class AgentLoop:
 
     @staticmethod
     def _honest(
-        text: str, channel: str, evidence: Sequence[ToolEvidence], request_id: str
+        text: str, claims: Sequence[Claim], evidence: Sequence[ToolEvidence], request_id: str
     ) -> tuple[str, str | None]:
-        """The reply, or an honest one when it claims what no tool did; and the problem."""
-        claims = unsupported_claims(text, channel, evidence)
+        """The reply, or an honest one when it makes ``claims`` (what no tool did); and the
+        problem."""
         if not claims:
             return text, None
         claim = claims[0]
@@ -425,14 +431,3 @@ def _unusable(
     except UnresolvedSlot:
         return "unresolved_slot"
     return None
-
-
-def _claiming(
-    resolved: Resolved | None, channel: str, evidence: Sequence[ToolEvidence]
-) -> str | None:
-    """The problem code of a reply that claims what no tool did (worth a causal redraft
-    before :func:`honest_reply` replaces it), or None."""
-    if resolved is None:
-        return None
-    claims = unsupported_claims(resolved.text, channel, evidence)
-    return f"unsupported_claim:{claims[0].kind}" if claims else None
