@@ -176,6 +176,7 @@ class Gateway:
             await self.openai.close()
             await self.server.wait_closed()
             self.server = None
+        await self.service.close()
         await self.service.bus.fanout.close()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -18,10 +18,11 @@ import redis.asyncio as aioredis
 import structlog
 
 from assistant.bus.activity import ActivityLog
-from assistant.bus.connection import SOCKET_TIMEOUT_S
+from assistant.bus.connection import SOCKET_TIMEOUT_S, is_sentinel_url
 from assistant.bus.fanout import EventFanout
 from assistant.bus.keys import Keys
 from assistant.bus.ratelimit import Bucket, RateLimiter
+from assistant.bus.replication import NotReplicated, ReplicaAcks
 from assistant.bus.schema import (
     ExerciseEvent,
     HandoffEvent,
@@ -58,6 +59,7 @@ from web.protocol import (
     UserMessage,
     history_frame,
 )
+from web.unconfirmed import Unconfirmed
 from web.views import conversation_view, message_view, tool_call_view
 
 log = structlog.get_logger(__name__)
@@ -93,6 +95,8 @@ class GatewayOptions:
     redis_socket_timeout_s: float = SOCKET_TIMEOUT_S
     # Load balancers whose X-Forwarded-For is believed (web/client_ip.py).
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # Replicas that must hold a message and its turn (assistant/bus/replication.py).
+    replica_acks: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayOptions:
@@ -101,6 +105,11 @@ class GatewayOptions:
             ip_bucket=Bucket(*parse_rate(settings.rate_ip, "rate_ip")),
             key_bucket=Bucket(*parse_rate(settings.rate_key, "rate_key")),
             trusted_proxies=parse_networks(settings.trusted_proxies),
+            replica_acks=(
+                settings.replica_acks
+                if settings.replica_acks is not None
+                else int(is_sentinel_url(settings.redis_url))
+            ),
         )
 
 
@@ -135,7 +144,11 @@ class Bus:
         self.events = EventLog(redis, keys=keys)
         self.in_flight = InFlight(redis, keys=keys)
         self.queue = TurnQueue(
-            redis, keys=keys, max_backlog=options.max_backlog, in_flight=self.in_flight
+            redis,
+            keys=keys,
+            max_backlog=options.max_backlog,
+            in_flight=self.in_flight,
+            replicas=ReplicaAcks(options.replica_acks),
         )
         self.cancellation = Cancellation(redis, keys=keys)
         self.activity = ActivityLog(redis, keys=keys)
@@ -194,6 +207,7 @@ class ConversationService:
         self.bus = bus
         self.options = options
         self.secret = secret
+        self.unconfirmed = Unconfirmed()
 
     # authentication ------------------------------------------------------------------------
 
@@ -312,7 +326,31 @@ class ConversationService:
         A tutor message that only asks for a new exercise ("next one") starts no turn: it is
         echoed, then an exercise starts as the ``next_exercise`` frame does, once per id.
         Raises ``busy`` (the message stays stored, not echoed) when the turn cannot start now.
+        A message that no replica confirmed is taken again in the background until one has
+        (web/unconfirmed.py); the caller is not asked to resend it.
         """
+        try:
+            await self._take_message(who, conversation_id, frame)
+        except NotReplicated:
+            self.unconfirmed.add(frame.id, lambda: self._take_again(who, conversation_id, frame))
+
+    async def _take_again(self, who: Identity, conversation_id: str, frame: UserMessage) -> None:
+        """Take an unconfirmed message again unless a later one came (it moved on), then
+        check that a replica holds everything written so far."""
+        message, _created = await self.store.add_user_message(
+            conversation_id, frame.text, frame.id, derive_turn_id(conversation_id, frame.id)
+        )
+        with bind_turn(conversation_id, message.turn_id or ""):
+            if await self._is_latest_user_message(message):
+                await self._take_message(who, conversation_id, frame)
+            await self.bus.queue.replicas.confirm_written(
+                self.bus.redis, self.bus.keys.replication_probe
+            )
+
+    async def close(self) -> None:
+        await self.unconfirmed.close()
+
+    async def _take_message(self, who: Identity, conversation_id: str, frame: UserMessage) -> None:
         turn_id = derive_turn_id(conversation_id, frame.id)
         message, created = await self.store.add_user_message(
             conversation_id, frame.text, frame.id, turn_id

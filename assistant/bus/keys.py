@@ -81,6 +81,11 @@ class Keys:
     def group(self) -> str:
         return GROUP
 
+    @property
+    def replication_probe(self) -> str:
+        """A key written only to learn, by WAIT after it, that a replica has caught up."""
+        return f"{self.prefix}:replication-probe"
+
     def metrics(self, process_name: str) -> str:
         """One worker process's Prometheus text; it expires unless the worker refreshes it."""
         return f"{self.prefix}:metrics:proc:{check_id(process_name, 'process name')}"

@@ -12,7 +12,8 @@
   holds ``max_backlog`` turns or more (acked turns are deleted, so its length is the work
   not yet finished), and with ``TurnInFlight`` while the conversation has a turn in flight.
   ``submit_with_echo`` appends a user message's echo, takes the lock and queues its turn in
-  one script, so no crash leaves an acknowledged message without its turn.
+  one script, so no crash leaves an acknowledged message without its turn; with replicas
+  to wait for (``replication.py``), it reports ``NotReplicated`` when none confirmed them.
 - ``TurnConsumer``: the worker side of the consumer group: own pending turns first after a
   restart, then new ones; idle turns taken over (``XPENDING IDLE`` then ``XCLAIM``) only
   from workers whose heartbeat expired, so a slow live one keeps its turns and is not
@@ -48,6 +49,7 @@ from redis.exceptions import RedisError, ResponseError
 from assistant.bus.activity import ActivityLog
 from assistant.bus.connection import bounded_block_ms
 from assistant.bus.keys import DEFAULT_KEYS, Keys
+from assistant.bus.replication import ReplicaAcks
 from assistant.bus.schema import ErrorEvent, Event, FinalEvent, SchemaError, TurnRequest
 
 log = structlog.get_logger(__name__)
@@ -415,10 +417,14 @@ class TurnQueue:
         max_backlog: int = 256,
         retry_after_s: float = 1.0,
         in_flight: InFlight | None = None,
+        replicas: ReplicaAcks | None = None,
     ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
         self.redis = redis
+        # Replicas that must hold a submitted message before it counts as taken (none: the
+        # primary's word is enough).
+        self.replicas = replicas or ReplicaAcks(0)
         self.keys = keys
         self.max_backlog = max_backlog
         self.retry_after_s = retry_after_s
@@ -472,7 +478,8 @@ class TurnQueue:
         A gateway that dies mid-way cannot leave an acknowledged message without its turn,
         nor a lock without a queued turn (each would have the conversation answer nothing,
         then ``busy`` for the lock's TTL). Raises ``Busy`` or ``TurnInFlight`` with nothing
-        written; ``TurnInFlight.duplicate`` means this turn was already queued (a resent call).
+        written; ``TurnInFlight.duplicate`` means this turn was already queued (a resent call);
+        ``NotReplicated`` with everything written but not yet on a replica (send it again).
         The script touches the turn stream and the conversation's keys at once, so on Redis
         Cluster the turn stream would need to share the conversation's slot (see
         docs/deploy.md).
@@ -483,26 +490,35 @@ class TurnQueue:
         append_args = events.append_args(echo)
         event_fields = append_args[5:]
         turn_fields = [item for pair in turn.to_fields().items() for item in pair]
-        status, *rest = await self._submit_with_echo(
-            keys=[
-                *events.append_keys(conversation_id),
-                self.keys.turn(conversation_id),
-                self.keys.turns,
-            ],
-            args=[
-                *append_args[:5],
-                self.in_flight.ttl_ms,
-                self.max_backlog,
-                len(event_fields),
-                *event_fields,
-                *turn_fields,
-            ],
-        )
+        keys = [
+            *events.append_keys(conversation_id),
+            self.keys.turn(conversation_id),
+            self.keys.turns,
+        ]
+        args = [
+            *append_args[:5],
+            self.in_flight.ttl_ms,
+            self.max_backlog,
+            len(event_fields),
+            *event_fields,
+            *turn_fields,
+        ]
+        needed = await self.replicas.needed(self.redis)
+        acked = 0
+        if needed:
+            # WAIT counts the writes of its own connection: one pipeline keeps them on one.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._submit_with_echo(keys=keys, args=args, client=pipe)
+                pipe.wait(needed, self.replicas.wait_ms)
+                (status, *rest), acked = await pipe.execute()
+        else:
+            status, *rest = await self._submit_with_echo(keys=keys, args=args)
         status = _str(status)
         if status == "busy":
             raise self._busy(int(rest[0]))
         if status == "held":
             raise TurnInFlight(conversation_id, _str(rest[0]), turn.turn_id)
+        self.replicas.confirm(needed, int(acked))
         seq, stream_id = int(rest[0]), _str(rest[1])
         log.debug("turn submitted with its echo", turn_id=turn.turn_id, stream_id=stream_id)
         return seq, stream_id

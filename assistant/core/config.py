@@ -30,6 +30,11 @@ class Settings:
     # (read by assistant/bus/connection.py); empty starts a private embedded redis-server
     # under data_dir.
     redis_url: str = ""
+    # Replicas that must hold a user message and its turn before the gateway reports them
+    # taken (Redis WAIT; capped by the replicas the primary has, so a lone primary never
+    # waits): a failover then cannot silently lose a message. "auto": 1 with a
+    # redis+sentinel:// URL, else 0.
+    redis_replica_acks: str = "auto"
     # Prefix of every Redis key, so that two deployments can share one Redis.
     key_prefix: str = "asst"
     # SQLAlchemy async URL; empty means a SQLite file under data_dir.
@@ -106,9 +111,23 @@ class Settings:
                 f"entity slots must be one of {', '.join(ENTITY_SLOT_SETTINGS)}, got "
                 f"{self.entity_slots!r} (ASSISTANT_ENTITY_SLOTS)"
             )
+        self.replica_acks  # noqa: B018 - validates the setting
         parse_rate(self.rate_ip, "rate_ip")
         parse_rate(self.rate_key, "rate_key")
         parse_networks(self.trusted_proxies, "trusted_proxies")
+
+    @property
+    def replica_acks(self) -> int | None:
+        """``redis_replica_acks`` as a number; None for "auto" (the bus decides by URL)."""
+        text = self.redis_replica_acks.strip().lower()
+        if text == "auto":
+            return None
+        if not text.isdigit() or int(text) > 16:
+            raise UserError(
+                f"setting redis_replica_acks must be auto or a whole number 0-16, got "
+                f"{self.redis_replica_acks!r} (ASSISTANT_REDIS_REPLICA_ACKS)"
+            )
+        return int(text)
 
     @property
     def effective_database_url(self) -> str:

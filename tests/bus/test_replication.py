@@ -1,0 +1,98 @@
+"""A submitted message waits until a replica holds it (assistant/bus/replication.py).
+
+The replica is paused (SIGSTOP) to stand for one that has not copied the write yet: the
+submit then reports ``NotReplicated`` instead of success, with the message queued on the
+primary, so a resend (a no-op while the primary lives) is what the client is told to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from assistant.bus.keys import DEFAULT_KEYS as KEYS
+from assistant.bus.replication import NotReplicated, ReplicaAcks, connected_replicas
+from assistant.bus.streams import EventLog, TurnInFlight, TurnQueue
+from tests.bus.test_streams import echo_of, turn
+from tests.system._sentinel import HOST, SentinelDeployment, Server
+
+
+def test_a_role_reply_counts_a_primarys_replicas_only() -> None:
+    assert connected_replicas([b"master", 10, [[b"127.0.0.1", b"6380", b"10"]]]) == 1
+    assert connected_replicas(["master", 0, []]) == 0
+    assert connected_replicas([b"slave", b"127.0.0.1", 6379, b"connected", 10]) == 0
+    assert connected_replicas(None) == 0
+
+
+def test_an_unconfirmed_write_is_refused_and_the_replicas_counted_again() -> None:
+    now = [0.0]
+    acks = ReplicaAcks(1, clock=lambda: now[0])
+    acks.confirm(1, 1)
+    acks.confirm(0, 0)
+    with pytest.raises(NotReplicated, match="0 of 1 replicas confirmed"):
+        acks.confirm(1, 0)
+    assert acks._checked_at is None  # the next write asks ROLE again
+    with pytest.raises(ValueError):
+        ReplicaAcks(-1)
+
+
+async def test_a_lone_primary_never_waits(redis_client: aioredis.Redis) -> None:
+    acks = ReplicaAcks(1, wait_ms=60_000)
+    queue = TurnQueue(redis_client, replicas=acks)
+    t = turn("lone")
+    seq, _stream_id = await queue.submit_with_echo(t, echo_of(t), EventLog(redis_client))
+    assert seq == 1 and await acks.needed(redis_client) == 0
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[SentinelDeployment]:
+    deployment = SentinelDeployment(tmp_path)
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@contextlib.contextmanager
+def paused(server: Server | None) -> Iterator[None]:
+    assert server is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+@pytest.mark.slow
+async def test_a_submit_returns_once_the_replica_has_it(replicated: SentinelDeployment) -> None:
+    assert replicated.primary is not None and replicated.replica is not None
+    primary = aioredis.Redis(host=HOST, port=replicated.primary.port)
+    replica = aioredis.Redis(host=HOST, port=replicated.replica.port)
+    queue = TurnQueue(primary, replicas=ReplicaAcks(1, wait_ms=300))
+    log = EventLog(primary)
+    try:
+        first = turn("r1")
+        await queue.submit_with_echo(first, echo_of(first), log)
+        # WAIT returned 1: the replica already holds the turn and its echo.
+        assert await replica.xlen(KEYS.turns) == 1
+        assert await EventLog(replica).last_seq("r1") == 1
+
+        second = turn("r2")
+        with paused(replicated.replica), pytest.raises(NotReplicated):
+            await queue.submit_with_echo(second, echo_of(second), log)
+        # Written on the primary all the same: the resend the client is told to make is a
+        # no-op there (the turn is queued with its echo).
+        assert await primary.xlen(KEYS.turns) == 2
+        with pytest.raises(TurnInFlight) as resent:
+            await queue.submit_with_echo(second, echo_of(second), log)
+        assert resent.value.duplicate
+    finally:
+        await primary.aclose()
+        await replica.aclose()
