@@ -93,6 +93,13 @@ async def test_a_submit_returns_once_the_replica_has_it(replicated: SentinelDepl
         with pytest.raises(TurnInFlight) as resent:
             await queue.submit_with_echo(second, echo_of(second), log)
         assert resent.value.duplicate
+
+        # The background check: a write of its own, then WAIT, covers every earlier write.
+        acks = ReplicaAcks(1, wait_ms=300)
+        with paused(replicated.replica), pytest.raises(NotReplicated):
+            await acks.confirm_written(primary, KEYS.replication_probe)
+        await acks.confirm_written(primary, KEYS.replication_probe)
+        assert await replica.xlen(KEYS.turns) == 2
     finally:
         await primary.aclose()
         await replica.aclose()

@@ -54,6 +54,8 @@ def test_flags_override_environment() -> None:
         ({"ASSISTANT_RATE_KEY": "fast/600"}, "ASSISTANT_RATE_KEY"),
         ({"ASSISTANT_TRUSTED_PROXIES": "10.0.0.0/8,lb.internal"}, "'lb.internal' is neither"),
         ({"ASSISTANT_ENTITY_SLOTS": "maybe"}, "entity slots must be one of auto, on, off"),
+        ({"ASSISTANT_REDIS_REPLICA_ACKS": "one"}, "redis_replica_acks must be auto or a whole"),
+        ({"ASSISTANT_REDIS_REPLICA_ACKS": "-1"}, "ASSISTANT_REDIS_REPLICA_ACKS"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
