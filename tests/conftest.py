@@ -21,6 +21,7 @@ from assistant.app.embedded_redis import EmbeddedRedis
 from assistant.store import migrate
 from assistant.store.database import create_engine
 from assistant.store.repository import Repository
+from tests.system._sentinel import SentinelDeployment
 
 PG_URL = os.environ.get(
     "ASSISTANT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -43,6 +44,17 @@ def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelDeployment]:
+    """A primary, a replica and three sentinels of this test's own (tests/system/_sentinel.py)."""
+    deployment = SentinelDeployment(tmp_path / "sentinel-deployment")
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -50,16 +49,6 @@ async def test_a_lone_primary_never_waits(redis_client: aioredis.Redis) -> None:
     assert seq == 1 and await acks.needed(redis_client) == 0
 
 
-@pytest.fixture
-def replicated(tmp_path: Path) -> Iterator[SentinelDeployment]:
-    deployment = SentinelDeployment(tmp_path)
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.stop()
-
-
 @contextlib.contextmanager
 def paused(server: Server | None) -> Iterator[None]:
     assert server is not None
@@ -71,10 +60,10 @@ def paused(server: Server | None) -> Iterator[None]:
 
 
 @pytest.mark.slow
-async def test_a_submit_returns_once_the_replica_has_it(replicated: SentinelDeployment) -> None:
-    assert replicated.primary is not None and replicated.replica is not None
-    primary = aioredis.Redis(host=HOST, port=replicated.primary.port)
-    replica = aioredis.Redis(host=HOST, port=replicated.replica.port)
+async def test_a_submit_returns_once_the_replica_has_it(sentinels: SentinelDeployment) -> None:
+    assert sentinels.primary is not None and sentinels.replica is not None
+    primary = aioredis.Redis(host=HOST, port=sentinels.primary.port)
+    replica = aioredis.Redis(host=HOST, port=sentinels.replica.port)
     queue = TurnQueue(primary, replicas=ReplicaAcks(1, wait_ms=300))
     log = EventLog(primary)
     try:
@@ -85,7 +74,7 @@ async def test_a_submit_returns_once_the_replica_has_it(replicated: SentinelDepl
         assert await EventLog(replica).last_seq("r1") == 1
 
         second = turn("r2")
-        with paused(replicated.replica), pytest.raises(NotReplicated):
+        with paused(sentinels.replica), pytest.raises(NotReplicated):
             await queue.submit_with_echo(second, echo_of(second), log)
         # Written on the primary all the same: the resend the client is told to make is a
         # no-op there (the turn is queued with its echo).
@@ -96,7 +85,7 @@ async def test_a_submit_returns_once_the_replica_has_it(replicated: SentinelDepl
 
         # The background check: a write of its own, then WAIT, covers every earlier write.
         acks = ReplicaAcks(1, wait_ms=300)
-        with paused(replicated.replica), pytest.raises(NotReplicated):
+        with paused(sentinels.replica), pytest.raises(NotReplicated):
             await acks.confirm_written(primary, KEYS.replication_probe)
         await acks.confirm_written(primary, KEYS.replication_probe)
         assert await replica.xlen(KEYS.turns) == 2

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,16 +17,6 @@ from assistant.bus.connection import check_redis, connect
 from tests.system._sentinel import SentinelDeployment
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelDeployment]:
-    deployment = SentinelDeployment(tmp_path)
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.stop()
 
 
 async def test_pooled_and_one_connection_clients_reach_the_promoted_replica(

@@ -93,14 +93,19 @@ async def _prepare_database(url: str) -> str:
         await engine.dispose()
 
 
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelDeployment]:
-    deployment = SentinelDeployment(tmp_path / "redis")
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.stop()
+def _gateway_env(
+    sentinels: SentinelDeployment, tmp_path: Path, database_url: str
+) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ASSISTANT_REDIS_URL": sentinels.url,
+        "ASSISTANT_DATABASE_URL": database_url,
+        "ASSISTANT_DATA_DIR": str(tmp_path / "data"),
+        "ASSISTANT_SECRET": "f" * 64,
+        "ASSISTANT_LOG_FORMAT": "json",
+        "ASSISTANT_RATE_IP": "100000/100000",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 @contextlib.contextmanager
@@ -185,16 +190,7 @@ async def test_sentinel_failover_under_load_loses_and_duplicates_nothing(
     primary (their hello and resume read Redis mid-failover)."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'failover.db'}"
     key = await _prepare_database(database_url)
-    env = {
-        **os.environ,
-        "ASSISTANT_REDIS_URL": sentinels.url,
-        "ASSISTANT_DATABASE_URL": database_url,
-        "ASSISTANT_DATA_DIR": str(tmp_path / "data"),
-        "ASSISTANT_SECRET": "f" * 64,
-        "ASSISTANT_LOG_FORMAT": "json",
-        "ASSISTANT_RATE_IP": "100000/100000",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = _gateway_env(sentinels, tmp_path, database_url)
     old_primary = sentinels.primary_port()
     observer = connect(sentinels.url)
     try:
@@ -272,15 +268,7 @@ async def test_a_message_the_replica_never_copied_is_taken_again_and_answered(
     one does: the client, which sends it once, gets its reply from the promoted replica."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'failover.db'}"
     key = await _prepare_database(database_url)
-    env = {
-        **os.environ,
-        "ASSISTANT_REDIS_URL": sentinels.url,
-        "ASSISTANT_DATABASE_URL": database_url,
-        "ASSISTANT_DATA_DIR": str(tmp_path / "data"),
-        "ASSISTANT_SECRET": "f" * 64,
-        "ASSISTANT_LOG_FORMAT": "json",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = _gateway_env(sentinels, tmp_path, database_url)
     assert sentinels.replica is not None and sentinels.primary is not None
     replica_pid = sentinels.replica.process.pid
     with gateways(env, tmp_path / "gateways.log", 1) as running:
