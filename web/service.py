@@ -332,7 +332,10 @@ class ConversationService:
         try:
             await self._take_message(who, conversation_id, frame)
         except NotReplicated:
-            self.unconfirmed.add(frame.id, lambda: self._take_again(who, conversation_id, frame))
+            self.unconfirmed.add(
+                f"{conversation_id}:{frame.id}",
+                lambda: self._take_again(who, conversation_id, frame),
+            )
 
     async def _take_again(self, who: Identity, conversation_id: str, frame: UserMessage) -> None:
         """Take an unconfirmed message again unless a later one came (it moved on), then

@@ -27,19 +27,20 @@ RETRY_DELAYS_S = (0.5, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0, 8.0, 8.0, 15.0, 15.0)
 
 
 class Unconfirmed:
-    """Background retries, one per message id, cancelled when the gateway stops."""
+    """Background retries, one per message, cancelled when the gateway stops."""
 
     def __init__(self, delays: tuple[float, ...] = RETRY_DELAYS_S) -> None:
         self.delays = delays
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def add(self, message_id: str, attempt: Callable[[], Awaitable[None]]) -> None:
-        """Run ``attempt`` after each delay until it returns; one retry per message."""
-        if message_id in self._tasks:
+    def add(self, key: str, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Run ``attempt`` after each delay until it returns; one retry per message ``key``
+        (its conversation and client id)."""
+        if key in self._tasks:
             return
         task = asyncio.create_task(self._retry(attempt))
-        self._tasks[message_id] = task
-        task.add_done_callback(lambda _done: self._tasks.pop(message_id, None))
+        self._tasks[key] = task
+        task.add_done_callback(lambda _done: self._tasks.pop(key, None))
 
     def __len__(self) -> int:
         return len(self._tasks)
