@@ -314,6 +314,8 @@ class ConversationService:
                     )
             except ProtocolError as exc:  # busy: the client's resend or next hello retries
                 log.info("lost turn not queued now", reason=exc.message)
+            except NotReplicated:  # queued; were it lost again, the next hello queues it
+                log.info("lost turn queued, not yet on a replica")
 
     async def rate_limit(self, scope: str, ident: str, bucket: Bucket) -> float:
         return await self.bus.limiter.take(scope, ident, bucket)

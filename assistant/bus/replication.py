@@ -83,13 +83,16 @@ class ReplicaAcks:
             pipe.set(probe_key, 1, px=60_000)
             pipe.wait(needed, self.wait_ms)
             _ok, acked = await pipe.execute()
-        self.confirm(needed, int(acked))
+        await self.confirm(redis, needed, int(acked))
 
-    def confirm(self, needed: int, acked: int) -> None:
-        """Raise ``NotReplicated`` when fewer than ``needed`` replicas confirmed the write;
-        the replica count is then read again on the next write."""
+    async def confirm(self, redis: aioredis.Redis, needed: int, acked: int) -> None:
+        """Raise ``NotReplicated`` when fewer than ``needed`` replicas confirmed the write and
+        the primary still has them: a replica that is gone (after a failover the promoted
+        one has none yet) is not waited for."""
         if acked >= needed:
             return
         self._checked_at = None
+        if acked >= await self.needed(redis):
+            return
         log.warning("write not confirmed by a replica", wanted=needed, acked=acked)
         raise NotReplicated(needed, acked)

@@ -518,7 +518,7 @@ class TurnQueue:
             raise self._busy(int(rest[0]))
         if status == "held":
             raise TurnInFlight(conversation_id, _str(rest[0]), turn.turn_id)
-        self.replicas.confirm(needed, int(acked))
+        await self.replicas.confirm(self.redis, needed, int(acked))
         seq, stream_id = int(rest[0]), _str(rest[1])
         log.debug("turn submitted with its echo", turn_id=turn.turn_id, stream_id=stream_id)
         return seq, stream_id
