@@ -33,8 +33,9 @@ class Settings:
     # Replicas that must hold a user message and its turn before the gateway reports them
     # taken (Redis WAIT; capped by the replicas the primary has, so a lone primary never
     # waits): a failover then cannot silently lose a message. "auto": 1 with a
-    # redis+sentinel:// URL, else 0.
-    redis_replica_acks: str = "auto"
+    # redis+sentinel:// URL, else 0. Off (0) by default until a doubled echo seen once
+    # under load is understood (docs/deploy.md).
+    redis_replica_acks: str = "0"
     # Prefix of every Redis key, so that two deployments can share one Redis.
     key_prefix: str = "asst"
     # SQLAlchemy async URL; empty means a SQLite file under data_dir.

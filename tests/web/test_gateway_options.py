@@ -7,14 +7,17 @@ from web.service import GatewayOptions
 
 
 def test_replica_acks_follow_the_redis_url_unless_set() -> None:
-    """Sentinel deployments wait for one replica by default; a number overrides."""
+    """Off by default; "auto" waits for one replica with Sentinel; a number overrides."""
 
     def acks(**env: str) -> int:
         return GatewayOptions.from_settings(Settings.load(env=env)).replica_acks
 
     assert acks() == 0
     assert acks(ASSISTANT_REDIS_URL="redis://h:6379/0") == 0
-    assert acks(ASSISTANT_REDIS_URL="redis+sentinel://s1:26379/svc/0") == 1
+    assert acks(ASSISTANT_REDIS_URL="redis+sentinel://s1:26379/svc/0") == 0  # off by default
+    auto = {"ASSISTANT_REDIS_REPLICA_ACKS": "auto"}
+    assert acks(ASSISTANT_REDIS_URL="redis+sentinel://s1:26379/svc/0", **auto) == 1
+    assert acks(ASSISTANT_REDIS_URL="redis://h:6379/0", **auto) == 0
     assert (
         acks(ASSISTANT_REDIS_URL="redis+sentinel://s1/svc", ASSISTANT_REDIS_REPLICA_ACKS="0") == 0
     )
