@@ -39,7 +39,13 @@ from assistant.bus.streams import (
     TurnQueue,
     note_activity,
 )
-from assistant.core.config import IPNetwork, Settings, parse_networks, parse_rate
+from assistant.core.config import (
+    IPNetwork,
+    Settings,
+    parse_networks,
+    parse_rate,
+    parse_replica_acks,
+)
 from assistant.core.errors import UserError
 from assistant.core.log import bind_turn
 from assistant.store.repository import NotFound, Repository
@@ -105,11 +111,7 @@ class GatewayOptions:
             ip_bucket=Bucket(*parse_rate(settings.rate_ip, "rate_ip")),
             key_bucket=Bucket(*parse_rate(settings.rate_key, "rate_key")),
             trusted_proxies=parse_networks(settings.trusted_proxies),
-            replica_acks=(
-                settings.replica_acks
-                if settings.replica_acks is not None
-                else int(is_sentinel_url(settings.redis_url))
-            ),
+            replica_acks=_replica_acks(settings),
         )
 
 
@@ -156,6 +158,13 @@ class Bus:
         # A short block bounds how late a follower that joined during a read is served when
         # its wake-up (CLIENT UNBLOCK) overtook the read it was meant to end.
         self.fanout = EventFanout(self.events, redis, min(options.follow_block_ms, 1000))
+
+
+def _replica_acks(settings: Settings) -> int:
+    """The setting's number, or for "auto" one replica behind Sentinel (which has replicas
+    to fail over to) and none otherwise."""
+    acks = parse_replica_acks(settings.redis_replica_acks)
+    return acks if acks is not None else int(is_sentinel_url(settings.redis_url))
 
 
 def derive_turn_id(conversation_id: str, client_id: str) -> str:

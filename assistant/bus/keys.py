@@ -54,7 +54,7 @@ class Keys:
         return self._conversation(conversation_id, "seq")
 
     def once(self, conversation_id: str) -> str:
-        """Hash of events appended at most once (a turn's final) -> their seq."""
+        """Hash of events appended at most once (a turn's final, its message's echo) -> seq."""
         return self._conversation(conversation_id, "once")
 
     def turn(self, conversation_id: str) -> str:

@@ -478,7 +478,8 @@ class TurnQueue:
         A gateway that dies mid-way cannot leave an acknowledged message without its turn,
         nor a lock without a queued turn (each would have the conversation answer nothing,
         then ``busy`` for the lock's TTL). Raises ``Busy`` or ``TurnInFlight`` with nothing
-        written; ``TurnInFlight.duplicate`` means this turn was already queued (a resent call);
+        written; ``TurnInFlight.duplicate`` means this turn was already taken (a resent call,
+        or two takes of one message racing: its reply may even be done and its lock gone);
         ``NotReplicated`` with everything written but not yet on a replica (send it again).
         The script touches the turn stream and the conversation's keys at once, so on Redis
         Cluster the turn stream would need to share the conversation's slot (see
@@ -518,6 +519,9 @@ class TurnQueue:
             raise self._busy(int(rest[0]))
         if status == "held":
             raise TurnInFlight(conversation_id, _str(rest[0]), turn.turn_id)
+        if status == "echoed":  # taken before: what it wrote must be on a replica too
+            await self.replicas.confirm(self.redis, needed, int(acked))
+            raise TurnInFlight(conversation_id, turn.turn_id, turn.turn_id)
         await self.replicas.confirm(self.redis, needed, int(acked))
         seq, stream_id = int(rest[0]), _str(rest[1])
         log.debug("turn submitted with its echo", turn_id=turn.turn_id, stream_id=stream_id)
@@ -558,7 +562,11 @@ _SUBMIT_WITH_ECHO = (
 -- KEYS[4] its in-flight lock, KEYS[5] the turn stream. ARGV[1..5] as the append's (maxlen,
 -- ttl, append id, turn id, kind), ARGV[6] lock ttl ms, ARGV[7] max backlog, ARGV[8] the
 -- number n of event field items, ARGV[9..8+n] the event's fields, the rest the turn's.
--- The echo, the lock and the turn in one step: all of them or none.
+-- The echo, the lock and the turn in one step: all of them or none, and once per turn: a
+-- turn whose echo is marked in the once-hash was taken (its reply may be done, the lock
+-- gone), so a second take of its message, racing the first, writes nothing.
+local echoed = redis.call('HGET', KEYS[3], 'echo:' .. ARGV[4])
+if echoed then return {'echoed', echoed} end
 local backlog = redis.call('XLEN', KEYS[5])
 if backlog >= tonumber(ARGV[7]) then return {'busy', backlog} end
 local holder = redis.call('GET', KEYS[4])
@@ -568,6 +576,8 @@ local event, turn = {}, {}
 for i = 9, 8 + n do event[#event + 1] = ARGV[i] end
 for i = 9 + n, #ARGV do turn[#turn + 1] = ARGV[i] end
 local seq = append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], '', ARGV[5], event)
+redis.call('HSET', KEYS[3], 'echo:' .. ARGV[4], seq)
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[6])
 local args = {'XADD', KEYS[5], '*'}
 for i = 1, #turn do args[#args + 1] = turn[i] end

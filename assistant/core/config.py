@@ -35,7 +35,7 @@ class Settings:
     # waits): a failover then cannot silently lose a message. "auto": 1 with a
     # redis+sentinel:// URL, else 0. Off (0) by default until a doubled echo seen once
     # under load is understood (docs/deploy.md).
-    redis_replica_acks: str = "0"
+    redis_replica_acks: str = "auto"
     # Prefix of every Redis key, so that two deployments can share one Redis.
     key_prefix: str = "asst"
     # SQLAlchemy async URL; empty means a SQLite file under data_dir.
@@ -112,23 +112,10 @@ class Settings:
                 f"entity slots must be one of {', '.join(ENTITY_SLOT_SETTINGS)}, got "
                 f"{self.entity_slots!r} (ASSISTANT_ENTITY_SLOTS)"
             )
-        self.replica_acks  # noqa: B018 - validates the setting
+        parse_replica_acks(self.redis_replica_acks)
         parse_rate(self.rate_ip, "rate_ip")
         parse_rate(self.rate_key, "rate_key")
         parse_networks(self.trusted_proxies, "trusted_proxies")
-
-    @property
-    def replica_acks(self) -> int | None:
-        """``redis_replica_acks`` as a number; None for "auto" (the bus decides by URL)."""
-        text = self.redis_replica_acks.strip().lower()
-        if text == "auto":
-            return None
-        if not text.isdigit() or int(text) > 16:
-            raise UserError(
-                f"setting redis_replica_acks must be auto or a whole number 0-16, got "
-                f"{self.redis_replica_acks!r} (ASSISTANT_REDIS_REPLICA_ACKS)"
-            )
-        return int(text)
 
     @property
     def effective_database_url(self) -> str:
@@ -142,6 +129,19 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process."""
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def parse_replica_acks(text: str) -> int | None:
+    """``redis_replica_acks`` as a number; None for "auto" (decided by the Redis URL)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) > 16:
+        raise UserError(
+            f"setting redis_replica_acks must be auto or a whole number 0-16, got "
+            f"{text!r} (ASSISTANT_REDIS_REPLICA_ACKS)"
+        )
+    return int(value)
 
 
 def parse_rate(text: str, name: str = "rate") -> tuple[float, float]:

@@ -595,6 +595,27 @@ async def test_submit_with_echo_is_all_or_nothing(redis_client: aioredis.Redis) 
     assert await InFlight(redis_client).holder("e3") is None
 
 
+async def test_a_turn_is_taken_once_even_after_its_lock_is_gone(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Two takes of one message racing (a resend and a background retry): the second comes
+    after the first's turn was answered and its lock released, and still writes nothing."""
+    log = EventLog(redis_client)
+    queue = TurnQueue(redis_client)
+    first = turn("e4")
+    await queue.submit_with_echo(first, echo_of(first), log)
+    await InFlight(redis_client).release("e4", first.turn_id)
+    with pytest.raises(TurnInFlight) as again:
+        await queue.submit_with_echo(first, echo_of(first), log)
+    assert again.value.duplicate
+    assert await log.last_seq("e4") == 1 and await redis_client.xlen(KEYS.turns) == 1
+    assert await InFlight(redis_client).holder("e4") is None
+    # The conversation's next message is a new turn: taken as usual.
+    second = turn("e4", "t-next")
+    await queue.submit_with_echo(second, echo_of(second), log)
+    assert await log.last_seq("e4") == 2
+
+
 async def times_delivered(client: aioredis.Redis, stream_id: str) -> int:
     [row] = await client.xpending_range(KEYS.turns, KEYS.group, stream_id, stream_id, 1)
     return int(row["times_delivered"])

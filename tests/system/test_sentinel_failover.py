@@ -268,7 +268,7 @@ async def test_a_message_the_replica_never_copied_is_taken_again_and_answered(
     one does: the client, which sends it once, gets its reply from the promoted replica."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'failover.db'}"
     key = await _prepare_database(database_url)
-    env = {**_gateway_env(sentinels, tmp_path, database_url), "ASSISTANT_REDIS_REPLICA_ACKS": "1"}
+    env = _gateway_env(sentinels, tmp_path, database_url)  # the default waits for 1 replica
     assert sentinels.replica is not None and sentinels.primary is not None
     replica_pid = sentinels.replica.process.pid
     with gateways(env, tmp_path / "gateways.log", 1) as running:
