@@ -233,6 +233,47 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_corpus_distill(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+
+    from assistant.lab.corpus.distill import distill_file
+    from dlm_runtime.loading import load_model
+    from dlm_runtime.tokenizer import load_tokenizer
+
+    source, out = Path(args.source), Path(args.out)
+    if not source.is_file():
+        raise UserError(f"no training file at {source}: run 'assistant corpus build' first")
+    if out.resolve() == source.resolve():
+        raise UserError("--out must not be the source file (it is read while written)")
+    if args.text < 1 or args.concurrency < 1:
+        raise UserError("--text and --concurrency must be at least 1")
+    path = _checkpoint_dir(settings)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(path, dtype="float32")
+    tok = load_tokenizer(path)
+    context = int(getattr(model.config, "max_position_embeddings", 512))
+    try:
+        stats = distill_file(
+            model,
+            tok,
+            source,
+            out,
+            text=args.text,
+            seed=args.seed,
+            concurrency=args.concurrency,
+            max_context=context,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"wrote {out}: {stats.tool_examples} tool-call examples as written, "
+        f"{stats.text_examples} text examples, {stats.distilled} of them with the model's "
+        f"reply ({stats.same_as_written} the same as written)"
+    )
+    return 0
+
+
 def cmd_speed(args: argparse.Namespace, settings: Settings) -> int:
     import torch
 
@@ -366,6 +407,32 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     build.add_argument("--model-path", metavar="DIR", help="tokenizer (default: bundled)")
     build.set_defaults(handler=cmd_corpus_build)
+
+    distill = corpus_commands.add_parser(
+        "distill",
+        parents=[logging_options()],
+        help="replace sampled text replies by the model's own causal ones",
+        description="Self-distillation for parallel decoding: write the training file's "
+        "tool-call examples and N sampled text examples whose replies are the model's "
+        "greedy autoregressive ones where those finish, keep every placeholder of the "
+        "written reply, name none the conversation lacks and, in tutoring, give its "
+        "verdict (else the written reply stays). Train on the result so that block "
+        "diffusion learns one wording per prompt and commits more positions per forward.",
+    )
+    distill.add_argument("--source", required=True, metavar="FILE", help="a train.jsonl")
+    distill.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    distill.add_argument(
+        "--text", type=int, required=True, metavar="N", help="text examples to sample"
+    )
+    distill.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    distill.add_argument(
+        "--concurrency", type=int, default=16, help="replies decoded together (default 16)"
+    )
+    distill.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: torch's choice)"
+    )
+    distill.add_argument("--model-path", metavar="DIR", help="the model (default: bundled)")
+    distill.set_defaults(handler=cmd_corpus_distill)
 
     evaluate = commands.add_parser(
         "eval",
