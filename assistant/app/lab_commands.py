@@ -247,6 +247,8 @@ def cmd_corpus_distill(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError("--out must not be the source file (it is read while written)")
     if args.text < 1 or args.concurrency < 1:
         raise UserError("--text and --concurrency must be at least 1")
+    if args.tool is not None and args.tool < 0:
+        raise UserError("--tool must be 0 or more")
     path = _checkpoint_dir(settings)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,6 +262,7 @@ def cmd_corpus_distill(args: argparse.Namespace, settings: Settings) -> int:
             source,
             out,
             text=args.text,
+            tool=args.tool,
             seed=args.seed,
             concurrency=args.concurrency,
             max_context=context,
@@ -413,8 +416,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         parents=[logging_options()],
         help="replace sampled text replies by the model's own causal ones",
         description="Self-distillation for parallel decoding: write the training file's "
-        "tool-call examples and N sampled text examples whose replies are the model's "
-        "greedy autoregressive ones where those finish, keep every placeholder of the "
+        "tool-call examples (all, or --tool of them) and N sampled text examples whose "
+        "replies are the model's greedy autoregressive ones where those finish, keep every "
+        "placeholder of the "
         "written reply, name none the conversation lacks and, in tutoring, give its "
         "verdict (else the written reply stays). Train on the result so that block "
         "diffusion learns one wording per prompt and commits more positions per forward.",
@@ -423,6 +427,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     distill.add_argument("--out", required=True, metavar="FILE", help="the file to write")
     distill.add_argument(
         "--text", type=int, required=True, metavar="N", help="text examples to sample"
+    )
+    distill.add_argument(
+        "--tool",
+        type=int,
+        metavar="N",
+        help="tool-call examples to sample (default: all of them); keep the source's share "
+        "of tool calls so that training on the file does not tilt the model towards them",
     )
     distill.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     distill.add_argument(

@@ -126,6 +126,10 @@ def test_distill_writes_tool_calls_as_written_and_the_model_s_checked_replies(
             assert kept_reply(original, reply, finished=True, context=context, tutoring=False)
     # The bundled model words at least one of these its own way (the reason to distill).
     assert changed >= 1
+    # --tool samples the tool calls: none here, and the same text examples.
+    assert run([*argv, "--tool", "0", "--threads", "1"]) == 0
+    assert "0 tool-call examples as written, 3 text examples" in capsys.readouterr().out
+    assert [json.loads(line) for line in out.read_text().splitlines()] == written[1:]
 
 
 def test_distill_refuses_a_missing_source_and_overwriting_it(

@@ -9,8 +9,10 @@ self-distillation, done once over a sample of the corpus. A reply is replaced on
 model's is a whole reply that keeps what can be checked of the written one (``kept_reply``:
 its facts and verdict; the wording is the model's to choose); tool calls are never replaced.
 
-``distill_file`` writes every tool-call example of the source file and ``text`` of its text
-examples, sampled with ``seed``, each with its distilled or written reply.
+``distill_file`` writes the source file's tool-call examples (all, or ``tool`` of them: the
+source's share of tool calls kept, so that the model's behaviour does not drift towards
+calling tools) and ``text`` of its text examples, sampled with ``seed``, each text example
+with its distilled or written reply.
 """
 
 from __future__ import annotations
@@ -63,14 +65,22 @@ class DistillStats:
     same_as_written: int = 0
 
 
-def _sample(path: Path, text: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
-    """All records of ``path`` and the indices of ``text`` sampled text examples."""
+def _sample(
+    path: Path, text: int, tool: int | None, seed: int
+) -> tuple[list[dict[str, Any]], list[int], set[int]]:
+    """All records of ``path``, the indices of ``text`` sampled text examples and those of
+    ``tool`` sampled tool-call examples (every one when None)."""
     records = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
     text_indices = [i for i, r in enumerate(records) if is_text_example(r)]
+    tool_indices = [i for i, r in enumerate(records) if not is_text_example(r)]
     if text > len(text_indices):
         raise ValueError(f"{path} has {len(text_indices)} text examples, fewer than {text}")
-    chosen = sorted(random.Random(seed).sample(text_indices, text))
-    return records, chosen
+    if tool is not None and tool > len(tool_indices):
+        raise ValueError(f"{path} has {len(tool_indices)} tool-call examples, fewer than {tool}")
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(text_indices, text))
+    tools = set(tool_indices if tool is None else rng.sample(tool_indices, tool))
+    return records, chosen, tools
 
 
 def _batches(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -85,19 +95,21 @@ def distill_file(
     out: Path,
     *,
     text: int,
+    tool: int | None = None,
     seed: int = 0,
     concurrency: int = 16,
     max_context: int = 512,
 ) -> DistillStats:
-    """Write ``out``: the tool-call examples of ``source`` and ``text`` sampled text
-    examples, their replies the model's autoregressive ones where ``kept_reply`` allows."""
+    """Write ``out``: ``tool`` sampled tool-call examples of ``source`` (all when None) and
+    ``text`` sampled text examples, their replies the model's autoregressive ones where
+    ``kept_reply`` allows."""
     from tqdm import tqdm
 
     from assistant.agent.decoding import decoding_modes
     from assistant.lab.speed import serve_all
     from dlm_runtime.tokenizer import encode_chat
 
-    records, chosen = _sample(source, text, seed)
+    records, chosen, tools = _sample(source, text, tool, seed)
     mode = decoding_modes()["autoregressive"]
     stats = DistillStats()
     replies: dict[int, str] = {}
@@ -136,7 +148,9 @@ def distill_file(
                     stats.same_as_written += reply == record["messages"][-1]["content"]
                     last = {**record["messages"][-1], "content": reply}
                     record = {**record, "messages": [*record["messages"][:-1], last]}
-            else:
+            elif index in tools:
                 stats.tool_examples += 1
+            else:
+                continue
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return stats
