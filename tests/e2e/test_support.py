@@ -97,11 +97,14 @@ def test_widget_answers_an_order_question(browser: Any, server: Server, artifact
         screenshot(page, artifacts, "widget-order-answer")
         assert widget.user_messages().count() == 1
         assert widget.finals().count() == 1
-        # While in flight: the typing indicator and the stop button, then the whole draft
-        # sharpening with masked positions as placeholders, then the final in its place.
+        # While in flight: the typing indicator and the stop button, then the whole draft,
+        # then the final in its place with no masked position left. Whether a draft that
+        # reaches the page still shows masked positions is the model's business (one that
+        # commits a whole block per forward shows none); their rendering is
+        # test_client_js's.
         seen = page.evaluate("() => window.__seen")
         assert seen["typing"] > 0 and seen["stop"] > 0, seen
-        assert seen["draft"] > 0 and seen["mask"] > 0, seen
+        assert seen["draft"] > 0, seen
         assert widget.log.locator(".dlm-mask").count() == 0
         # The order's exact facts from the database: its number and its tracking number (the
         # wording of the status varies: "has shipped", "is on its way", ...).
@@ -174,7 +177,7 @@ def test_console_follows_takes_over_and_replies(
         screenshot(console, artifacts, "console-live-conversation")
 
         # Take over, reply as the operator, the widget shows it distinctly.
-        take_over = console.get_by_role("button", name="Take over")
+        take_over = console.get_by_role("button", name="Take over", exact=True)
         take_over.click()
         reply_box = console.get_by_label("Reply as operator")
         console.wait_for_function("() => !document.querySelector('#reply').disabled")
@@ -450,7 +453,7 @@ def test_console_on_a_narrow_screen(browser: Any, server: Server, artifacts: Pat
         row.locator("button").click()
         console.locator("#view").wait_for(state="visible")
         assert console.locator(".list-pane").is_hidden()
-        assert console.get_by_role("button", name="Take over").is_visible()
+        assert console.get_by_role("button", name="Take over", exact=True).is_visible()
         screenshot(console, artifacts, "console-phone-conversation")
         console.get_by_role("button", name="Back to the list").click()
         console.locator(".list-pane").wait_for(state="visible")
@@ -488,7 +491,7 @@ def test_console_shows_a_handoff_waiting_until_an_operator_takes_it(
         owner = console.locator("#owner")
         console.wait_for_function("() => document.querySelector('#owner').textContent !== ''")
         assert owner.inner_text() == "waiting for a human"
-        console.get_by_role("button", name="Take over").click()
+        console.get_by_role("button", name="Take over", exact=True).click()
         console.wait_for_function(
             "() => document.querySelector('#owner').textContent === 'you own it'"
         )
