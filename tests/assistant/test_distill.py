@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
-from assistant.app.cli import main
 from assistant.lab.corpus.distill import is_text_example, kept_reply
+from tests.cli import run_cli as run
 
 SUPPORT = "You are the support assistant of Northwind Outfitters."
 TOOL_CALL = {
@@ -92,16 +91,6 @@ def test_a_reply_is_kept_when_its_facts_and_verdict_are() -> None:
 def test_only_text_replies_are_text_examples() -> None:
     assert not is_text_example(TOOL_CALL)
     assert is_text_example(ORDER_REPLY) and is_text_example(THANKS)
-
-
-def run(argv: list[str]) -> int:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return main(argv)
-    finally:  # main() points logging at the captured stderr: undo that
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def test_distill_writes_tool_calls_as_written_and_the_model_s_checked_replies(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
-from assistant.app.cli import main
+from tests.cli import run_cli as run
 
 MESSAGES = [
     [
@@ -21,16 +20,6 @@ MESSAGES = [
         {"role": "assistant", "content": "Hello! How can I help?"},
     ],
 ]
-
-
-def run(argv: list[str]) -> int:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        return main(argv)
-    finally:  # main() points logging at the captured stderr: undo that
-        root.handlers[:] = handlers
-        root.setLevel(level)
 
 
 def test_speed_prints_every_mode_at_every_load(
