@@ -1,6 +1,8 @@
 #!/bin/bash
-# loadtests.sh: 50 and 100 clients, for autoregressive, fast-diffusion and the default (empty mode), one after the other
-cd /work/main && source .venv/bin/activate
+# docs/loadtest/run.sh: 50 and 100 clients, for autoregressive, fast-diffusion and adaptive diffusion, one after the other
+cd "$(dirname "$0")/../.." && source .venv/bin/activate
+# Reports go to $OUT (default /tmp/loadtest): session 12 kept them in docs/loadtest/session12,
+# session 15 in docs/loadtest/session15.
 OUT=${OUT:-/tmp/loadtest}; mkdir -p $OUT
 for clients in 100 50; do
 for mode in autoregressive fast-diffusion adaptive-diffusion; do
