@@ -519,10 +519,9 @@ class TurnQueue:
             raise self._busy(int(rest[0]))
         if status == "held":
             raise TurnInFlight(conversation_id, _str(rest[0]), turn.turn_id)
-        if status == "echoed":  # taken before: what it wrote must be on a replica too
-            await self.replicas.confirm(self.redis, needed, int(acked))
-            raise TurnInFlight(conversation_id, turn.turn_id, turn.turn_id)
         await self.replicas.confirm(self.redis, needed, int(acked))
+        if status == "echoed":  # taken before (and, confirmed above, on a replica)
+            raise TurnInFlight(conversation_id, turn.turn_id, turn.turn_id)
         seq, stream_id = int(rest[0]), _str(rest[1])
         log.debug("turn submitted with its echo", turn_id=turn.turn_id, stream_id=stream_id)
         return seq, stream_id

@@ -33,8 +33,7 @@ class Settings:
     # Replicas that must hold a user message and its turn before the gateway reports them
     # taken (Redis WAIT; capped by the replicas the primary has, so a lone primary never
     # waits): a failover then cannot silently lose a message. "auto": 1 with a
-    # redis+sentinel:// URL, else 0. Off (0) by default until a doubled echo seen once
-    # under load is understood (docs/deploy.md).
+    # redis+sentinel:// URL (the default), else 0; 0 turns it off (docs/deploy.md).
     redis_replica_acks: str = "auto"
     # Prefix of every Redis key, so that two deployments can share one Redis.
     key_prefix: str = "asst"

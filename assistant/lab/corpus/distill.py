@@ -71,8 +71,10 @@ def _sample(
     """All records of ``path``, the indices of ``text`` sampled text examples and those of
     ``tool`` sampled tool-call examples (every one when None)."""
     records = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
-    text_indices = [i for i, r in enumerate(records) if is_text_example(r)]
-    tool_indices = [i for i, r in enumerate(records) if not is_text_example(r)]
+    text_indices: list[int] = []
+    tool_indices: list[int] = []
+    for i, record in enumerate(records):
+        (text_indices if is_text_example(record) else tool_indices).append(i)
     if text > len(text_indices):
         raise ValueError(f"{path} has {len(text_indices)} text examples, fewer than {text}")
     if tool is not None and tool > len(tool_indices):
@@ -113,11 +115,11 @@ def distill_file(
     mode = decoding_modes()["autoregressive"]
     stats = DistillStats()
     replies: dict[int, str] = {}
+    # A conversation too long to leave a reply room keeps its written reply.
+    room = max_context - mode.policy.max_new_tokens
     with tqdm(total=len(chosen), desc="distilling", unit="reply") as progress:
         for batch in _batches(chosen, 256):
             prompts = [encode_chat(tok, records[i]["messages"][:-1]) for i in batch]
-            # A conversation too long to leave a reply room keeps its written reply.
-            room = max_context - mode.policy.max_new_tokens
             fits = [j for j, ids in enumerate(prompts) if len(ids) <= room]
             run = asyncio.run(
                 serve_all(model, tok, mode, [prompts[j] for j in fits], concurrency, concurrency)
