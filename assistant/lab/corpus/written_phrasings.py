@@ -1,5 +1,6 @@
 """Training-only customer phrasings written in batches (this module holds the first,
-``written_phrasings_second`` the second, ``written_phrasings_third`` the third) by writers
+``written_phrasings_second`` the second, ``written_phrasings_third`` the third,
+``written_phrasings_fourth`` the fourth) by writers
 shown only the training phrasings of each list (never the held-out or dev ones); the first
 batch has 20 per list and 40 for the requests to decline, to hand over and about another
 customer's order.
@@ -16,6 +17,7 @@ import importlib
 import re
 
 from assistant.lab.corpus.phrases import Phrases
+from assistant.lab.corpus.written_phrasings_fourth import FOURTH
 from assistant.lab.corpus.written_phrasings_second import SECOND
 from assistant.lab.corpus.written_phrasings_third import THIRD
 
@@ -44,7 +46,7 @@ def add_written_phrasings() -> None:
 
 def batches() -> tuple[dict[str, tuple[str, ...]], ...]:
     """The batches of written phrasings, oldest first."""
-    return (WRITTEN, SECOND, THIRD)
+    return (WRITTEN, SECOND, THIRD, FOURTH)
 
 
 WRITTEN: dict[str, tuple[str, ...]] = {
