@@ -34,6 +34,7 @@ from assistant.agent.toolcall import (
     ParseError,
     Reply,
     ToolRequest,
+    doubled_word,
     parse_foreign_output,
     parse_output,
     stops_mid_sentence,
@@ -415,8 +416,9 @@ def _unusable(
 ) -> str | None:
     """Why an output cannot be used as it is (the problem code the turn would report), or
     None: a parse error, a reply (``resolved``: its text with real values) naming
-    placeholders the prompt never had, with nothing left or stopping mid-sentence, a tool
-    call whose arguments name such placeholders."""
+    placeholders the prompt never had, with nothing left, stopping mid-sentence or writing a
+    word twice in a row ("the the number"), a tool call whose arguments name such
+    placeholders."""
     if isinstance(parsed, ParseError):
         return parsed.code
     if resolved is not None:
@@ -424,7 +426,9 @@ def _unusable(
             return "unresolved_slot"
         if not resolved.text:
             return "empty_output"
-        return "unfinished_reply" if stops_mid_sentence(resolved.text) else None
+        if stops_mid_sentence(resolved.text):
+            return "unfinished_reply"
+        return "doubled_word" if doubled_word(resolved.text) else None
     assert isinstance(parsed, ToolRequest)
     try:
         table.resolve_arguments(parsed.arguments)

@@ -8,7 +8,9 @@ malformed output becomes a :class:`ParseError` with a stable code, so a turn sur
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,20 @@ def stops_mid_sentence(text: str) -> bool:
     """A reply without closing punctuation ("It should arrive by"): parallel decoding ended
     the reply before its sentence did."""
     return not text.rstrip().rstrip("\"')]").endswith(_CLOSING)
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z']*")
+# Words people do double ("bye bye", "very very"); single letters are left out too.
+_DOUBLED_ON_PURPOSE = frozenset(("bye", "ha", "no", "very", "so", "really"))
+
+
+def doubled_word(reply: str) -> bool:
+    """A word written twice in a row ("The answer answer is"): parallel commits that could
+    not see each other."""
+    words = [w.lower() for w in _WORD.findall(reply)]
+    return any(
+        a == b and len(a) > 1 and a not in _DOUBLED_ON_PURPOSE for a, b in itertools.pairwise(words)
+    )
 
 
 def parse_output(text: str, known_tools: Collection[str] | None = None) -> ParsedOutput:

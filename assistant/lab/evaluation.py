@@ -21,10 +21,8 @@ handled when the turn passes every check above, so a leaked or invented value fa
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -36,6 +34,7 @@ from assistant.agent.loop import AgentLoop, ToolCalled, ToolFinished, TurnFinish
 from assistant.agent.prompting import HistoryItem
 
 # The served loop redrafts such replies; the evaluation counts those left.
+from assistant.agent.toolcall import doubled_word
 from assistant.agent.toolcall import stops_mid_sentence as unfinished
 from assistant.demo.shop import build_shop
 from assistant.entities.slots import SlotTable
@@ -204,20 +203,6 @@ async def run_turn(loop: AgentLoop, channel: str, history: Sequence[HistoryItem]
     assert finished is not None
     latency = (time.perf_counter() - started) * 1000
     return TurnRun(calls[0] if calls else None, calls, results, finished, latency)
-
-
-_WORD = re.compile(r"[A-Za-z][A-Za-z']*")
-# Words people do double ("bye bye", "very very"); single letters are left out too.
-_DOUBLED_ON_PURPOSE = frozenset(("bye", "ha", "no", "very", "so", "really"))
-
-
-def doubled_word(reply: str) -> bool:
-    """A word written twice in a row ("The answer answer is"): parallel commits that could
-    not see each other."""
-    words = [w.lower() for w in _WORD.findall(reply)]
-    return any(
-        a == b and len(a) > 1 and a not in _DOUBLED_ON_PURPOSE for a, b in itertools.pairwise(words)
-    )
 
 
 def too_short(reply: str) -> bool:

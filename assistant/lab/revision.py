@@ -24,6 +24,9 @@ from typing import Any
 from assistant.agent.decoding import FAST_BLOCK, VERIFY_TRUST, decoding_modes
 from dlm_runtime.decoding import DecodingMode
 
+# Points recorded before a sweep wrote its block down (docs/revision/b8.json) used block 8.
+RECORDED_BLOCK = 8
+
 
 def sweep_modes(
     thresholds: Sequence[float],
@@ -123,7 +126,7 @@ def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
     reference = [p for p in points if p["floor"] is None][:1]  # one per sweep: the first
     lines = sorted(
         {
-            (p.get("block", FAST_BLOCK), p["floor"], _trust(p))
+            (p.get("block", RECORDED_BLOCK), p["floor"], _trust(p))
             for p in points
             if p["floor"] is not None
         }
@@ -141,7 +144,8 @@ def plot(points: Sequence[dict[str, Any]], out: Path) -> None:
                 (
                     p
                     for p in points
-                    if (p.get("block", FAST_BLOCK), p["floor"], _trust(p)) == (block, floor, trust)
+                    if (p.get("block", RECORDED_BLOCK), p["floor"], _trust(p))
+                    == (block, floor, trust)
                 ),
                 key=lambda p: p["forward_passes_per_token"],
             )

@@ -209,6 +209,28 @@ async def test_a_parallel_reply_that_stops_mid_sentence_is_redrafted_causally(to
     assert final.status == "complete" and len(script.prompts) == 2
 
 
+async def test_a_parallel_reply_with_a_doubled_word_is_redrafted_causally(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Positions committed in one block step cannot see each other, so a parallel reply may
+    write a word twice ("the the number"; 2.3% of dev conversation replies with 16-position
+    blocks); the causal mode redrafts it. A second doubled reply is kept, counted nowhere as a
+    failure: it still answers."""
+    causal = DecodingMode.autoregressive(fast())
+    doubled = "Could you give me the the order number?"
+    events, script = await _run(
+        tokenizer, [doubled, "Could you give me the order number?"], "hi", redraft=causal
+    )
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.text == "Could you give me the order number?"
+    assert script.prompts[0] == script.prompts[1] and not final.problem
+    events, script = await _run(tokenizer, [doubled, doubled], "hi", redraft=causal)
+    final = events[-1]
+    assert isinstance(final, TurnFinished) and final.text == doubled
+    assert final.status == "complete" and not final.problem and len(script.prompts) == 2
+    # Words people do double are not redrafted.
+    events, script = await _run(tokenizer, ["Bye bye!"], "bye", redraft=causal)
+    assert len(script.prompts) == 1
+
+
 async def test_a_parallel_reply_claiming_what_no_tool_did_is_redrafted(tokenizer) -> None:  # type: ignore[no-untyped-def]
     """Seen on dev conversations with run 14: fast diffusion announced a ticket it never
     opened. The causal redraft opens it; a second claiming reply is replaced honestly."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from assistant.agent.toolcall import doubled_word
 from assistant.checkpoints import model_dir
 from assistant.demo.shop import build_shop
 from assistant.lab.conversation_eval import (
@@ -21,7 +22,6 @@ from assistant.lab.corpus.build import build_corpus, conversations, read_dialogu
 from assistant.lab.corpus.dialogue import Dialogue
 from assistant.lab.evaluation import (
     TurnScore,
-    doubled_word,
     serving_loops,
     too_short,
     unfinished,
