@@ -84,6 +84,7 @@ def test_a_reply_is_kept_when_its_facts_and_verdict_are() -> None:
     assert not kept("Order [ORDER_ID_1] was delivered.")  # a fact dropped
     assert not kept("Order [ORDER_ID_1] was delivered by [CARRIER_1] on [DATE_1].")  # invented
     assert not kept("   ")
+    assert not kept("Order [ORDER_ID_1] was was delivered by [CARRIER_1].")  # a doubled word
     assert kept("Well done! [HINT_1]", tutoring=True)
     assert not kept("Not quite. [HINT_1]", tutoring=True)  # the verdict turned
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from assistant.agent.toolcall import doubled_word
 from assistant.entities.slots import PLACEHOLDER
 from assistant.lab.evaluation import says_correct
 
@@ -44,12 +45,14 @@ def _placeholders(text: str) -> set[str]:
 
 
 def kept_reply(written: str, model: str, *, finished: bool, context: str, tutoring: bool) -> bool:
-    """Whether the model's reply may replace the written one: it finished, names every
+    """Whether the model's reply may replace the written one: it finished, writes no word
+    twice in a row (the served loop redrafts such a reply; it is not one to learn), names every
     placeholder the written one names (the facts) and none the conversation lacks, and a
     tutoring reply gives the written one's verdict. Other wording is the model's to choose:
     that is the point."""
     model = model.strip()
-    if not finished or not model:
+    # A placeholder is a value, not words ("order [ORDER_ID_1]" doubles nothing).
+    if not finished or not model or doubled_word(PLACEHOLDER.sub("0", model)):
         return False
     named = _placeholders(model)
     if not _placeholders(written) <= named or not named <= _placeholders(context + written):
