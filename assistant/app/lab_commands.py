@@ -417,10 +417,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="replace sampled text replies by the model's own causal ones",
         description="Self-distillation for parallel decoding: write the training file's "
         "tool-call examples (all, or --tool of them) and N sampled text examples whose "
-        "replies are the model's greedy autoregressive ones where those finish, keep every "
-        "placeholder of the "
-        "written reply, name none the conversation lacks and, in tutoring, give its "
-        "verdict (else the written reply stays). Train on the result so that block "
+        "replies are the model's greedy autoregressive ones where those finish, write no "
+        "word twice in a row, keep every placeholder of the written reply, name none the "
+        "conversation lacks and, in tutoring, give its verdict (else the written reply "
+        "stays). Train on the result so that block "
         "diffusion learns one wording per prompt and commits more positions per forward.",
     )
     distill.add_argument("--source", required=True, metavar="FILE", help="a train.jsonl")
